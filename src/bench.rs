@@ -1,0 +1,226 @@
+//! `storegate bench ...`: figures measured on this machine, printed, never
+//! asserted by tests. Each benchmark compares against the physical limit
+//! measured in the same run where one exists.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use rusqlite::params;
+
+use crate::config::Durability;
+use crate::db::{self, StoreError, Writer, writer::NoProjections};
+use crate::event::{EventBody, NewEvent, SaleLine, TagTransition};
+
+/// Options of `storegate bench journal`.
+#[derive(Debug, Clone)]
+pub struct JournalBench {
+    /// Where the scratch databases go (same filesystem as production, ideally).
+    pub dir: PathBuf,
+    pub events: usize,
+    /// Concurrent producers (devices with messages in flight).
+    pub producers: usize,
+    pub latency_seconds: u64,
+    pub durability: Durability,
+}
+
+#[derive(Debug, Clone)]
+pub struct JournalFigures {
+    pub ingest_per_s: f64,
+    pub raw_per_s: f64,
+    pub groups: u64,
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
+    pub latency_samples: usize,
+}
+
+impl JournalFigures {
+    pub fn ratio(&self) -> f64 {
+        self.ingest_per_s / self.raw_per_s
+    }
+}
+
+/// A realistic mix: mostly RFID transitions, every tenth event a sale line
+/// (which carries a natural key and so costs a second index insert).
+pub fn sample_event(i: usize) -> NewEvent {
+    let now = crate::event::now_millis();
+    let body = if i % 10 == 0 {
+        EventBody::Sale(SaleLine {
+            receipt_id: format!("R-{}", i / 10),
+            line: 1,
+            sku: format!("SKU-{}", 1000 + i % 500),
+            gtin: None,
+            qty: 1,
+            unit_price_minor: 249,
+            currency: "EUR".into(),
+            pos: "1".into(),
+            member_hash: None,
+        })
+    } else {
+        EventBody::TagArrived(TagTransition {
+            epc: format!("30742{:019X}", i),
+            gtin: Some("80614141123458".into()),
+            serial: Some(i.to_string()),
+            sku: Some(format!("SKU-{}", 1000 + i % 500)),
+            zone: "salesfloor".into(),
+            from_zone: None,
+            reader: "door-reader".into(),
+            antenna: Some(1),
+            rssi_dbm: Some(-55),
+            first_seen: now,
+            last_seen: now,
+        })
+    };
+    NewEvent::new(now, "bench", body)
+}
+
+pub async fn journal(opts: &JournalBench) -> Result<JournalFigures, StoreError> {
+    std::fs::create_dir_all(&opts.dir).map_err(|source| StoreError::CreateDir {
+        path: opts.dir.clone(),
+        source,
+    })?;
+    let raw_per_s = raw_insert_rate(&opts.dir.join("bench-raw.db"), opts.events, opts.durability)?;
+    let (ingest_per_s, groups) = ingest_rate(&opts.dir.join("bench-ingest.db"), opts).await?;
+    let (p50, p99, samples) =
+        latency_at_fixed_rate(&opts.dir.join("bench-latency.db"), opts).await?;
+    Ok(JournalFigures {
+        ingest_per_s,
+        raw_per_s,
+        groups,
+        latency_p50_ms: p50,
+        latency_p99_ms: p99,
+        latency_samples: samples,
+    })
+}
+
+fn fresh_db(path: &Path, durability: Durability) -> Result<rusqlite::Connection, StoreError> {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(p);
+    }
+    db::open_write(path, durability)
+}
+
+/// The physical limit: the same rows into the same schema with plain
+/// batched rusqlite inserts, 1024 rows per fsynced transaction.
+fn raw_insert_rate(path: &Path, n: usize, durability: Durability) -> Result<f64, StoreError> {
+    use db::SqlContext;
+    let conn = fresh_db(path, durability)?;
+    let rows: Vec<(String, Option<String>, i64)> = (0..n)
+        .map(|i| {
+            let e = sample_event(i);
+            (e.body.data_json(), e.natural_key(), e.ts.timestamp_millis())
+        })
+        .collect();
+    let kinds: Vec<&str> = (0..n).map(|i| sample_event(i).body.kind()).collect();
+    let started = Instant::now();
+    for (chunk_no, chunk) in rows.chunks(1024).enumerate() {
+        let tx = conn.unchecked_transaction().ctx("raw bench")?;
+        {
+            let mut ins = tx
+                .prepare_cached("INSERT INTO journal (seq, ts_ms, device, kind, data) VALUES (?1, ?2, ?3, ?4, ?5)")
+                .ctx("raw bench")?;
+            let mut key = tx
+                .prepare_cached("INSERT INTO natural_keys (key, seq, ts_ms) VALUES (?1, ?2, ?3) ON CONFLICT (key) DO NOTHING")
+                .ctx("raw bench")?;
+            for (j, (data, nkey, ts)) in chunk.iter().enumerate() {
+                let seq = (chunk_no * 1024 + j + 1) as i64;
+                if let Some(k) = nkey {
+                    key.execute(params![k, seq, ts]).ctx("raw bench")?;
+                }
+                ins.execute(params![seq, ts, "bench", kinds[seq as usize - 1], data])
+                    .ctx("raw bench")?;
+            }
+        }
+        tx.commit().ctx("raw bench")?;
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn ingest_rate(path: &Path, opts: &JournalBench) -> Result<(f64, u64), StoreError> {
+    let conn = fresh_db(path, opts.durability)?;
+    let (writer, thread) = Writer::spawn(conn, Box::new(NoProjections))?;
+    let per_producer = opts.events / opts.producers.max(1);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for p in 0..opts.producers.max(1) {
+        let writer = writer.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..per_producer {
+                writer
+                    .append(vec![sample_event(p * per_producer + i)])
+                    .await?;
+            }
+            Ok::<(), StoreError>(())
+        }));
+    }
+    for t in tasks {
+        t.await
+            .map_err(|e| StoreError::Rejected(format!("bench producer died: {e}")))??;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let groups = writer
+        .stats()
+        .groups
+        .load(std::sync::atomic::Ordering::Relaxed);
+    drop(writer);
+    tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .ok();
+    Ok((
+        (per_producer * opts.producers.max(1)) as f64 / elapsed,
+        groups,
+    ))
+}
+
+/// Offer one event every millisecond and time each from submission to
+/// committed acknowledgement.
+async fn latency_at_fixed_rate(
+    path: &Path,
+    opts: &JournalBench,
+) -> Result<(f64, f64, usize), StoreError> {
+    let conn = fresh_db(path, opts.durability)?;
+    let (writer, thread) = Writer::spawn(conn, Box::new(NoProjections))?;
+    let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let total = (opts.latency_seconds * 1000) as usize;
+    let mut inflight = tokio::task::JoinSet::new();
+    for i in 0..total {
+        tick.tick().await;
+        let writer = writer.clone();
+        let samples = samples.clone();
+        inflight.spawn(async move {
+            let t0 = Instant::now();
+            let r = writer.append(vec![sample_event(i)]).await;
+            let ms = t0.elapsed().as_secs_f64() * 1000.0;
+            if r.is_ok() {
+                if let Ok(mut s) = samples.lock() {
+                    s.push(ms);
+                }
+            }
+        });
+    }
+    while inflight.join_next().await.is_some() {}
+    drop(writer);
+    tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .ok();
+    let mut s = samples.lock().map(|s| s.clone()).unwrap_or_default();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let pct = |q: f64| {
+        if s.is_empty() {
+            0.0
+        } else {
+            s[((s.len() - 1) as f64 * q).round() as usize]
+        }
+    };
+    Ok((pct(0.50), pct(0.99), s.len()))
+}
+
+/// Seconds since the epoch, for bench report headers.
+pub fn stamp() -> String {
+    Utc::now().format("%Y-%m-%d %H:%M UTC").to_string()
+}

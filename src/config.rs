@@ -1,0 +1,927 @@
+//! The TOML configuration (spec/config.md), validated into typed structs.
+//!
+//! The file is read into a TOML table first and then walked key by key, so
+//! that *every* problem is reported at once with the file, the key and what
+//! would be right; serde's derive would stop at the first one. Unknown keys
+//! are errors: a typo must never silently disable a device.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use toml::{Table, Value};
+
+/// One thing wrong with a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key path, e.g. `device[2].baud` (empty for whole-file problems).
+    pub key: String,
+    /// What is wrong and what would be right.
+    pub message: String,
+}
+
+/// Every problem found in one configuration file.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(
+            f,
+            "{}: {n} problem{}",
+            self.file.display(),
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            if p.key.is_empty() {
+                write!(f, "\n  {}: {}", self.file.display(), p.message)?;
+            } else {
+                write!(f, "\n  {}: {}: {}", self.file.display(), p.key, p.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync the WAL at every commit group: a power cut loses nothing that
+    /// was acknowledged.
+    Full,
+    /// WAL without fsync per group: a crash of the process loses nothing,
+    /// a power cut may lose the last commit groups (up to the last
+    /// checkpoint) although they were acknowledged.
+    Normal,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub store_id: String,
+    pub data_dir: PathBuf,
+    pub profiles_dir: PathBuf,
+    pub disk_quota_mb: u64,
+    pub durability: Durability,
+    pub journal_retention_h: u64,
+    pub locale: String,
+    pub offline_alert_s: u64,
+    pub api: ApiConfig,
+    pub mqtt: MqttConfig,
+    pub central: Option<CentralConfig>,
+    pub rfid: RfidConfig,
+    pub pricing: PricingConfig,
+    pub devices: Vec<DeviceConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    pub ops_listen: Option<SocketAddr>,
+    pub staff_tokens: Option<PathBuf>,
+    pub central_tokens: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Broker {
+    /// Start rumqttd in process on this address.
+    Embedded(SocketAddr),
+    /// Connect to an external broker (`mqtt://host:port` or `mqtts://...`).
+    External { url: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MqttConfig {
+    pub broker: Broker,
+    pub client_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CentralConfig {
+    pub url: String,
+    pub token_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    pub batch_max: usize,
+    pub max_backoff_s: u64,
+    pub poll_prices_s: u64,
+    pub poll_stock_s: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RfidConfig {
+    pub dedup_window_ms: u64,
+    pub departed_after_s: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PricingConfig {
+    pub conflict_grace_s: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parity {
+    None,
+    Even,
+    Odd,
+}
+
+/// Line settings of a serial port (also used by Modbus RTU).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SerialLine {
+    pub port: PathBuf,
+    /// `None`: the profile's default baud rate.
+    pub baud: Option<u32>,
+    pub data_bits: u8,
+    pub parity: Parity,
+    pub stop_bits: u8,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transport {
+    Serial(SerialLine),
+    Mqtt {
+        topic: String,
+    },
+    ModbusTcp {
+        address: String,
+        unit: u8,
+        poll_ms: u64,
+    },
+    ModbusRtu {
+        line: SerialLine,
+        unit: u8,
+        poll_ms: u64,
+    },
+    Http {
+        url: String,
+        poll_ms: u64,
+    },
+    HttpStream {
+        url: String,
+    },
+}
+
+impl Transport {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Transport::Serial(_) => "serial",
+            Transport::Mqtt { .. } => "mqtt",
+            Transport::ModbusTcp { .. } => "modbus-tcp",
+            Transport::ModbusRtu { .. } => "modbus-rtu",
+            Transport::Http { .. } => "http",
+            Transport::HttpStream { .. } => "http-stream",
+        }
+    }
+
+    /// Where the device is reached, for humans.
+    pub fn endpoint(&self) -> String {
+        match self {
+            Transport::Serial(l) | Transport::ModbusRtu { line: l, .. } => {
+                l.port.display().to_string()
+            }
+            Transport::Mqtt { topic } => topic.clone(),
+            Transport::ModbusTcp { address, .. } => address.clone(),
+            Transport::Http { url, .. } | Transport::HttpStream { url } => url.clone(),
+        }
+    }
+}
+
+pub const TRANSPORTS: [&str; 6] = [
+    "serial",
+    "mqtt",
+    "modbus-tcp",
+    "modbus-rtu",
+    "http",
+    "http-stream",
+];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceConfig {
+    pub id: String,
+    pub profile: String,
+    pub transport: Transport,
+    pub zone: Option<String>,
+    /// Shelf slot index -> SKU.
+    pub slots: BTreeMap<u32, String>,
+    pub alert_above: Option<f64>,
+    pub alert_below: Option<f64>,
+    pub offline_alert_s: u64,
+}
+
+impl Config {
+    /// Read and validate a configuration file. `known_profiles` is the set
+    /// of profile names a device may use.
+    pub fn load(path: &Path, known_profiles: &BTreeSet<String>) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            problems: vec![Problem {
+                key: String::new(),
+                message: format!("cannot read the file: {e}"),
+            }],
+        })?;
+        Config::parse(&text, path, known_profiles)
+    }
+
+    /// Validate configuration text; `path` is only used in messages.
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        known_profiles: &BTreeSet<String>,
+    ) -> Result<Config, ConfigError> {
+        let fail = |problems| ConfigError {
+            file: path.to_path_buf(),
+            problems,
+        };
+        let table: Table = text.parse().map_err(|e: toml::de::Error| {
+            fail(vec![Problem {
+                key: String::new(),
+                message: format!("not valid TOML: {}", e.to_string().trim_end()),
+            }])
+        })?;
+        let mut problems = Vec::new();
+        let config = read_config(&table, known_profiles, &mut problems);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(fail(problems))
+        }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("storegate.db")
+    }
+}
+
+/// Walks one TOML table, handing out typed values and remembering which
+/// keys were asked for, so that whatever is left over is reported as an
+/// unknown key.
+struct Fields<'a> {
+    table: &'a Table,
+    prefix: String,
+    used: BTreeSet<&'static str>,
+}
+
+impl<'a> Fields<'a> {
+    fn new(table: &'a Table, prefix: impl Into<String>) -> Self {
+        Fields {
+            table,
+            prefix: prefix.into(),
+            used: BTreeSet::new(),
+        }
+    }
+
+    fn key(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
+    }
+
+    fn get(&mut self, name: &'static str) -> Option<&'a Value> {
+        self.used.insert(name);
+        self.table.get(name)
+    }
+
+    fn problem(&self, problems: &mut Vec<Problem>, name: &str, message: impl Into<String>) {
+        problems.push(Problem {
+            key: self.key(name),
+            message: message.into(),
+        });
+    }
+
+    fn wrong_type(&self, p: &mut Vec<Problem>, name: &str, v: &Value, want: &str) {
+        self.problem(
+            p,
+            name,
+            format!("expected {want}, found {} {v}", v.type_str()),
+        );
+    }
+
+    fn string(&mut self, p: &mut Vec<Problem>, name: &'static str) -> Option<String> {
+        match self.get(name)? {
+            Value::String(s) => Some(s.clone()),
+            v => {
+                self.wrong_type(p, name, v, "a string");
+                None
+            }
+        }
+    }
+
+    fn required_string(&mut self, p: &mut Vec<Problem>, name: &'static str, hint: &str) -> String {
+        if self.table.get(name).is_none() {
+            self.used.insert(name);
+            self.problem(p, name, format!("missing; add e.g. {name} = {hint}"));
+            return String::new();
+        }
+        self.string(p, name).unwrap_or_default()
+    }
+
+    fn integer(
+        &mut self,
+        p: &mut Vec<Problem>,
+        name: &'static str,
+        default: u64,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> u64 {
+        match self.get(name) {
+            None => default,
+            Some(Value::Integer(i)) if *i >= 0 && range.contains(&(*i as u64)) => *i as u64,
+            Some(Value::Integer(i)) => {
+                self.problem(
+                    p,
+                    name,
+                    format!(
+                        "{i} is out of range; use a whole number from {} to {}",
+                        range.start(),
+                        range.end()
+                    ),
+                );
+                default
+            }
+            Some(v) => {
+                self.wrong_type(p, name, v, "a whole number");
+                default
+            }
+        }
+    }
+
+    fn float(&mut self, p: &mut Vec<Problem>, name: &'static str) -> Option<f64> {
+        match self.get(name)? {
+            Value::Integer(i) => Some(*i as f64),
+            Value::Float(f) => Some(*f),
+            v => {
+                self.wrong_type(p, name, v, "a number");
+                None
+            }
+        }
+    }
+
+    fn socket_addr(
+        &mut self,
+        p: &mut Vec<Problem>,
+        name: &'static str,
+        default: Option<&str>,
+    ) -> Option<SocketAddr> {
+        let text = match self.string(p, name) {
+            Some(s) => s,
+            None => default?.to_string(),
+        };
+        match text.parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.problem(
+                    p,
+                    name,
+                    format!("{text:?} is not an address; write ip:port, e.g. \"127.0.0.1:8080\""),
+                );
+                None
+            }
+        }
+    }
+
+    fn choice<T: Copy>(
+        &mut self,
+        p: &mut Vec<Problem>,
+        name: &'static str,
+        options: &[(&str, T)],
+        default: T,
+    ) -> T {
+        let Some(text) = self.string(p, name) else {
+            return default;
+        };
+        match options.iter().find(|(n, _)| *n == text) {
+            Some((_, v)) => *v,
+            None => {
+                let names: Vec<_> = options.iter().map(|(n, _)| format!("{n:?}")).collect();
+                self.problem(
+                    p,
+                    name,
+                    format!("{text:?} is not allowed; use one of {}", names.join(", ")),
+                );
+                default
+            }
+        }
+    }
+
+    fn table(&mut self, p: &mut Vec<Problem>, name: &'static str) -> Option<&'a Table> {
+        match self.get(name)? {
+            Value::Table(t) => Some(t),
+            v => {
+                self.wrong_type(p, name, v, "a table");
+                None
+            }
+        }
+    }
+
+    /// Report every key nobody asked for.
+    fn finish(self, p: &mut Vec<Problem>, expected: &str) {
+        for key in self.table.keys() {
+            if !self.used.contains(key.as_str()) {
+                let known: Vec<&str> = self.used.iter().copied().collect();
+                let hint = match closest(key, &known) {
+                    Some(k) => format!("did you mean {k:?}?"),
+                    None => format!("{expected} are: {}", known.join(", ")),
+                };
+                self.problem(p, key, format!("unknown key; {hint}"));
+            }
+        }
+    }
+}
+
+/// The candidate within a small edit distance of `word`, for "did you mean".
+pub fn closest<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c str> {
+    candidates
+        .iter()
+        .map(|c| (strsim::levenshtein(word, c), *c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 4))
+        .min()
+        .map(|(_, c)| c)
+}
+
+fn read_config(table: &Table, profiles: &BTreeSet<String>, p: &mut Vec<Problem>) -> Config {
+    let mut f = Fields::new(table, "");
+    let store_id = f.required_string(p, "store_id", "\"store-0042\"");
+    let data_dir = PathBuf::from(
+        f.string(p, "data_dir")
+            .unwrap_or_else(|| "/var/lib/storegate".into()),
+    );
+    let profiles_dir = PathBuf::from(
+        f.string(p, "profiles_dir")
+            .unwrap_or_else(|| "/usr/share/storegate/firmware-profiles".into()),
+    );
+    let disk_quota_mb = f.integer(p, "disk_quota_mb", 2048, 16..=1 << 30);
+    let durability = f.choice(
+        p,
+        "durability",
+        &[("full", Durability::Full), ("normal", Durability::Normal)],
+        Durability::Full,
+    );
+    let journal_retention_h = f.integer(p, "journal_retention_h", 72, 0..=24 * 365);
+    let locale = f.string(p, "locale").unwrap_or_else(|| "de-DE".into());
+    let offline_alert_s = f.integer(p, "offline_alert_s", 120, 1..=7 * 86400);
+
+    let empty = Table::new();
+    let api = read_api(f.table(p, "api").unwrap_or(&empty), p);
+    let mqtt = read_mqtt(f.table(p, "mqtt").unwrap_or(&empty), &store_id, p);
+    let central = f.table(p, "central").and_then(|t| read_central(t, p));
+    let rfid = {
+        let mut r = Fields::new(f.table(p, "rfid").unwrap_or(&empty), "rfid");
+        let c = RfidConfig {
+            dedup_window_ms: r.integer(p, "dedup_window_ms", 5000, 0..=3_600_000),
+            departed_after_s: r.integer(p, "departed_after_s", 600, 1..=7 * 86400),
+        };
+        r.finish(p, "keys of [rfid]");
+        c
+    };
+    let pricing = {
+        let mut r = Fields::new(f.table(p, "pricing").unwrap_or(&empty), "pricing");
+        let c = PricingConfig {
+            conflict_grace_s: r.integer(p, "conflict_grace_s", 120, 0..=86400),
+        };
+        r.finish(p, "keys of [pricing]");
+        c
+    };
+
+    let mut devices = Vec::new();
+    match f.get("device") {
+        None => {}
+        Some(Value::Array(items)) => {
+            let mut seen = BTreeMap::new();
+            for (i, item) in items.iter().enumerate() {
+                let prefix = format!("device[{i}]");
+                let Value::Table(t) = item else {
+                    p.push(Problem {
+                        key: prefix,
+                        message: "expected a [[device]] table".into(),
+                    });
+                    continue;
+                };
+                let d = read_device(t, &prefix, offline_alert_s, profiles, p);
+                if !d.id.is_empty() {
+                    if let Some(first) = seen.insert(d.id.clone(), i) {
+                        p.push(Problem {
+                            key: format!("{prefix}.id"),
+                            message: format!(
+                                "duplicate device id {:?} (also device[{first}]); every device needs its own id",
+                                d.id
+                            ),
+                        });
+                    }
+                }
+                devices.push(d);
+            }
+        }
+        Some(v) => f.wrong_type(p, "device", v, "an array of [[device]] tables"),
+    }
+    f.finish(p, "top-level keys");
+
+    if !store_id.is_empty() && !is_identifier(&store_id) {
+        p.push(Problem {
+            key: "store_id".into(),
+            message: format!(
+                "{store_id:?} may only contain letters, digits, '-', '_' and '.' (it is used in URLs)"
+            ),
+        });
+    }
+
+    Config {
+        store_id,
+        data_dir,
+        profiles_dir,
+        disk_quota_mb,
+        durability,
+        journal_retention_h,
+        locale,
+        offline_alert_s,
+        api,
+        mqtt,
+        central,
+        rfid,
+        pricing,
+        devices,
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn read_api(t: &Table, p: &mut Vec<Problem>) -> ApiConfig {
+    let mut f = Fields::new(t, "api");
+    let listen = f
+        .socket_addr(p, "listen", Some("127.0.0.1:8080"))
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let ops_listen = f.socket_addr(p, "ops_listen", None);
+    let (mut staff_tokens, mut central_tokens) = (None, None);
+    if let Some(files) = f.table(p, "token_files") {
+        let mut tf = Fields::new(files, "api.token_files");
+        staff_tokens = tf.string(p, "staff").map(PathBuf::from);
+        central_tokens = tf.string(p, "central").map(PathBuf::from);
+        tf.finish(p, "roles");
+    }
+    f.finish(p, "keys of [api]");
+    ApiConfig {
+        listen,
+        ops_listen,
+        staff_tokens,
+        central_tokens,
+    }
+}
+
+fn read_mqtt(t: &Table, store_id: &str, p: &mut Vec<Problem>) -> MqttConfig {
+    let mut f = Fields::new(t, "mqtt");
+    let broker_text = f.string(p, "broker").unwrap_or_else(|| "embedded".into());
+    let embedded_listen = f
+        .socket_addr(p, "embedded_listen", Some("127.0.0.1:1883"))
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 1883)));
+    let client_id = f
+        .string(p, "client_id")
+        .unwrap_or_else(|| format!("storegate-{store_id}"));
+    let broker = if broker_text == "embedded" {
+        Broker::Embedded(embedded_listen)
+    } else if broker_text.starts_with("mqtt://") || broker_text.starts_with("mqtts://") {
+        Broker::External { url: broker_text }
+    } else {
+        f.problem(
+            p,
+            "broker",
+            format!(
+                "{broker_text:?} is not a broker; use \"embedded\" or a URL like \"mqtt://127.0.0.1:1883\""
+            ),
+        );
+        Broker::Embedded(embedded_listen)
+    };
+    f.finish(p, "keys of [mqtt]");
+    MqttConfig { broker, client_id }
+}
+
+fn read_central(t: &Table, p: &mut Vec<Problem>) -> Option<CentralConfig> {
+    let mut f = Fields::new(t, "central");
+    let url = f.string(p, "url");
+    let c = CentralConfig {
+        url: url.clone().unwrap_or_default(),
+        token_file: f.string(p, "token_file").map(PathBuf::from),
+        ca_file: f.string(p, "ca_file").map(PathBuf::from),
+        batch_max: f.integer(p, "batch_max", 5000, 1..=100_000) as usize,
+        max_backoff_s: f.integer(p, "max_backoff_s", 300, 1..=86400),
+        poll_prices_s: f.integer(p, "poll_prices_s", 30, 1..=86400),
+        poll_stock_s: f.integer(p, "poll_stock_s", 300, 1..=86400),
+    };
+    if let Some(u) = &url {
+        if !(u.starts_with("http://") || u.starts_with("https://")) {
+            f.problem(
+                p,
+                "url",
+                format!("{u:?} is not an http(s) URL; e.g. \"https://central.example.com/api\""),
+            );
+        }
+    }
+    f.finish(p, "keys of [central]");
+    // Without a url the store runs store-only, whatever else [central] says.
+    url.map(|_| c)
+}
+
+fn read_serial_line(f: &mut Fields, p: &mut Vec<Problem>) -> SerialLine {
+    let port = f.required_string(p, "port", "\"/dev/ttyUSB0\"");
+    let baud = match f.get("baud") {
+        None => None,
+        Some(Value::Integer(b)) if (50..=4_000_000).contains(b) => Some(*b as u32),
+        Some(v) => {
+            f.problem(
+                p,
+                "baud",
+                format!("{v} is not a baud rate; use e.g. 9600 or 115200"),
+            );
+            None
+        }
+    };
+    let data_bits = f.integer(p, "data_bits", 8, 5..=8) as u8;
+    let parity = f.choice(
+        p,
+        "parity",
+        &[
+            ("none", Parity::None),
+            ("even", Parity::Even),
+            ("odd", Parity::Odd),
+        ],
+        Parity::None,
+    );
+    let stop_bits = f.integer(p, "stop_bits", 1, 1..=2) as u8;
+    SerialLine {
+        port: PathBuf::from(port),
+        baud,
+        data_bits,
+        parity,
+        stop_bits,
+    }
+}
+
+fn read_device(
+    t: &Table,
+    prefix: &str,
+    default_offline_alert_s: u64,
+    profiles: &BTreeSet<String>,
+    p: &mut Vec<Problem>,
+) -> DeviceConfig {
+    let mut f = Fields::new(t, prefix);
+    let id = f.required_string(p, "id", "\"pos-1\"");
+    if !id.is_empty() && !is_identifier(&id) {
+        f.problem(
+            p,
+            "id",
+            format!("{id:?} may only contain letters, digits, '-', '_' and '.'"),
+        );
+    }
+    let profile = f.required_string(p, "profile", "\"pos-json\"");
+    if !profile.is_empty() && !profiles.contains(&profile) {
+        let names: Vec<&str> = profiles.iter().map(String::as_str).collect();
+        let hint = match closest(&profile, &names) {
+            Some(c) => format!("did you mean {c:?}?"),
+            None => format!("known profiles: {}", names.join(", ")),
+        };
+        f.problem(p, "profile", format!("unknown profile {profile:?}; {hint}"));
+    }
+    let transport_name = f.required_string(p, "transport", "\"mqtt\"");
+    let transport = match transport_name.as_str() {
+        "serial" => Transport::Serial(read_serial_line(&mut f, p)),
+        "mqtt" => Transport::Mqtt {
+            topic: f.required_string(p, "topic", "\"stores/0042/pos/+\""),
+        },
+        "modbus-tcp" => Transport::ModbusTcp {
+            address: f.required_string(p, "address", "\"192.168.10.50:502\""),
+            unit: f.integer(p, "unit", 1, 0..=247) as u8,
+            poll_ms: f.integer(p, "poll_ms", 1000, 10..=3_600_000),
+        },
+        "modbus-rtu" => Transport::ModbusRtu {
+            line: read_serial_line(&mut f, p),
+            unit: f.integer(p, "unit", 1, 0..=247) as u8,
+            poll_ms: f.integer(p, "poll_ms", 1000, 10..=3_600_000),
+        },
+        "http" => Transport::Http {
+            url: f.required_string(p, "url", "\"http://192.168.10.60\""),
+            poll_ms: f.integer(p, "poll_ms", 5000, 100..=3_600_000),
+        },
+        "http-stream" => Transport::HttpStream {
+            url: f.required_string(p, "url", "\"http://reader/api/v1/data/stream\""),
+        },
+        "" => Transport::Mqtt {
+            topic: String::new(),
+        },
+        other => {
+            let hint = match closest(other, &TRANSPORTS) {
+                Some(c) => format!("did you mean {c:?}?"),
+                None => format!("use one of {}", TRANSPORTS.join(", ")),
+            };
+            f.problem(
+                p,
+                "transport",
+                format!("unknown transport {other:?}; {hint}"),
+            );
+            Transport::Mqtt {
+                topic: String::new(),
+            }
+        }
+    };
+    let zone = f.string(p, "zone");
+    let mut slots = BTreeMap::new();
+    if let Some(st) = f.table(p, "slots") {
+        for (k, v) in st {
+            let key = format!("{prefix}.slots.{k}");
+            match (k.parse::<u32>(), v) {
+                (Ok(i), Value::String(sku)) => {
+                    slots.insert(i, sku.clone());
+                }
+                (Err(_), _) => p.push(Problem {
+                    key,
+                    message:
+                        "slot numbers are whole numbers from 0, e.g. slots = { 0 = \"SKU-1001\" }"
+                            .into(),
+                }),
+                (_, v) => p.push(Problem {
+                    key,
+                    message: format!("expected a SKU string, found {} {v}", v.type_str()),
+                }),
+            }
+        }
+    }
+    let alert_above = f.float(p, "alert_above");
+    let alert_below = f.float(p, "alert_below");
+    let offline_alert_s = f.integer(p, "offline_alert_s", default_offline_alert_s, 1..=7 * 86400);
+    // A key of another transport (say `baud` on an mqtt device) is reported
+    // as unknown, which is exactly the typo we want to catch.
+    f.finish(p, &format!("keys of a {transport_name} device"));
+    DeviceConfig {
+        id,
+        profile,
+        transport,
+        zone,
+        slots,
+        alert_above,
+        alert_below,
+        offline_alert_s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profiles() -> BTreeSet<String> {
+        ["pos-json", "zebra-fx-iot-connector", "uhf-m100-serial"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    }
+
+    fn problems(text: &str) -> Vec<String> {
+        match Config::parse(text, Path::new("store.toml"), &profiles()) {
+            Ok(_) => vec![],
+            Err(e) => e
+                .problems
+                .iter()
+                .map(|p| format!("{}: {}", p.key, p.message))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::parse("store_id = \"s1\"", Path::new("x"), &profiles()).unwrap();
+        assert_eq!(c.durability, Durability::Full);
+        assert_eq!(c.journal_retention_h, 72);
+        assert_eq!(c.mqtt.client_id, "storegate-s1");
+        assert!(c.central.is_none());
+        assert_eq!(
+            c.db_path(),
+            PathBuf::from("/var/lib/storegate/storegate.db")
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_a_suggestion() {
+        let p = problems("store_id = \"s1\"\ndurabilty = \"full\"\n");
+        assert_eq!(
+            p,
+            vec!["durabilty: unknown key; did you mean \"durability\"?"]
+        );
+    }
+
+    #[test]
+    fn wrong_type_says_what_was_expected() {
+        let p = problems("store_id = \"s1\"\ndisk_quota_mb = \"lots\"\n");
+        assert_eq!(
+            p,
+            vec!["disk_quota_mb: expected a whole number, found string \"lots\""]
+        );
+    }
+
+    #[test]
+    fn missing_required_key_says_how_to_add_it() {
+        let p = problems("data_dir = \"/tmp\"\n");
+        assert_eq!(
+            p,
+            vec!["store_id: missing; add e.g. store_id = \"store-0042\""]
+        );
+    }
+
+    #[test]
+    fn all_problems_are_listed_including_per_device_ones() {
+        let text = r#"
+store_id = "s1"
+durability = "sometimes"
+[[device]]
+id = "pos-1"
+profile = "pos-jsn"
+transport = "mqtt"
+topic = "t"
+baud = 9600
+[[device]]
+id = "pos-1"
+profile = "pos-json"
+transport = "serial"
+"#;
+        let p = problems(text);
+        assert_eq!(
+            p,
+            vec![
+                "durability: \"sometimes\" is not allowed; use one of \"full\", \"normal\"",
+                "device[0].profile: unknown profile \"pos-jsn\"; did you mean \"pos-json\"?",
+                "device[0].baud: unknown key; keys of a mqtt device are: alert_above, alert_below, id, offline_alert_s, profile, slots, topic, transport, zone",
+                "device[1].port: missing; add e.g. port = \"/dev/ttyUSB0\"",
+                "device[1].id: duplicate device id \"pos-1\" (also device[0]); every device needs its own id",
+            ]
+        );
+    }
+
+    #[test]
+    fn syntax_error_names_the_position() {
+        let p = problems("store_id = \n");
+        assert_eq!(p.len(), 1);
+        assert!(p[0].contains("not valid TOML"), "{p:?}");
+        assert!(p[0].contains("line 1"), "{p:?}");
+    }
+
+    #[test]
+    fn error_display_names_file_key_and_fix() {
+        let e = Config::parse(
+            "store_id = 5",
+            Path::new("/etc/storegate/x.toml"),
+            &profiles(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/etc/storegate/x.toml: 1 problem\n  /etc/storegate/x.toml: store_id: expected a string, found integer 5"
+        );
+    }
+
+    #[test]
+    fn devices_of_every_transport_parse() {
+        let text = r#"
+store_id = "s1"
+[[device]]
+id = "a"
+profile = "uhf-m100-serial"
+transport = "serial"
+port = "/dev/ttyUSB0"
+baud = 115200
+parity = "even"
+[[device]]
+id = "b"
+profile = "pos-json"
+transport = "modbus-tcp"
+address = "10.0.0.1:502"
+slots = { 0 = "SKU-1", 3 = "SKU-4" }
+[[device]]
+id = "c"
+profile = "pos-json"
+transport = "modbus-rtu"
+port = "/dev/ttyS1"
+unit = 7
+[[device]]
+id = "d"
+profile = "pos-json"
+transport = "http-stream"
+url = "http://x/stream"
+"#;
+        let c = Config::parse(text, Path::new("x"), &profiles()).unwrap();
+        assert_eq!(c.devices.len(), 4);
+        assert!(
+            matches!(&c.devices[0].transport, Transport::Serial(l) if l.baud == Some(115200) && l.parity == Parity::Even)
+        );
+        assert_eq!(
+            c.devices[1].slots.get(&3).map(String::as_str),
+            Some("SKU-4")
+        );
+        assert!(matches!(
+            &c.devices[2].transport,
+            Transport::ModbusRtu { unit: 7, .. }
+        ));
+    }
+}

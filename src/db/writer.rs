@@ -1,0 +1,483 @@
+//! The one writer (DESIGN invariant 2). A dedicated thread owns the write
+//! connection; producers send it jobs through a bounded channel and get
+//! their answer only after the transaction holding their work committed
+//! (invariant 1: commit before acknowledge).
+//!
+//! Group commit: the writer takes whatever jobs are queued, up to
+//! [`MAX_GROUP_EVENTS`] events, and commits them in one transaction. There
+//! is no artificial wait: a lone event commits at once, and under load the
+//! queue fills while the previous group is being fsynced, so groups grow
+//! exactly when it pays off. Each job runs inside its own savepoint, so a
+//! job that fails (a projection rejecting its input) is rolled back alone
+//! and the rest of the group still commits.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{SqlContext, StoreError};
+use crate::event::{Event, EventBody, NewEvent, Seq};
+
+/// Most events committed in one transaction.
+pub const MAX_GROUP_EVENTS: usize = 1024;
+/// Jobs that may wait for the writer before producers are held back.
+pub const QUEUE_DEPTH: usize = 4096;
+/// Quarantine rows kept; older ones are deleted as new ones arrive.
+pub const QUARANTINE_MAX_ROWS: i64 = 10_000;
+/// How deep projections may derive events from derived events.
+const MAX_DERIVATION_DEPTH: usize = 4;
+
+/// The result of appending one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub seq: Seq,
+    /// The event's natural key was already journaled (a redelivery): nothing
+    /// new was written and `seq` is the original's.
+    pub duplicate: bool,
+}
+
+/// Keeps projections (stock, prices, labels, alerts) in step with the
+/// journal. Called inside the transaction of every appended event; may
+/// return further events caused by it (a `price_conflict` caused by a
+/// `sale`), which are journaled in the same transaction.
+pub trait Projector: Send {
+    fn apply(&mut self, conn: &Connection, event: &Event) -> Result<Vec<NewEvent>, StoreError>;
+}
+
+/// No projections: the bare journal.
+pub struct NoProjections;
+
+impl Projector for NoProjections {
+    fn apply(&mut self, _: &Connection, _: &Event) -> Result<Vec<NewEvent>, StoreError> {
+        Ok(Vec::new())
+    }
+}
+
+/// An event serialised on the producer's side, so that the writer thread
+/// spends its time on SQLite only.
+struct PreparedEvent {
+    event: NewEvent,
+    data: String,
+    natural_key: Option<String>,
+}
+
+impl PreparedEvent {
+    fn new(event: NewEvent) -> Self {
+        PreparedEvent {
+            data: event.body.data_json(),
+            natural_key: event.natural_key(),
+            event,
+        }
+    }
+}
+
+/// What a job hands back to the writer: whether it succeeded (else its
+/// savepoint is rolled back), and what to do once the commit is decided.
+struct Completion {
+    ok: bool,
+    finish: Finish,
+}
+
+/// Told whether the group committed; replies to the producer.
+type Finish = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
+
+/// A job gets `None` when its group could not even begin a transaction;
+/// it then only reports the failure.
+type Job = Box<dyn FnOnce(Option<&mut WriteTx<'_>>) -> Completion + Send>;
+
+struct Request {
+    /// Events the job will append, to bound the group size.
+    weight: usize,
+    job: Job,
+}
+
+/// The transaction a job runs in. Everything written through it commits
+/// or rolls back together with the group.
+pub struct WriteTx<'c> {
+    conn: &'c Connection,
+    projector: &'c mut dyn Projector,
+    next_seq: Seq,
+}
+
+impl WriteTx<'_> {
+    /// The write connection, for projection and sync-state tables.
+    pub fn conn(&self) -> &Connection {
+        self.conn
+    }
+
+    /// Journal one event (unless its natural key is already journaled) and
+    /// run the projections on it.
+    pub fn append(&mut self, event: NewEvent) -> Result<Appended, StoreError> {
+        self.append_prepared(PreparedEvent::new(event), 0)
+    }
+
+    fn append_prepared(&mut self, p: PreparedEvent, depth: usize) -> Result<Appended, StoreError> {
+        let seq = self.next_seq;
+        let ts_ms = p.event.ts.timestamp_millis();
+        if let Some(key) = &p.natural_key {
+            let inserted = self
+                .conn
+                .prepare_cached(
+                    "INSERT INTO natural_keys (key, seq, ts_ms) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (key) DO NOTHING",
+                )
+                .and_then(|mut st| st.execute(params![key, seq, ts_ms]))
+                .ctx("recording a natural key")?;
+            if inserted == 0 {
+                let original: Seq = self
+                    .conn
+                    .prepare_cached("SELECT seq FROM natural_keys WHERE key = ?1")
+                    .and_then(|mut st| st.query_row([key], |r| r.get(0)))
+                    .ctx("looking up a natural key")?;
+                return Ok(Appended {
+                    seq: original,
+                    duplicate: true,
+                });
+            }
+        }
+        self.conn
+            .prepare_cached(
+                "INSERT INTO journal (seq, ts_ms, device, kind, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    seq,
+                    ts_ms,
+                    p.event.device,
+                    p.event.body.kind(),
+                    p.data
+                ])
+            })
+            .ctx("appending to the journal")?;
+        self.next_seq += 1;
+        let event = p.event.with_seq(seq);
+        let derived = self.projector.apply(self.conn, &event)?;
+        if !derived.is_empty() {
+            if depth >= MAX_DERIVATION_DEPTH {
+                return Err(StoreError::Rejected(format!(
+                    "projections derived events {MAX_DERIVATION_DEPTH} levels deep from seq {seq}; refusing to loop"
+                )));
+            }
+            for d in derived {
+                self.append_prepared(PreparedEvent::new(d), depth + 1)?;
+            }
+        }
+        Ok(Appended {
+            seq,
+            duplicate: false,
+        })
+    }
+
+    /// Keep input that did not parse, with its raw bytes. Bounded: the
+    /// oldest rows go when there are more than [`QUARANTINE_MAX_ROWS`].
+    pub fn quarantine(&mut self, device: &str, reason: &str, raw: &[u8]) -> Result<(), StoreError> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO quarantine (at_ms, device, reason, raw) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .ctx("preparing a quarantine insert")?;
+        st.execute(params![
+            chrono::Utc::now().timestamp_millis(),
+            device,
+            reason,
+            raw
+        ])
+        .ctx("quarantining input")?;
+        let id = self.conn.last_insert_rowid();
+        if id % 100 == 0 {
+            self.conn
+                .execute(
+                    "DELETE FROM quarantine WHERE id <= ?1",
+                    [id - QUARANTINE_MAX_ROWS],
+                )
+                .ctx("trimming the quarantine")?;
+        }
+        Ok(())
+    }
+}
+
+/// Counters the writer keeps for metrics and the watchdog.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    pub groups: AtomicU64,
+    pub events: AtomicU64,
+    pub failed_groups: AtomicU64,
+    /// Microseconds spent in the last commit group (BEGIN to COMMIT).
+    pub last_group_us: AtomicU64,
+}
+
+/// A cheap, clonable handle to submit work to the writer.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Request>,
+    stats: Arc<WriterStats>,
+}
+
+/// The writer's thread; join it after the last [`Writer`] handle is gone
+/// (or after [`Writer::stop`]) to be sure everything queued was committed.
+pub struct WriterThread(JoinHandle<()>);
+
+impl WriterThread {
+    pub fn join(self) {
+        if self.0.join().is_err() {
+            tracing::error!("the journal writer thread panicked");
+        }
+    }
+}
+
+impl Writer {
+    /// Start the writer thread on a connection from [`super::open_write`].
+    pub fn spawn(
+        conn: Connection,
+        projector: Box<dyn Projector>,
+    ) -> Result<(Writer, WriterThread), StoreError> {
+        let next_seq: Seq = conn
+            .query_row(
+                "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'journal'), 0) + 1",
+                [],
+                |r| r.get(0),
+            )
+            .ctx("reading the journal head")?;
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let stats = Arc::new(WriterStats::default());
+        let thread_stats = stats.clone();
+        let handle = std::thread::Builder::new()
+            .name("journal-writer".into())
+            .spawn(move || writer_loop(conn, projector, next_seq, rx, &thread_stats))
+            .map_err(|e| StoreError::Rejected(format!("cannot start the writer thread: {e}")))?;
+        Ok((Writer { tx, stats }, WriterThread(handle)))
+    }
+
+    pub fn stats(&self) -> &Arc<WriterStats> {
+        &self.stats
+    }
+
+    /// Journal events atomically (all or none) and return their seqs once
+    /// committed. Duplicates (by natural key) come back marked as such.
+    pub async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, StoreError> {
+        let weight = events.len();
+        let prepared: Vec<PreparedEvent> = events.into_iter().map(PreparedEvent::new).collect();
+        self.submit(weight, move |w| {
+            prepared
+                .into_iter()
+                .map(|p| w.append_prepared(p, 0))
+                .collect()
+        })
+        .await
+    }
+
+    /// Run `f` inside a commit group and return its result once committed.
+    /// The way every other part of the house writes to the database.
+    pub async fn transact<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        F: FnOnce(&mut WriteTx<'_>) -> Result<R, StoreError> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.submit(1, f).await
+    }
+
+    /// [`Writer::transact`] for callers outside the async runtime.
+    pub fn blocking_transact<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        F: FnOnce(&mut WriteTx<'_>) -> Result<R, StoreError> + Send + 'static,
+        R: Send + 'static,
+    {
+        let (request, reply) = Self::request(1, f);
+        self.tx
+            .blocking_send(request)
+            .map_err(|_| StoreError::WriterStopped)?;
+        reply
+            .blocking_recv()
+            .map_err(|_| StoreError::WriterStopped)?
+    }
+
+    async fn submit<R, F>(&self, weight: usize, f: F) -> Result<R, StoreError>
+    where
+        F: FnOnce(&mut WriteTx<'_>) -> Result<R, StoreError> + Send + 'static,
+        R: Send + 'static,
+    {
+        let (request, reply) = Self::request(weight, f);
+        self.tx
+            .send(request)
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        reply.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
+    fn request<R, F>(weight: usize, f: F) -> (Request, oneshot::Receiver<Result<R, StoreError>>)
+    where
+        F: FnOnce(&mut WriteTx<'_>) -> Result<R, StoreError> + Send + 'static,
+        R: Send + 'static,
+    {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let job: Job = Box::new(move |w| match w.map(f) {
+            Some(Ok(value)) => Completion {
+                ok: true,
+                finish: Box::new(move |commit| {
+                    let _ = reply_tx.send(match commit {
+                        Ok(()) => Ok(value),
+                        Err(e) => Err(StoreError::Commit(e.to_string())),
+                    });
+                }),
+            },
+            Some(Err(e)) => Completion {
+                ok: false,
+                finish: Box::new(move |_| {
+                    let _ = reply_tx.send(Err(e));
+                }),
+            },
+            None => Completion {
+                ok: false,
+                finish: Box::new(move |commit| {
+                    let reason = commit.err().map(|e| e.to_string()).unwrap_or_default();
+                    let _ = reply_tx.send(Err(StoreError::Commit(reason)));
+                }),
+            },
+        });
+        (Request { weight, job }, reply_rx)
+    }
+}
+
+fn writer_loop(
+    conn: Connection,
+    mut projector: Box<dyn Projector>,
+    mut next_seq: Seq,
+    mut rx: mpsc::Receiver<Request>,
+    stats: &WriterStats,
+) {
+    let mut group: Vec<Request> = Vec::with_capacity(64);
+    while let Some(first) = rx.blocking_recv() {
+        let mut weight = first.weight;
+        group.push(first);
+        while weight < MAX_GROUP_EVENTS {
+            match rx.try_recv() {
+                Ok(r) => {
+                    weight += r.weight;
+                    group.push(r);
+                }
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let before = next_seq;
+        let outcome = commit_group(&conn, projector.as_mut(), &mut next_seq, &mut group);
+        stats
+            .last_group_us
+            .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        match outcome {
+            Ok(completions) => {
+                stats.groups.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .events
+                    .fetch_add((next_seq - before) as u64, Ordering::Relaxed);
+                for c in completions {
+                    (c.finish)(Ok(()));
+                }
+            }
+            Err((e, completions)) => {
+                stats.failed_groups.fetch_add(1, Ordering::Relaxed);
+                next_seq = before;
+                tracing::error!(error = %e, "journal commit failed; producers keep their input and retry");
+                for c in completions {
+                    (c.finish)(Err(&e));
+                }
+            }
+        }
+    }
+    tracing::debug!("journal writer stopped: every handle is gone");
+}
+
+/// Run a group of jobs in one transaction. On success the completions are
+/// returned for the caller to fire after COMMIT; on failure nothing was
+/// stored and every completion learns why.
+fn commit_group(
+    conn: &Connection,
+    projector: &mut dyn Projector,
+    next_seq: &mut Seq,
+    group: &mut Vec<Request>,
+) -> Result<Vec<Completion>, (StoreError, Vec<Completion>)> {
+    let mut completions = Vec::with_capacity(group.len());
+    if let Err(e) = conn
+        .execute_batch("BEGIN IMMEDIATE")
+        .ctx("starting a commit group")
+    {
+        for request in group.drain(..) {
+            completions.push((request.job)(None));
+        }
+        return Err((e, completions));
+    }
+    for request in group.drain(..) {
+        let seq_before = *next_seq;
+        let savepoint = conn.execute_batch("SAVEPOINT job");
+        let mut w = WriteTx {
+            conn,
+            projector,
+            next_seq: *next_seq,
+        };
+        let completion = (request.job)(Some(&mut w));
+        *next_seq = w.next_seq;
+        let release = if savepoint.is_err() {
+            savepoint
+        } else if completion.ok {
+            conn.execute_batch("RELEASE job")
+        } else {
+            *next_seq = seq_before;
+            conn.execute_batch("ROLLBACK TO job; RELEASE job")
+        };
+        completions.push(completion);
+        if let Err(e) = release {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err((
+                StoreError::Sqlite {
+                    context: "closing a job's savepoint",
+                    source: e,
+                },
+                completions,
+            ));
+        }
+    }
+    match conn.execute_batch("COMMIT") {
+        Ok(()) => Ok(completions),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err((
+                StoreError::Sqlite {
+                    context: "committing a group",
+                    source: e,
+                },
+                completions,
+            ))
+        }
+    }
+}
+
+/// Read one journal row back into an event.
+pub fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Event, StoreError>> {
+    let seq: Seq = row.get(0)?;
+    let ts_ms: i64 = row.get(1)?;
+    let device: String = row.get(2)?;
+    let kind: String = row.get(3)?;
+    let data: String = row.get(4)?;
+    Ok(EventBody::from_parts(&kind, &data)
+        .map(|body| Event {
+            seq,
+            ts: crate::event::ts_from_millis(ts_ms),
+            device,
+            body,
+        })
+        .map_err(|source| StoreError::Corrupt { seq, source }))
+}
+
+/// The seq of an event with this natural key, if it was journaled.
+pub fn seq_of_natural_key(conn: &Connection, key: &str) -> Result<Option<Seq>, StoreError> {
+    conn.query_row("SELECT seq FROM natural_keys WHERE key = ?1", [key], |r| {
+        r.get(0)
+    })
+    .optional()
+    .ctx("looking up a natural key")
+}

@@ -1,0 +1,14 @@
+//! storegate: the in-store edge agent. Devices -> events -> journal ->
+//! projections -> outputs; see DESIGN.md in the docs for the invariants.
+
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod db;
+pub mod event;
+pub mod profiles;
+pub mod status;
+
+/// The version central and `--version` see.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

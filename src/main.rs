@@ -1,0 +1,138 @@
+//! The `storegate` command line. Parses arguments and calls the library;
+//! nothing else lives here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use storegate::bench::JournalBench;
+use storegate::cli;
+use storegate::config::Durability;
+
+const EXAMPLES: &str = "\
+Examples:
+  storegate check --config examples/store.toml     validate a config, list its devices
+  storegate run --config /etc/storegate/storegate.toml
+  storegate status                                 journal, sync and counts (daemon may run)
+  storegate bench journal                          measure durable ingest on this box";
+
+#[derive(Parser)]
+#[command(name = "storegate", version, about = "In-store edge agent: devices -> local SQLite journal -> central", after_help = EXAMPLES)]
+struct Cli {
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// Configuration file.
+    #[arg(
+        long,
+        short,
+        env = "STOREGATE_CONFIG",
+        default_value = "/etc/storegate/storegate.toml"
+    )]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent until SIGTERM/SIGINT.
+    Run(ConfigArg),
+    /// Validate the configuration and print the devices it would start.
+    Check(ConfigArg),
+    /// Show the journal, sync state and event counts.
+    Status(ConfigArg),
+    /// Measure performance on this machine and print the figures.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// Tools for tests and debugging.
+    #[command(subcommand, hide = true)]
+    Debug(DebugCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Durable ingest vs raw SQLite, and commit latency at 1,000 events/s.
+    Journal {
+        /// Directory for the scratch databases (use the production filesystem).
+        #[arg(long, default_value = "./bench-data")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 200_000)]
+        events: usize,
+        #[arg(long, default_value_t = 512)]
+        producers: usize,
+        #[arg(long, default_value_t = 5)]
+        latency_seconds: u64,
+        /// Measure with durability = "normal" instead of "full".
+        #[arg(long)]
+        normal: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum DebugCommand {
+    /// Ingest synthetic events forever, printing each acknowledged event.
+    Ingest {
+        #[arg(long)]
+        db: PathBuf,
+        #[arg(long, default_value_t = 4)]
+        producers: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let result = match cli.command {
+        Command::Check(c) => return cli::check(&c.config),
+        Command::Run(c) => cli::run(&c.config),
+        Command::Status(c) => cli::status(&c.config),
+        Command::Bench(BenchCommand::Journal {
+            dir,
+            events,
+            producers,
+            latency_seconds,
+            normal,
+        }) => cli::bench_journal(JournalBench {
+            dir,
+            events,
+            producers,
+            latency_seconds,
+            durability: if normal {
+                Durability::Normal
+            } else {
+                Durability::Full
+            },
+        }),
+        Command::Debug(DebugCommand::Ingest { db, producers }) => cli::debug_ingest(&db, producers),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("storegate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STOREGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

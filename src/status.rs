@@ -1,0 +1,81 @@
+//! `storegate status`: what the database says, read beside a running
+//! daemon through a read-only connection.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use crate::db::{self, SqlContext, StoreError, journal};
+use crate::event::ts_from_millis;
+
+/// Render the status report of the database at `path`.
+pub fn report(path: &Path) -> Result<String, StoreError> {
+    let conn = db::open_read(path)?;
+    let mut out = String::new();
+    let head = journal::head(&conn)?;
+    let oldest = journal::oldest(&conn)?;
+    let _ = writeln!(
+        out,
+        "database   {} ({})",
+        path.display(),
+        human_bytes(db::size_on_disk(path))
+    );
+    let _ = writeln!(
+        out,
+        "journal    head seq {head}, oldest kept {}",
+        oldest.map_or("none (empty)".to_string(), |s| s.to_string())
+    );
+    sync_lines(&conn, head, &mut out)?;
+    let _ = writeln!(out, "quarantine {} frames", journal::quarantined(&conn)?);
+    let counts = journal::counts_per_kind(&conn)?;
+    if counts.is_empty() {
+        let _ = writeln!(out, "events     none yet");
+    } else {
+        let _ = writeln!(out, "events per kind:");
+        for (kind, n) in counts {
+            let _ = writeln!(out, "  {kind:<16} {n}");
+        }
+    }
+    Ok(out)
+}
+
+fn sync_lines(conn: &Connection, head: i64, out: &mut String) -> Result<(), StoreError> {
+    let (acked, pv, sv, success, error, failures): (i64, i64, i64, Option<i64>, Option<String>, i64) = conn
+        .query_row(
+            "SELECT last_acked_seq, price_version, stock_version, last_success_ms, last_error, consecutive_failures
+             FROM sync_state WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+        )
+        .ctx("reading the sync state")?;
+    let _ = writeln!(
+        out,
+        "sync       acked through {acked}, backlog {}, price version {pv}, stock version {sv}",
+        head - acked
+    );
+    let _ = writeln!(
+        out,
+        "           last success {}, consecutive failures {failures}{}",
+        success.map_or("never".into(), |ms| crate::event::format_ts(
+            &ts_from_millis(ms)
+        )),
+        error.map_or(String::new(), |e| format!(", last error: {e}"))
+    );
+    Ok(())
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
