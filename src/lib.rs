@@ -3,9 +3,11 @@
 
 pub mod bench;
 pub mod cli;
+pub mod codecs;
 pub mod config;
 pub mod daemon;
 pub mod db;
+pub mod domain;
 pub mod event;
 pub mod profiles;
 pub mod status;

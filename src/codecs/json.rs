@@ -1,0 +1,1 @@
+//! Codec `json` (spec/profiles.md).

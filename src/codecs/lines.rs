@@ -1,0 +1,1 @@
+//! Codec `lines` (spec/profiles.md).

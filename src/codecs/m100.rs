@@ -1,0 +1,1 @@
+//! Codec `m100` (spec/profiles.md).

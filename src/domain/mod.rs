@@ -1,0 +1,4 @@
+//! The store's domain: stock ledger, price book, labels, RFID, alerts.
+
+pub mod money;
+pub mod sgtin;

@@ -1,0 +1,1 @@
+//! SGTIN-96 EPC decoding per the GS1 EPC Tag Data Standard.
