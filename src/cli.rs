@@ -160,13 +160,18 @@ pub fn debug_ingest(db_path: &Path, producers: usize) -> anyhow::Result<()> {
                     let batch: Vec<NewEvent> = (0..1 + i % 3)
                         .map(|k| {
                             let mut e = bench::sample_event(p * 1_000_000 + i * 3 + k);
-                            e.device = format!("producer-{p}");
+                            // Unique per run: a restarted ingester must not
+                            // collide with the natural keys of the last one.
+                            e.device = format!("producer-{}-{p}", std::process::id());
                             e
                         })
                         .collect();
                     match writer.append(batch.clone()).await {
                         Ok(appended) => {
                             for (e, a) in batch.into_iter().zip(appended) {
+                                if a.duplicate {
+                                    continue;
+                                }
                                 let line =
                                     serde_json::to_string(&e.with_seq(a.seq)).unwrap_or_default();
                                 if tx.send(line).is_err() {

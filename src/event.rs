@@ -342,3 +342,222 @@ pub mod ts_format {
             .map_err(|e| serde::de::Error::custom(format!("bad timestamp {text:?}: {e}")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ts() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-22T10:15:30.123Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn roundtrip(body: EventBody, data: serde_json::Value) {
+        let kind = body.kind();
+        let event = Event {
+            seq: 1001,
+            ts: ts(),
+            device: "pos-1".into(),
+            body,
+        };
+        let value = serde_json::to_value(&event).unwrap();
+        assert_eq!(
+            value,
+            json!({"seq": 1001, "ts": "2026-11-22T10:15:30.123Z", "device": "pos-1", "kind": kind, "data": data})
+        );
+        let back: Event = serde_json::from_value(value).unwrap();
+        assert_eq!(back, event);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&event.body.data_json()).unwrap(),
+            data
+        );
+        assert_eq!(
+            EventBody::from_parts(kind, &event.body.data_json()).unwrap(),
+            event.body
+        );
+    }
+
+    fn sale_line() -> SaleLine {
+        SaleLine {
+            receipt_id: "R-1".into(),
+            line: 1,
+            sku: "SKU-1001".into(),
+            gtin: Some("04006381333931".into()),
+            qty: 2,
+            unit_price_minor: 249,
+            currency: "EUR".into(),
+            pos: "1".into(),
+            member_hash: None,
+        }
+    }
+
+    #[test]
+    fn sale_and_return_shapes() {
+        let data = json!({"receipt_id": "R-1", "line": 1, "sku": "SKU-1001", "gtin": "04006381333931",
+                          "qty": 2, "unit_price_minor": 249, "currency": "EUR", "pos": "1"});
+        roundtrip(EventBody::Sale(sale_line()), data.clone());
+        roundtrip(EventBody::Return(sale_line()), data);
+    }
+
+    #[test]
+    fn stock_event_shapes() {
+        roundtrip(
+            EventBody::Receipt(StockReceipt {
+                delivery_id: "D-77".into(),
+                sku: "SKU-1001".into(),
+                qty: 24,
+            }),
+            json!({"delivery_id": "D-77", "sku": "SKU-1001", "qty": 24}),
+        );
+        roundtrip(
+            EventBody::Adjustment(Adjustment {
+                sku: "SKU-1001".into(),
+                delta: -2,
+                reason: "damage".into(),
+                by: Some("anna".into()),
+            }),
+            json!({"sku": "SKU-1001", "delta": -2, "reason": "damage", "by": "anna"}),
+        );
+        roundtrip(
+            EventBody::Count(Count {
+                session_id: "C-1".into(),
+                zone: "A1".into(),
+                sku: "SKU-1001".into(),
+                counted: 12,
+                expected: 14,
+                method: "scan".into(),
+            }),
+            json!({"session_id": "C-1", "zone": "A1", "sku": "SKU-1001", "counted": 12, "expected": 14, "method": "scan"}),
+        );
+    }
+
+    #[test]
+    fn tag_transition_shapes() {
+        let t = TagTransition {
+            epc: "3074257BF7194E4000001A85".into(),
+            gtin: Some("80614141123458".into()),
+            serial: Some("6789".into()),
+            sku: Some("SKU-1001".into()),
+            zone: "salesfloor".into(),
+            from_zone: None,
+            reader: "door-reader".into(),
+            antenna: Some(1),
+            rssi_dbm: Some(-60),
+            first_seen: ts(),
+            last_seen: ts(),
+        };
+        let data = json!({"epc": "3074257BF7194E4000001A85", "gtin": "80614141123458", "serial": "6789",
+            "sku": "SKU-1001", "zone": "salesfloor", "reader": "door-reader", "antenna": 1, "rssi_dbm": -60,
+            "first_seen": "2026-11-22T10:15:30.123Z", "last_seen": "2026-11-22T10:15:30.123Z"});
+        roundtrip(EventBody::TagArrived(t.clone()), data.clone());
+        roundtrip(EventBody::TagDeparted(t.clone()), data.clone());
+        let mut moved = data;
+        moved["from_zone"] = json!("backroom");
+        roundtrip(
+            EventBody::TagMoved(TagTransition {
+                from_zone: Some("backroom".into()),
+                ..t
+            }),
+            moved,
+        );
+    }
+
+    #[test]
+    fn device_and_domain_event_shapes() {
+        roundtrip(
+            EventBody::ShelfWeight(ShelfWeight {
+                slot: 3,
+                sku: Some("SKU-1002".into()),
+                grams: 4160,
+                units_est: Some(4),
+            }),
+            json!({"slot": 3, "sku": "SKU-1002", "grams": 4160, "units_est": 4}),
+        );
+        roundtrip(
+            EventBody::LabelAck(LabelAck {
+                label_id: "0000021A4B3C5D6E".into(),
+                sku: "SKU-1001".into(),
+                price_version: 57,
+                status: LabelStatus::Ok,
+                battery_mv: Some(2950),
+                rssi: Some(-61),
+            }),
+            json!({"label_id": "0000021A4B3C5D6E", "sku": "SKU-1001", "price_version": 57, "status": "ok",
+                   "battery_mv": 2950, "rssi": -61}),
+        );
+        roundtrip(
+            EventBody::PriceConflict(PriceConflict {
+                sku: "SKU-1001".into(),
+                pos_price_minor: 249,
+                shelf_price_minor: 199,
+                currency: "EUR".into(),
+                receipt_id: Some("R-1".into()),
+                label_id: None,
+            }),
+            json!({"sku": "SKU-1001", "pos_price_minor": 249, "shelf_price_minor": 199, "currency": "EUR", "receipt_id": "R-1"}),
+        );
+        let mut context = serde_json::Map::new();
+        context.insert("on_hand".into(), json!(3));
+        roundtrip(
+            EventBody::Alert(Alert {
+                code: "low_stock".into(),
+                severity: Severity::Warning,
+                message: "SKU-1001: 3 on hand, minimum 6".into(),
+                subject: "SKU-1001".into(),
+                state: AlertState::Open,
+                context,
+            }),
+            json!({"code": "low_stock", "severity": "warning", "message": "SKU-1001: 3 on hand, minimum 6",
+                   "subject": "SKU-1001", "state": "open", "on_hand": 3}),
+        );
+        roundtrip(
+            EventBody::Reading(Reading {
+                name: "temperature".into(),
+                value: 4.5,
+                unit: "C".into(),
+            }),
+            json!({"name": "temperature", "value": 4.5, "unit": "C"}),
+        );
+    }
+
+    #[test]
+    fn every_kind_is_listed_once() {
+        let mut kinds = KINDS.to_vec();
+        kinds.sort();
+        kinds.dedup();
+        assert_eq!(kinds.len(), KINDS.len());
+    }
+
+    #[test]
+    fn unknown_data_fields_are_ignored() {
+        let body = EventBody::from_parts(
+            "receipt",
+            r#"{"delivery_id":"D-1","sku":"S","qty":1,"added_in_a_later_version":true}"#,
+        )
+        .unwrap();
+        assert_eq!(body.stock_move(), Some(("S", 1)));
+    }
+
+    #[test]
+    fn stock_moves_follow_the_spec_table() {
+        assert_eq!(
+            EventBody::Sale(sale_line()).stock_move(),
+            Some(("SKU-1001", -2))
+        );
+        assert_eq!(
+            EventBody::Return(sale_line()).stock_move(),
+            Some(("SKU-1001", 2))
+        );
+        assert_eq!(
+            EventBody::Reading(Reading {
+                name: "t".into(),
+                value: 1.0,
+                unit: "C".into()
+            })
+            .stock_move(),
+            None
+        );
+    }
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every check storegate has, on a fresh Debian machine: installs the
+# system packages the tests talk to when they are missing, then format,
+# lints and the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v socat >/dev/null 2>&1 || need+=(socat)
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+cargo fmt --all -- --check
+cargo clippy --all-targets -- -D warnings
+cargo test --all-targets
