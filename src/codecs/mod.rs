@@ -5,6 +5,7 @@
 pub mod json;
 pub mod lines;
 pub mod m100;
+pub mod registers;
 
 use chrono::{DateTime, Utc};
 
