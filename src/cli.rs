@@ -8,31 +8,16 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::bench::{self, JournalBench};
-use crate::config::{Broker, Config, ConfigError, Transport};
+use crate::config::{Broker, Config, Transport};
 use crate::db::{self, Writer, writer::NoProjections};
 use crate::event::NewEvent;
-
-/// Load the config, or print every problem and fail.
-pub fn load_config(path: &Path) -> Result<Config, ConfigError> {
-    // profiles_dir comes from the config itself; a first lenient read finds
-    // it so that profile names in that directory count as known.
-    let profiles_dir = std::fs::read_to_string(path)
-        .ok()
-        .and_then(|t| t.parse::<toml::Table>().ok())
-        .and_then(|t| {
-            t.get("profiles_dir")?
-                .as_str()
-                .map(std::path::PathBuf::from)
-        })
-        .unwrap_or_else(|| "/usr/share/storegate/firmware-profiles".into());
-    Config::load(path, &crate::profiles::known_names(&profiles_dir))
-}
+use crate::setup;
 
 /// `storegate check`: print what would run, or every problem.
 pub fn check(path: &Path) -> ExitCode {
-    match load_config(path) {
-        Ok(c) => {
-            print!("{}", describe(path, &c));
+    match setup::load(path) {
+        Ok(s) => {
+            print!("{}", describe(path, &s.config));
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -97,16 +82,16 @@ fn describe(path: &Path, c: &Config) -> String {
 
 /// `storegate run`.
 pub fn run(path: &Path) -> anyhow::Result<()> {
-    let config = load_config(path)?;
+    let setup = setup::load(path)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(crate::daemon::run(config))?;
+    runtime.block_on(crate::daemon::run(setup))?;
     Ok(())
 }
 
 /// `storegate status`.
 pub fn status(path: &Path) -> anyhow::Result<()> {
-    let config = load_config(path)?;
-    print!("{}", crate::status::report(&config.db_path())?);
+    let setup = setup::load(path)?;
+    print!("{}", crate::status::report(&setup.config.db_path())?);
     Ok(())
 }
 

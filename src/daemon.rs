@@ -1,11 +1,20 @@
-//! `storegate run`: the daemon. Opens the database, starts the writer and
-//! (as later parts land) devices, sync and API; on SIGTERM/SIGINT stops
-//! taking input, lets the writer commit what is queued, and exits.
+//! `storegate run`: the daemon. Opens the database, starts the writer, the
+//! devices and the background tasks; on SIGTERM/SIGINT stops taking input,
+//! lets the writer commit what is queued, and exits.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::task::JoinSet;
 
-use crate::config::Config;
-use crate::db::{self, Writer, writer::NoProjections};
+use crate::config::Transport;
+use crate::db::{self, Writer};
+use crate::devices::health::HealthBoard;
+use crate::devices::{self, DeviceSpec, Ingest, Shutdown, mqtt};
+use crate::domain::{Projections, rfid::TagTracker};
+use crate::setup::Setup;
 
 /// Errors that stop the daemon from starting.
 #[derive(Debug, thiserror::Error)]
@@ -14,12 +23,84 @@ pub enum DaemonError {
     Store(#[from] db::StoreError),
     #[error("cannot listen for signals: {0}")]
     Signals(std::io::Error),
+    #[error("MQTT: {0}")]
+    Mqtt(String),
 }
 
-pub async fn run(config: Config) -> Result<(), DaemonError> {
+/// How often departed tags are swept and tag sightings flushed.
+const TAG_PERIOD: Duration = Duration::from_secs(5);
+
+pub async fn run(setup: Setup) -> Result<(), DaemonError> {
+    let Setup { config, profiles } = setup;
     let path = config.db_path();
     let conn = db::open_write(&path, config.durability)?;
-    let (writer, writer_thread) = Writer::spawn(conn, Box::new(NoProjections))?;
+    let (writer, writer_thread) = Writer::spawn(conn, Box::new(Projections::new(&config)))?;
+
+    let tags = Arc::new(Mutex::new(TagTracker::new(
+        config.rfid.dedup_window_ms,
+        config.rfid.departed_after_s,
+    )));
+    {
+        let tags = tags.clone();
+        writer
+            .transact(move |w| {
+                tags.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .load(w.conn())
+            })
+            .await?;
+    }
+    let health = HealthBoard::default();
+    let ingest = Ingest::new(writer.clone(), health.clone(), tags.clone());
+    let (trigger, shutdown) = devices::shutdown_pair();
+
+    let specs: Vec<DeviceSpec> = config
+        .devices
+        .iter()
+        .filter_map(|d| {
+            let profile = profiles.get(&d.profile)?.clone();
+            health.register(&d.id, &d.profile, d.transport.name());
+            Some(DeviceSpec {
+                config: d.clone(),
+                profile,
+            })
+        })
+        .collect();
+    let hub = if specs
+        .iter()
+        .any(|s| matches!(s.config.transport, Transport::Mqtt { .. }))
+    {
+        Some(
+            mqtt::Hub::start(&config.mqtt, shutdown.clone())
+                .await
+                .map_err(|e| DaemonError::Mqtt(e.to_string()))?,
+        )
+    } else {
+        None
+    };
+
+    let mut tasks = JoinSet::new();
+    for spec in specs {
+        tasks.spawn(devices::run_device(
+            spec,
+            ingest.clone(),
+            hub.clone(),
+            shutdown.clone(),
+        ));
+    }
+    let offline: HashMap<String, u64> = config
+        .devices
+        .iter()
+        .map(|d| (d.id.clone(), d.offline_alert_s))
+        .collect();
+    tasks.spawn(devices::watch::run(
+        writer.clone(),
+        health.clone(),
+        offline,
+        shutdown.clone(),
+    ));
+    tasks.spawn(tag_housekeeping(writer.clone(), tags, shutdown.clone()));
+
     tracing::info!(
         store = %config.store_id,
         db = %path.display(),
@@ -33,13 +114,51 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     };
-    tracing::info!(signal = which, "shutting down: draining the journal writer");
+    tracing::info!(
+        signal = which,
+        "shutting down: stopping devices, draining the journal writer"
+    );
+    trigger.trigger();
+    // Device sessions finish their current delivery (and so its commit)
+    // before they return.
+    let drained = tokio::time::timeout(Duration::from_secs(20), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("some tasks did not stop within 20 s; stopping anyway");
+        tasks.abort_all();
+    }
+    drop((ingest, hub, writer));
     // Dropping the last handle closes the queue; the writer commits what is
     // still queued and its thread ends.
-    drop(writer);
     tokio::task::spawn_blocking(move || writer_thread.join())
         .await
         .ok();
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Journal `tag_departed` for tags not read for `departed_after_s`, and
+/// flush last-seen times to the `tags` table.
+async fn tag_housekeeping(writer: Writer, tags: Arc<Mutex<TagTracker>>, mut shutdown: Shutdown) {
+    while shutdown.sleep(TAG_PERIOD).await {
+        let tags = tags.clone();
+        let result = writer
+            .transact(move |w| {
+                let (departed, dirty) = {
+                    let mut t = tags.lock().unwrap_or_else(|p| p.into_inner());
+                    (t.sweep(chrono::Utc::now()), t.take_dirty())
+                };
+                crate::domain::rfid::flush(w.conn(), &dirty)?;
+                for e in departed {
+                    w.append(e)?;
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "tag housekeeping failed; will retry");
+        }
+    }
 }

@@ -1,15 +1,18 @@
 //! storegate: the in-store edge agent. Devices -> events -> journal ->
 //! projections -> outputs; see DESIGN.md in the docs for the invariants.
 
+pub mod backoff;
 pub mod bench;
 pub mod cli;
 pub mod codecs;
 pub mod config;
 pub mod daemon;
 pub mod db;
+pub mod devices;
 pub mod domain;
 pub mod event;
 pub mod profiles;
+pub mod setup;
 pub mod status;
 
 /// The version central and `--version` see.

@@ -2,6 +2,7 @@
 //! codec and gives it parameters; the codec turns raw input into typed
 //! output for the journal (spec/profiles.md).
 
+pub mod esl;
 pub mod json;
 pub mod lines;
 pub mod m100;

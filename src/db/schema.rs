@@ -51,6 +51,63 @@ pub const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL
     ) WITHOUT ROWID;
     "#,
+    // 2: device health, the RFID tag state table and alerts.
+    r#"
+    -- Persisted copy of the in-memory health board, for `storegate status`
+    -- and the API in other processes.
+    CREATE TABLE device_health (
+        id     TEXT PRIMARY KEY,
+        health TEXT NOT NULL   -- JSON of devices::health::DeviceHealth
+    ) WITHOUT ROWID;
+
+    -- The RFID tag state table (spec/profiles.md, RFID semantics): where
+    -- each EPC was last seen. Kept in step with tag_* events; last_seen is
+    -- flushed from memory every few seconds.
+    CREATE TABLE tags (
+        epc           TEXT PRIMARY KEY,
+        zone          TEXT    NOT NULL,
+        reader        TEXT    NOT NULL,
+        gtin          TEXT,
+        serial        TEXT,
+        sku           TEXT,
+        first_seen_ms INTEGER NOT NULL,
+        last_seen_ms  INTEGER NOT NULL,
+        reads         INTEGER NOT NULL DEFAULT 1,
+        best_rssi     INTEGER
+    ) WITHOUT ROWID;
+    CREATE INDEX tags_zone ON tags(zone, last_seen_ms);
+
+    -- One row per alert; at most one open per code and subject.
+    CREATE TABLE alerts (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        code         TEXT    NOT NULL,
+        subject      TEXT    NOT NULL,
+        severity     TEXT    NOT NULL,
+        message      TEXT    NOT NULL,
+        context      TEXT    NOT NULL DEFAULT '{}',
+        opened_seq   INTEGER NOT NULL,
+        opened_ms    INTEGER NOT NULL,
+        resolved_seq INTEGER,
+        resolved_ms  INTEGER
+    );
+    CREATE UNIQUE INDEX alerts_one_open ON alerts(code, subject) WHERE resolved_seq IS NULL;
+
+    -- The catalog as central's price pull describes it; GTINs are stored
+    -- as GTIN-14 so that any of a product's barcodes finds it.
+    CREATE TABLE catalog (
+        sku           TEXT PRIMARY KEY,
+        name          TEXT    NOT NULL,
+        unit_weight_g INTEGER,
+        min_stock     INTEGER,
+        removed       INTEGER NOT NULL DEFAULT 0,
+        version       INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID;
+    CREATE TABLE gtins (
+        gtin TEXT PRIMARY KEY,
+        sku  TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX gtins_sku ON gtins(sku);
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -413,7 +413,9 @@ fn commit_group(
     }
     for request in group.drain(..) {
         let seq_before = *next_seq;
-        let savepoint = conn.execute_batch("SAVEPOINT job");
+        // Cached statements: parsing SAVEPOINT/RELEASE for every job cost
+        // more than the insert it protects.
+        let savepoint = run_cached(conn, "SAVEPOINT job");
         let mut w = WriteTx {
             conn,
             projector,
@@ -424,10 +426,10 @@ fn commit_group(
         let release = if savepoint.is_err() {
             savepoint
         } else if completion.ok {
-            conn.execute_batch("RELEASE job")
+            run_cached(conn, "RELEASE job")
         } else {
             *next_seq = seq_before;
-            conn.execute_batch("ROLLBACK TO job; RELEASE job")
+            run_cached(conn, "ROLLBACK TO job").and_then(|()| run_cached(conn, "RELEASE job"))
         };
         completions.push(completion);
         if let Err(e) = release {
@@ -454,6 +456,10 @@ fn commit_group(
             ))
         }
     }
+}
+
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
 /// Read one journal row back into an event.

@@ -1,0 +1,127 @@
+//! Health of every device, in one board that the runner writes and the
+//! API, metrics and the offline-alert watcher read. The board is also
+//! persisted (see [`HealthBoard::snapshot`]) so `storegate status` in
+//! another process can show it.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceHealth {
+    pub id: String,
+    pub profile: String,
+    pub transport: String,
+    pub up: bool,
+    /// When `up` last changed (or when the agent started watching).
+    #[serde(with = "crate::event::ts_format")]
+    pub since: DateTime<Utc>,
+    #[serde(default, with = "opt_ts")]
+    pub last_frame: Option<DateTime<Utc>>,
+    pub frames_ok: u64,
+    pub frames_bad: u64,
+    pub reconnects: u64,
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+/// Shared, cheap to clone.
+#[derive(Clone, Default)]
+pub struct HealthBoard {
+    inner: Arc<Mutex<BTreeMap<String, DeviceHealth>>>,
+}
+
+impl HealthBoard {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, DeviceHealth>> {
+        // A panic while holding this lock cannot leave the map half-updated
+        // in a way that matters (counters only), so poisoning is ignored.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Start watching a device; it counts as down until it connects.
+    pub fn register(&self, id: &str, profile: &str, transport: &str) {
+        self.lock().insert(
+            id.to_string(),
+            DeviceHealth {
+                id: id.to_string(),
+                profile: profile.to_string(),
+                transport: transport.to_string(),
+                up: false,
+                since: crate::event::now_millis(),
+                last_frame: None,
+                frames_ok: 0,
+                frames_bad: 0,
+                reconnects: 0,
+                last_error: None,
+            },
+        );
+    }
+
+    /// Mark up or down; returns true when that is a change.
+    pub fn set_up(&self, id: &str, up: bool, error: Option<String>) -> bool {
+        let mut map = self.lock();
+        let Some(h) = map.get_mut(id) else {
+            return false;
+        };
+        if error.is_some() {
+            h.last_error = error;
+        }
+        if h.up == up {
+            return false;
+        }
+        h.up = up;
+        h.since = crate::event::now_millis();
+        if !up {
+            h.reconnects += 1;
+        }
+        true
+    }
+
+    /// Count frames that parsed and frames that did not.
+    pub fn frames(&self, id: &str, ok: u64, bad: u64) {
+        if let Some(h) = self.lock().get_mut(id) {
+            h.frames_ok += ok;
+            h.frames_bad += bad;
+            h.last_frame = Some(crate::event::now_millis());
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<DeviceHealth> {
+        self.lock().get(id).cloned()
+    }
+
+    pub fn snapshot(&self) -> Vec<DeviceHealth> {
+        self.lock().values().cloned().collect()
+    }
+
+    /// (up, down) counts.
+    pub fn counts(&self) -> (usize, usize) {
+        let map = self.lock();
+        let up = map.values().filter(|h| h.up).count();
+        (up, map.len() - up)
+    }
+}
+
+mod opt_ts {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(ts: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+        match ts {
+            Some(t) => s.serialize_str(&crate::event::format_ts(t)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+        let text: Option<String> = Option::deserialize(d)?;
+        text.map(|t| {
+            DateTime::parse_from_rfc3339(&t)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(serde::de::Error::custom)
+        })
+        .transpose()
+    }
+}

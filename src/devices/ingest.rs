@@ -1,0 +1,215 @@
+//! Where every device adapter hands over what its codec decoded. One unit
+//! of input (an MQTT message, a serial read, a Modbus poll) becomes one
+//! transaction: events journaled, tag reads turned into transitions, bad
+//! input quarantined. [`Ingest::deliver`] returns only after that
+//! transaction committed, so an adapter that acknowledges afterwards keeps
+//! invariant 1.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+use super::health::HealthBoard;
+use crate::codecs::{Decoded, TagRead};
+use crate::db::{StoreError, Writer};
+use crate::domain::{catalog, rfid::TagTracker};
+use crate::event::{EventBody, NewEvent};
+
+/// Bad input is logged once per burst: the first frame of a burst, then a
+/// summary when the device has been quiet for this long.
+const BURST_QUIET: Duration = Duration::from_secs(10);
+
+/// Who the input came from.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub device: String,
+    /// The zone RFID reads from this device put a tag in.
+    pub zone: String,
+}
+
+/// What a delivery did, for the adapter's own bookkeeping.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delivered {
+    pub events: usize,
+    pub duplicates: usize,
+    pub quarantined: usize,
+}
+
+#[derive(Default)]
+struct Burst {
+    started: Option<Instant>,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+/// Shared by all device tasks; cheap to clone.
+#[derive(Clone)]
+pub struct Ingest {
+    writer: Writer,
+    health: HealthBoard,
+    tags: Arc<Mutex<TagTracker>>,
+    bursts: Arc<Mutex<HashMap<String, Burst>>>,
+}
+
+impl Ingest {
+    pub fn new(writer: Writer, health: HealthBoard, tags: Arc<Mutex<TagTracker>>) -> Self {
+        Ingest {
+            writer,
+            health,
+            tags,
+            bursts: Arc::default(),
+        }
+    }
+
+    pub fn writer(&self) -> &Writer {
+        &self.writer
+    }
+
+    pub fn health(&self) -> &HealthBoard {
+        &self.health
+    }
+
+    /// Journal one unit of decoded input and return once it is committed.
+    /// An error means nothing of it was stored: do not acknowledge.
+    pub async fn deliver(
+        &self,
+        source: &Source,
+        items: Vec<Decoded>,
+    ) -> Result<Delivered, StoreError> {
+        if items.is_empty() {
+            return Ok(Delivered::default());
+        }
+        let (mut ok, mut bad) = (0u64, 0u64);
+        let mut reads: Vec<TagRead> = Vec::new();
+        let mut groups: Vec<Vec<(DateTime<Utc>, EventBody)>> = Vec::new();
+        let mut quarantine: Vec<(String, Vec<u8>)> = Vec::new();
+        for item in items {
+            match item {
+                Decoded::Events(events) => {
+                    ok += 1;
+                    groups.push(events);
+                }
+                Decoded::TagReads(r) => {
+                    ok += r.len() as u64;
+                    reads.extend(r);
+                }
+                Decoded::Bad { reason, raw } => {
+                    bad += 1;
+                    self.log_bad(&source.device, &reason);
+                    quarantine.push((reason, raw));
+                }
+            }
+        }
+        self.health.frames(&source.device, ok, bad);
+
+        let source = source.clone();
+        let tags = self.tags.clone();
+        let result = self
+            .writer
+            .transact(move |w| {
+                let mut done = Delivered::default();
+                for group in groups {
+                    for (ts, mut body) in group {
+                        resolve_sku(w.conn(), &mut body)?;
+                        let a = w.append(NewEvent::new(ts, source.device.clone(), body))?;
+                        if a.duplicate {
+                            done.duplicates += 1;
+                        } else {
+                            done.events += 1;
+                        }
+                    }
+                }
+                if !reads.is_empty() {
+                    // The tracker is consulted inside the transaction so the
+                    // catalog lookup sees committed data; transitions are
+                    // journaled in the same transaction as the reads' frame.
+                    let transitions: Vec<NewEvent> = {
+                        let conn = w.conn();
+                        let lookup = |gtin: &str| catalog::sku_for_gtin(conn, gtin).ok().flatten();
+                        let mut tracker = tags.lock().unwrap_or_else(|p| p.into_inner());
+                        reads
+                            .iter()
+                            .filter_map(|r| {
+                                tracker.observe(r, &source.device, &source.zone, &lookup)
+                            })
+                            .collect()
+                    };
+                    for t in transitions {
+                        w.append(t)?;
+                        done.events += 1;
+                    }
+                }
+                for (reason, raw) in &quarantine {
+                    w.quarantine(&source.device, reason, raw)?;
+                    done.quarantined += 1;
+                }
+                Ok(done)
+            })
+            .await;
+        if result.is_err() {
+            // The tracker may have moved on for transitions that were not
+            // stored: get back in step with what the database holds.
+            self.reload_tags().await;
+        }
+        result
+    }
+
+    async fn reload_tags(&self) {
+        let tags = self.tags.clone();
+        let _ = self
+            .writer
+            .transact(move |w| {
+                tags.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .load(w.conn())?;
+                Ok(())
+            })
+            .await;
+    }
+
+    /// Log the first bad frame of a burst; count the rest and summarise
+    /// them when the next burst starts.
+    fn log_bad(&self, device: &str, reason: &str) {
+        let now = Instant::now();
+        let mut bursts = self.bursts.lock().unwrap_or_else(|p| p.into_inner());
+        let b = bursts.entry(device.to_string()).or_default();
+        let new_burst = b
+            .last
+            .is_none_or(|last| now.duration_since(last) > BURST_QUIET);
+        if new_burst {
+            if b.suppressed > 0 {
+                tracing::warn!(
+                    device,
+                    suppressed = b.suppressed,
+                    "previous burst of bad input ended"
+                );
+            }
+            tracing::warn!(
+                device,
+                reason,
+                "bad input quarantined (further bad input in this burst is counted, not logged)"
+            );
+            b.started = Some(now);
+            b.suppressed = 0;
+        } else {
+            b.suppressed += 1;
+        }
+        b.last = Some(now);
+    }
+}
+
+/// A sale line that named only a GTIN gets its SKU from the catalog; an
+/// unknown GTIN stands in as the SKU so the line is not lost (central can
+/// map it later).
+fn resolve_sku(conn: &rusqlite::Connection, body: &mut EventBody) -> Result<(), StoreError> {
+    if let EventBody::Sale(l) | EventBody::Return(l) = body {
+        if l.sku.is_empty() {
+            if let Some(gtin) = l.gtin.clone() {
+                l.sku = catalog::sku_for_gtin(conn, &gtin)?.unwrap_or(gtin);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,175 @@
+//! Devices: one task per configured device. A device is a transport (how
+//! bytes arrive) plus a firmware profile (what they mean). The runner
+//! connects, lets the transport's session read until the connection is
+//! lost, and reconnects with exponential backoff and jitter. One device
+//! failing never affects another: each has its own task, its own backoff
+//! and its own health row.
+
+pub mod health;
+pub mod ingest;
+pub mod modbus;
+pub mod mqtt;
+pub mod serial;
+pub mod watch;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch as tokio_watch;
+
+use crate::backoff::Backoff;
+use crate::config::{DeviceConfig, Transport};
+use crate::db::StoreError;
+use crate::profiles::Profile;
+pub use ingest::{Ingest, Source};
+
+/// A configured device with its resolved profile.
+#[derive(Debug, Clone)]
+pub struct DeviceSpec {
+    pub config: DeviceConfig,
+    pub profile: Arc<Profile>,
+}
+
+impl DeviceSpec {
+    pub fn id(&self) -> &str {
+        &self.config.id
+    }
+
+    pub fn source(&self) -> Source {
+        Source {
+            device: self.config.id.clone(),
+            zone: self
+                .config
+                .zone
+                .clone()
+                .unwrap_or_else(|| self.config.id.clone()),
+        }
+    }
+}
+
+/// Why a device session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error("cannot open {what}: {reason}")]
+    Open { what: String, reason: String },
+    #[error("connection lost: {0}")]
+    Lost(String),
+    #[error("no answer: {0}")]
+    Timeout(String),
+    #[error("device error: {0}")]
+    Protocol(String),
+    #[error("cannot store input: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Tells long-running tasks to finish. Cheap to clone.
+#[derive(Clone)]
+pub struct Shutdown(tokio_watch::Receiver<bool>);
+
+/// The sending half: `trigger` once, every [`Shutdown`] sees it.
+pub struct ShutdownTrigger(tokio_watch::Sender<bool>);
+
+pub fn shutdown_pair() -> (ShutdownTrigger, Shutdown) {
+    let (tx, rx) = tokio_watch::channel(false);
+    (ShutdownTrigger(tx), Shutdown(rx))
+}
+
+impl ShutdownTrigger {
+    pub fn trigger(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+impl Shutdown {
+    pub fn is_triggered(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves when shutdown is triggered (or the trigger is gone).
+    pub async fn wait(&mut self) {
+        let _ = self.0.wait_for(|v| *v).await;
+    }
+
+    /// Sleep, but wake early for shutdown. Returns false on shutdown.
+    pub async fn sleep(&mut self, d: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => !self.is_triggered(),
+            _ = self.wait() => false,
+        }
+    }
+}
+
+/// Deliver, retrying while the database refuses (a full disk): input that
+/// cannot be re-requested from the device (serial bytes, a Modbus sample)
+/// is held, not dropped. Returns false only on shutdown.
+pub async fn deliver_until_stored(
+    ingest: &Ingest,
+    source: &Source,
+    items: Vec<crate::codecs::Decoded>,
+    shutdown: &mut Shutdown,
+) -> bool {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    loop {
+        match ingest.deliver(source, items.clone()).await {
+            Ok(_) => return true,
+            Err(e) => {
+                if backoff.attempts() == 0 {
+                    tracing::error!(device = %source.device, error = %e, "cannot store device input; holding it and retrying");
+                }
+                if !shutdown.sleep(backoff.next_delay()).await {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// Run one device until shutdown: sessions with backoff in between.
+pub async fn run_device(
+    spec: DeviceSpec,
+    ingest: Ingest,
+    hub: Option<mqtt::Hub>,
+    mut shutdown: Shutdown,
+) {
+    let id = spec.id().to_string();
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    while !shutdown.is_triggered() {
+        let result = match &spec.config.transport {
+            Transport::Serial(_) => serial::session(&spec, &ingest, &mut shutdown).await,
+            Transport::ModbusTcp { .. } | Transport::ModbusRtu { .. } => {
+                modbus::session(&spec, &ingest, &mut shutdown).await
+            }
+            Transport::Mqtt { .. } => match &hub {
+                Some(hub) => hub.session(&spec, &ingest, &mut shutdown).await,
+                None => Err(DeviceError::Open {
+                    what: "mqtt".into(),
+                    reason: "no MQTT connection configured".into(),
+                }),
+            },
+            Transport::Http { .. } | Transport::HttpStream { .. } => Err(DeviceError::Open {
+                what: spec.config.transport.endpoint(),
+                reason: "the http transports are not available in this build yet".into(),
+            }),
+        };
+        if shutdown.is_triggered() {
+            break;
+        }
+        let was_up = ingest.health().get(&id).is_some_and(|h| h.up);
+        if was_up {
+            backoff.reset();
+        }
+        let message = match &result {
+            Ok(()) => "session ended".to_string(),
+            Err(e) => e.to_string(),
+        };
+        if ingest.health().set_up(&id, false, Some(message.clone())) {
+            tracing::warn!(device = %id, error = %message, "device down; reconnecting with backoff");
+        } else {
+            tracing::debug!(device = %id, error = %message, "device still down");
+        }
+        if !shutdown.sleep(backoff.next_delay()).await {
+            break;
+        }
+    }
+    tracing::debug!(device = %id, "device task stopped");
+}

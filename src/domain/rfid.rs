@@ -1,0 +1,341 @@
+//! RFID semantics (spec/profiles.md): reads are statistical, so the agent
+//! keeps a tag state table and journals only transitions: `tag_arrived`,
+//! `tag_moved`, `tag_departed`.
+//!
+//! The table lives in memory for speed (every read touches it) and in the
+//! `tags` table for restarts and counts: transitions update the row in the
+//! same transaction as their event; `last_seen`/`reads` are flushed every
+//! few seconds ([`TagTracker::take_dirty`]).
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Duration, Utc};
+use rusqlite::{Connection, params};
+
+use crate::codecs::TagRead;
+use crate::db::{SqlContext, StoreError};
+use crate::domain::sgtin;
+use crate::event::{Event, EventBody, NewEvent, TagTransition, ts_from_millis};
+
+#[derive(Debug, Clone, PartialEq)]
+struct TagState {
+    zone: String,
+    reader: String,
+    gtin: Option<String>,
+    serial: Option<String>,
+    sku: Option<String>,
+    first_seen: DateTime<Utc>,
+    last_seen: DateTime<Utc>,
+    reads: u64,
+    best_rssi: Option<i32>,
+    antenna: Option<u32>,
+}
+
+/// The in-memory tag state table.
+pub struct TagTracker {
+    tags: HashMap<String, TagState>,
+    dirty: HashSet<String>,
+    dedup_window: Duration,
+    departed_after: Duration,
+}
+
+impl TagTracker {
+    pub fn new(dedup_window_ms: u64, departed_after_s: u64) -> Self {
+        TagTracker {
+            tags: HashMap::new(),
+            dirty: HashSet::new(),
+            dedup_window: Duration::milliseconds(dedup_window_ms as i64),
+            departed_after: Duration::seconds(departed_after_s as i64),
+        }
+    }
+
+    /// Reload the table after a restart (or after a failed commit, to get
+    /// back in step with what was actually journaled).
+    pub fn load(&mut self, conn: &Connection) -> Result<(), StoreError> {
+        let mut st = conn
+            .prepare("SELECT epc, zone, reader, gtin, serial, sku, first_seen_ms, last_seen_ms, reads, best_rssi FROM tags")
+            .ctx("loading the tag table")?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    TagState {
+                        zone: r.get(1)?,
+                        reader: r.get(2)?,
+                        gtin: r.get(3)?,
+                        serial: r.get(4)?,
+                        sku: r.get(5)?,
+                        first_seen: ts_from_millis(r.get(6)?),
+                        last_seen: ts_from_millis(r.get(7)?),
+                        reads: r.get::<_, i64>(8)? as u64,
+                        best_rssi: r.get(9)?,
+                        antenna: None,
+                    },
+                ))
+            })
+            .ctx("loading the tag table")?;
+        self.tags.clear();
+        self.dirty.clear();
+        for row in rows {
+            let (epc, state) = row.ctx("loading the tag table")?;
+            self.tags.insert(epc, state);
+        }
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.tags.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tags.is_empty()
+    }
+
+    /// Take one read; returns the transition to journal, if any.
+    /// `sku_of_gtin` maps a GTIN-14 to the catalog's SKU.
+    pub fn observe(
+        &mut self,
+        read: &TagRead,
+        reader: &str,
+        zone: &str,
+        sku_of_gtin: &dyn Fn(&str) -> Option<String>,
+    ) -> Option<NewEvent> {
+        match self.tags.get_mut(&read.epc) {
+            Some(t) if t.zone == zone || read.ts - t.last_seen < self.dedup_window => {
+                // Same sighting: in the same zone, or a cross-read from a
+                // neighbouring zone's antenna too soon to be a real move.
+                if read.ts > t.last_seen && t.zone == zone {
+                    t.last_seen = read.ts;
+                }
+                t.reads += 1;
+                if let Some(r) = read.rssi_dbm {
+                    t.best_rssi = Some(t.best_rssi.map_or(r, |b| b.max(r)));
+                }
+                self.dirty.insert(read.epc.clone());
+                None
+            }
+            Some(t) => {
+                let from_zone = std::mem::replace(&mut t.zone, zone.to_string());
+                t.reader = reader.to_string();
+                t.first_seen = read.ts;
+                t.last_seen = read.ts;
+                t.reads = 1;
+                t.best_rssi = read.rssi_dbm;
+                t.antenna = read.antenna;
+                let mut tr = transition(&read.epc, t);
+                tr.from_zone = Some(from_zone);
+                self.dirty.remove(&read.epc);
+                Some(NewEvent::new(read.ts, reader, EventBody::TagMoved(tr)))
+            }
+            None => {
+                let (gtin, serial) = match sgtin::decode_sgtin96(&read.epc) {
+                    Ok(s) => (Some(s.gtin), Some(s.serial.to_string())),
+                    Err(_) => (None, None),
+                };
+                let sku = gtin.as_deref().and_then(sku_of_gtin);
+                let state = TagState {
+                    zone: zone.to_string(),
+                    reader: reader.to_string(),
+                    gtin,
+                    serial,
+                    sku,
+                    first_seen: read.ts,
+                    last_seen: read.ts,
+                    reads: 1,
+                    best_rssi: read.rssi_dbm,
+                    antenna: read.antenna,
+                };
+                let tr = transition(&read.epc, &state);
+                self.tags.insert(read.epc.clone(), state);
+                Some(NewEvent::new(read.ts, reader, EventBody::TagArrived(tr)))
+            }
+        }
+    }
+
+    /// Tags not read for `departed_after` as of `now` leave the table.
+    pub fn sweep(&mut self, now: DateTime<Utc>) -> Vec<NewEvent> {
+        let gone: Vec<String> = self
+            .tags
+            .iter()
+            .filter(|(_, t)| now - t.last_seen >= self.departed_after)
+            .map(|(epc, _)| epc.clone())
+            .collect();
+        let mut events = Vec::with_capacity(gone.len());
+        for epc in gone {
+            if let Some(t) = self.tags.remove(&epc) {
+                self.dirty.remove(&epc);
+                let reader = t.reader.clone();
+                events.push(NewEvent::new(
+                    now,
+                    reader,
+                    EventBody::TagDeparted(transition(&epc, &t)),
+                ));
+            }
+        }
+        events
+    }
+
+    /// `(epc, last_seen_ms, reads, best_rssi)` of tags whose counters changed
+    /// since the last call, for a periodic flush to the `tags` table.
+    pub fn take_dirty(&mut self) -> Vec<(String, i64, i64, Option<i32>)> {
+        let dirty = std::mem::take(&mut self.dirty);
+        dirty
+            .into_iter()
+            .filter_map(|epc| {
+                let t = self.tags.get(&epc)?;
+                Some((
+                    epc,
+                    t.last_seen.timestamp_millis(),
+                    t.reads as i64,
+                    t.best_rssi,
+                ))
+            })
+            .collect()
+    }
+}
+
+fn transition(epc: &str, t: &TagState) -> TagTransition {
+    TagTransition {
+        epc: epc.to_string(),
+        gtin: t.gtin.clone(),
+        serial: t.serial.clone(),
+        sku: t.sku.clone(),
+        zone: t.zone.clone(),
+        from_zone: None,
+        reader: t.reader.clone(),
+        antenna: t.antenna,
+        rssi_dbm: t.best_rssi,
+        first_seen: t.first_seen,
+        last_seen: t.last_seen,
+    }
+}
+
+/// Projection: keep the `tags` table in step with tag events.
+pub fn apply(conn: &Connection, event: &Event) -> Result<(), StoreError> {
+    match &event.body {
+        EventBody::TagArrived(t) | EventBody::TagMoved(t) => conn
+            .prepare_cached(
+                "INSERT INTO tags (epc, zone, reader, gtin, serial, sku, first_seen_ms, last_seen_ms, reads, best_rssi)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9)
+                 ON CONFLICT (epc) DO UPDATE SET zone = excluded.zone, reader = excluded.reader,
+                   first_seen_ms = excluded.first_seen_ms, last_seen_ms = excluded.last_seen_ms,
+                   reads = 1, best_rssi = excluded.best_rssi",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    t.epc,
+                    t.zone,
+                    t.reader,
+                    t.gtin,
+                    t.serial,
+                    t.sku,
+                    t.first_seen.timestamp_millis(),
+                    t.last_seen.timestamp_millis(),
+                    t.rssi_dbm
+                ])
+            })
+            .map(|_| ())
+            .ctx("recording a tag"),
+        EventBody::TagDeparted(t) => conn
+            .prepare_cached("DELETE FROM tags WHERE epc = ?1")
+            .and_then(|mut st| st.execute([&t.epc]))
+            .map(|_| ())
+            .ctx("removing a departed tag"),
+        _ => Ok(()),
+    }
+}
+
+/// Write flushed counters (see [`TagTracker::take_dirty`]).
+pub fn flush(
+    conn: &Connection,
+    rows: &[(String, i64, i64, Option<i32>)],
+) -> Result<(), StoreError> {
+    let mut st = conn
+        .prepare_cached("UPDATE tags SET last_seen_ms = MAX(last_seen_ms, ?2), reads = ?3, best_rssi = ?4 WHERE epc = ?1")
+        .ctx("flushing tag sightings")?;
+    for (epc, last, reads, rssi) in rows {
+        st.execute(params![epc, last, reads, rssi])
+            .ctx("flushing tag sightings")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(epc: &str, secs: i64) -> TagRead {
+        TagRead {
+            epc: epc.into(),
+            antenna: Some(1),
+            rssi_dbm: Some(-50),
+            ts: ts_from_millis(1_700_000_000_000 + secs * 1000),
+        }
+    }
+
+    fn no_sku(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn transitions_only() {
+        let mut t = TagTracker::new(5000, 600);
+        let sgtin = "3074257BF7194E4000001A85";
+        let e = t
+            .observe(&read(sgtin, 0), "door", "backroom", &|g| {
+                (g == "80614141123458").then(|| "SKU-9".to_string())
+            })
+            .unwrap();
+        match e.body {
+            EventBody::TagArrived(tr) => {
+                assert_eq!(tr.gtin.as_deref(), Some("80614141123458"));
+                assert_eq!(tr.serial.as_deref(), Some("6789"));
+                assert_eq!(tr.sku.as_deref(), Some("SKU-9"));
+                assert_eq!(tr.zone, "backroom");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Repeated reads in the same zone: nothing to journal.
+        for s in 1..100 {
+            assert!(
+                t.observe(&read(sgtin, s), "door", "backroom", &no_sku)
+                    .is_none()
+            );
+        }
+        // A cross-read from another zone inside the dedup window is no move.
+        assert!(
+            t.observe(&read(sgtin, 101), "floor", "salesfloor", &no_sku)
+                .is_none()
+        );
+        // Later it is.
+        let e = t
+            .observe(&read(sgtin, 120), "floor", "salesfloor", &no_sku)
+            .unwrap();
+        match e.body {
+            EventBody::TagMoved(tr) => {
+                assert_eq!(tr.from_zone.as_deref(), Some("backroom"));
+                assert_eq!(tr.zone, "salesfloor");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            t.sweep(ts_from_millis(1_700_000_000_000 + 700 * 1000))
+                .is_empty()
+        );
+        let gone = t.sweep(ts_from_millis(1_700_000_000_000 + 720 * 1000));
+        assert_eq!(gone.len(), 1);
+        assert!(matches!(&gone[0].body, EventBody::TagDeparted(tr) if tr.zone == "salesfloor"));
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn non_sgtin_epcs_keep_only_the_epc() {
+        let mut t = TagTracker::new(5000, 600);
+        let e = t
+            .observe(&read("E28011606000020A6681F23F", 0), "r", "z", &no_sku)
+            .unwrap();
+        assert!(
+            matches!(e.body, EventBody::TagArrived(tr) if tr.gtin.is_none() && tr.sku.is_none())
+        );
+    }
+}

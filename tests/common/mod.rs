@@ -1,0 +1,180 @@
+//! Shared test harness: a real store (SQLite on disk, the writer with the
+//! domain projections, the ingest path) and real counterparts (socat pty
+//! pairs, free TCP ports). Waiting is by polling for a condition with a
+//! generous deadline, never by asserting on elapsed time.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use storegate::config::{Config, Durability};
+use storegate::db::{self, Writer, WriterThread, journal};
+use storegate::devices::health::HealthBoard;
+use storegate::devices::{DeviceSpec, Ingest, Shutdown, ShutdownTrigger, shutdown_pair};
+use storegate::domain::{Projections, rfid::TagTracker};
+use storegate::event::Event;
+use storegate::profiles::ProfileSet;
+
+/// A store with everything below the device tasks running.
+pub struct Store {
+    pub dir: tempfile::TempDir,
+    pub db: PathBuf,
+    pub writer: Writer,
+    thread: Option<WriterThread>,
+    pub ingest: Ingest,
+    pub health: HealthBoard,
+    pub trigger: ShutdownTrigger,
+    pub shutdown: Shutdown,
+}
+
+impl Store {
+    pub fn new() -> Store {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("storegate.db");
+        let conn = db::open_write(&db, Durability::Full).unwrap();
+        let (writer, thread) = Writer::spawn(conn, Box::new(Projections::default())).unwrap();
+        let health = HealthBoard::default();
+        let tags = Arc::new(Mutex::new(TagTracker::new(5000, 600)));
+        let ingest = Ingest::new(writer.clone(), health.clone(), tags);
+        let (trigger, shutdown) = shutdown_pair();
+        Store {
+            dir,
+            db,
+            writer,
+            thread: Some(thread),
+            ingest,
+            health,
+            trigger,
+            shutdown,
+        }
+    }
+
+    /// A device from a `[[device]]` TOML block (without the header), with
+    /// profiles from the built-ins plus `profiles_dir` if given.
+    pub fn device(&self, device_toml: &str, profiles_dir: Option<&Path>) -> DeviceSpec {
+        let dir = profiles_dir.map_or_else(|| PathBuf::from("/nonexistent"), Path::to_path_buf);
+        let profiles = ProfileSet::load(&dir).unwrap_or_else(|e| panic!("{e:?}"));
+        let text = format!("store_id = \"t\"\n[[device]]\n{device_toml}");
+        let config = Config::parse(&text, Path::new("test.toml"), &profiles.names()).unwrap_or_else(|e| panic!("{e}"));
+        let problems = storegate::profiles::check_devices(&config, &profiles);
+        assert!(problems.is_empty(), "{problems:?}");
+        let d = config.devices.into_iter().next().unwrap();
+        let profile = profiles.get(&d.profile).unwrap().clone();
+        self.health.register(&d.id, &d.profile, d.transport.name());
+        DeviceSpec { config: d, profile }
+    }
+
+    /// All journaled events.
+    pub fn events(&self) -> Vec<Event> {
+        let conn = db::open_read(&self.db).unwrap();
+        journal::events_after(&conn, 0, 1_000_000).unwrap()
+    }
+
+    /// Wait until `pred` holds for the journal (30 s deadline).
+    pub fn wait_events(&self, what: &str, pred: impl Fn(&[Event]) -> bool) -> Vec<Event> {
+        wait_for(what, || {
+            let e = self.events();
+            pred(&e).then_some(e)
+        })
+    }
+
+    /// `(device, reason, raw)` of every quarantined input.
+    pub fn quarantine(&self) -> Vec<(String, String, Vec<u8>)> {
+        let conn = db::open_read(&self.db).unwrap();
+        let mut st = conn.prepare("SELECT device, reason, raw FROM quarantine ORDER BY id").unwrap();
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    pub fn stop(&mut self) {
+        self.trigger.trigger();
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.trigger.trigger();
+    }
+}
+
+impl Store {
+    /// Stop and wait for the writer to finish (drop every other handle first).
+    pub fn join_writer(mut self) {
+        self.trigger.trigger();
+        let thread = self.thread.take();
+        drop(self);
+        if let Some(t) = thread {
+            t.join();
+        }
+    }
+}
+
+/// Poll `f` until it returns Some, failing after 30 s.
+pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Async version of [`wait_for`].
+pub async fn wait_for_async<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A TCP port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A pseudo-terminal pair made by socat: the agent opens `agent`, the test
+/// (playing the device) opens `device`. Dropping it kills socat, which is
+/// how a test unplugs the "USB reader".
+pub struct PtyPair {
+    child: Child,
+    pub agent: PathBuf,
+    pub device: PathBuf,
+}
+
+impl PtyPair {
+    pub fn new(dir: &Path, name: &str) -> PtyPair {
+        let agent = dir.join(format!("{name}-agent"));
+        let device = dir.join(format!("{name}-device"));
+        let child = Command::new("socat")
+            .arg(format!("pty,raw,echo=0,link={}", agent.display()))
+            .arg(format!("pty,raw,echo=0,link={}", device.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("socat is needed for serial tests (apt-get install socat)");
+        wait_for("socat pty links", || (agent.exists() && device.exists()).then_some(()));
+        PtyPair { child, agent, device }
+    }
+
+    /// Open the device end for writing and reading, raw.
+    pub fn open_device(&self) -> std::fs::File {
+        std::fs::OpenOptions::new().read(true).write(true).open(&self.device).unwrap()
+    }
+}
+
+impl Drop for PtyPair {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
