@@ -108,6 +108,102 @@ pub const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX gtins_sku ON gtins(sku);
     "#,
+    // 3: the store domain: price book, labels, stock ledger, counts.
+    r#"
+    -- Price book entries as pulled from central (or imported store-only).
+    CREATE TABLE prices (
+        sku               TEXT    NOT NULL,
+        effective_from_ms INTEGER NOT NULL,
+        price_minor       INTEGER NOT NULL,
+        currency          TEXT    NOT NULL,
+        promo_price_minor INTEGER,
+        promo_until_ms    INTEGER,
+        version           INTEGER NOT NULL,
+        PRIMARY KEY (sku, effective_from_ms)
+    ) WITHOUT ROWID;
+
+    -- The effective shelf price as last decided, per SKU, with the price
+    -- before the last change and when it changed (for the conflict grace
+    -- window and for change detection at promo boundaries).
+    CREATE TABLE shelf_prices (
+        sku                  TEXT PRIMARY KEY,
+        price_minor          INTEGER NOT NULL,
+        currency             TEXT    NOT NULL,
+        promo                INTEGER NOT NULL DEFAULT 0,
+        promo_until_ms       INTEGER,
+        label_version        INTEGER NOT NULL,
+        previous_price_minor INTEGER,
+        changed_at_ms        INTEGER NOT NULL
+    ) WITHOUT ROWID;
+
+    -- Shelf labels. The price of record is what the label confirmed.
+    CREATE TABLE labels (
+        label_id              TEXT PRIMARY KEY,
+        sku                   TEXT    NOT NULL,
+        state                 TEXT    NOT NULL DEFAULT 'pending',  -- pending | ok | failed
+        want_version          INTEGER,          -- the update the label should show
+        sent_version          INTEGER,
+        sent_at_ms            INTEGER,
+        attempts              INTEGER NOT NULL DEFAULT 0,
+        next_attempt_ms       INTEGER NOT NULL DEFAULT 0,
+        confirmed_version     INTEGER,
+        confirmed_price_minor INTEGER,
+        confirmed_currency    TEXT,
+        confirmed_at_ms       INTEGER,
+        battery_mv            INTEGER,
+        rssi                  INTEGER
+    ) WITHOUT ROWID;
+    CREATE INDEX labels_sku ON labels(sku);
+    CREATE INDEX labels_due ON labels(state, next_attempt_ms);
+
+    -- Every label update content ever decided, so a confirmation of
+    -- version V tells which price the label shows.
+    CREATE TABLE label_updates (
+        label_id   TEXT    NOT NULL,
+        version    INTEGER NOT NULL,
+        sku        TEXT    NOT NULL,
+        content    TEXT    NOT NULL,   -- JSON of codecs::esl::LabelUpdate
+        decided_ms INTEGER NOT NULL,
+        PRIMARY KEY (label_id, version)
+    ) WITHOUT ROWID;
+
+    -- Central's stock baseline per SKU (spec/sync-api.md section 4), with
+    -- the store seq it already includes. Per SKU, so that a baseline
+    -- listing only some SKUs leaves the others' reckoning intact.
+    CREATE TABLE stock_baseline (
+        sku         TEXT PRIMARY KEY,
+        on_hand     INTEGER NOT NULL,
+        through_seq INTEGER NOT NULL,
+        version     INTEGER NOT NULL
+    ) WITHOUT ROWID;
+
+    -- Every local stock move, kept until a baseline includes it: the
+    -- ledger reconciliation needs, independent of journal retention.
+    CREATE TABLE stock_moves (
+        seq   INTEGER PRIMARY KEY,
+        sku   TEXT    NOT NULL,
+        delta INTEGER NOT NULL
+    );
+    CREATE INDEX stock_moves_sku ON stock_moves(sku);
+
+    -- On hand per SKU = baseline + moves after its through_seq.
+    CREATE TABLE stock (
+        sku     TEXT PRIMARY KEY,
+        on_hand INTEGER NOT NULL
+    ) WITHOUT ROWID;
+
+    -- The last count of each SKU, for the staff page.
+    CREATE TABLE last_counts (
+        sku        TEXT PRIMARY KEY,
+        session_id TEXT    NOT NULL,
+        zone       TEXT    NOT NULL,
+        counted    INTEGER NOT NULL,
+        expected   INTEGER NOT NULL,
+        method     TEXT    NOT NULL,
+        at_ms      INTEGER NOT NULL
+    ) WITHOUT ROWID;
+
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -4,10 +4,15 @@
 
 pub mod alerts;
 pub mod catalog;
+pub mod conflicts;
+pub mod counts;
+pub mod labels;
 pub mod money;
 pub mod price_text;
+pub mod prices;
 pub mod rfid;
 pub mod sgtin;
+pub mod stock;
 
 use rusqlite::Connection;
 
@@ -19,11 +24,14 @@ use crate::event::{Event, EventBody, NewEvent, Severity, ShelfWeight};
 pub struct Projections {
     /// Per device: temperature alert thresholds (`alert_above`, `alert_below`).
     thresholds: std::collections::HashMap<String, (Option<f64>, Option<f64>)>,
+    /// `pricing.conflict_grace_s`.
+    grace_s: i64,
 }
 
 impl Projections {
     pub fn new(config: &crate::config::Config) -> Self {
         Projections {
+            grace_s: config.pricing.conflict_grace_s as i64,
             thresholds: config
                 .devices
                 .iter()
@@ -38,7 +46,11 @@ impl Projector for Projections {
     fn apply(&mut self, conn: &Connection, event: &Event) -> Result<Vec<NewEvent>, StoreError> {
         alerts::apply(conn, event)?;
         rfid::apply(conn, event)?;
+        counts::apply(conn, event)?;
         let mut derived = Vec::new();
+        derived.extend(stock::apply(conn, event)?);
+        derived.extend(labels::apply(conn, event)?);
+        derived.extend(conflicts::check(conn, event, self.grace_s)?);
         match &event.body {
             EventBody::Reading(r) if r.name == "temperature" => {
                 if let Some(&(above, below)) = self.thresholds.get(&event.device) {
@@ -146,4 +158,53 @@ fn shelf_low_stock(
             format!("{sku}: shelf {device} slot {} refilled", w.slot),
         )
     }
+}
+
+/// Recompute every journal-derived projection (stock, alerts, tags, last
+/// counts, label confirmations) from the journal and the stored baselines.
+/// Stock moves older than the oldest retained journal event are kept as
+/// they are: the journal no longer has them, the move ledger does.
+pub fn rebuild(conn: &Connection) -> Result<usize, StoreError> {
+    use crate::db::{SqlContext, journal};
+    let oldest = journal::oldest(conn)?.unwrap_or(i64::MAX);
+    conn.execute_batch(
+        "DELETE FROM alerts; DELETE FROM tags; DELETE FROM last_counts;
+         UPDATE labels SET confirmed_version = NULL, confirmed_price_minor = NULL, confirmed_currency = NULL,
+           confirmed_at_ms = NULL, battery_mv = NULL, rssi = NULL;",
+    )
+    .ctx("clearing projections")?;
+    conn.execute("DELETE FROM stock_moves WHERE seq >= ?1", [oldest])
+        .ctx("clearing stock moves")?;
+    let mut after = 0;
+    let mut replayed = 0;
+    loop {
+        let batch = journal::events_after(conn, after, 10_000)?;
+        let Some(last) = batch.last() else { break };
+        after = last.seq;
+        for event in &batch {
+            alerts::apply(conn, event)?;
+            rfid::apply(conn, event)?;
+            counts::apply(conn, event)?;
+            labels::apply(conn, event)?;
+            if let Some((sku, delta)) = event.body.stock_move() {
+                let through: i64 = conn
+                    .query_row(
+                        "SELECT COALESCE((SELECT through_seq FROM stock_baseline WHERE sku = ?1), 0)",
+                        [sku],
+                        |r| r.get(0),
+                    )
+                    .ctx("reading a baseline")?;
+                if event.seq > through {
+                    conn.execute(
+                        "INSERT INTO stock_moves (seq, sku, delta) VALUES (?1, ?2, ?3)",
+                        rusqlite::params![event.seq, sku, delta],
+                    )
+                    .ctx("replaying a stock move")?;
+                }
+            }
+            replayed += 1;
+        }
+    }
+    stock::recompute_all(conn)?;
+    Ok(replayed)
 }
