@@ -131,17 +131,54 @@ fn num_cpus() -> usize {
 /// `storegate debug ingest`: appends events from several producers and
 /// prints each one as JSON once its commit is acknowledged. The crash
 /// tests kill it with SIGKILL and compare what it printed with the database.
-pub fn debug_ingest(db_path: &Path, producers: usize) -> anyhow::Result<()> {
+///
+/// With `central`, the real pusher runs beside the producers (store id
+/// `crash-test`), so kills also land in the middle of pushes.
+pub fn debug_ingest(
+    db_path: &Path,
+    producers: usize,
+    central: Option<String>,
+    batches: usize,
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         let conn = db::open_write(db_path, crate::config::Durability::Full)?;
         let (writer, _thread) = Writer::spawn(conn, Box::new(NoProjections))?;
+        // Never triggered: this process ends by being killed.
+        let (_never, shutdown) = crate::devices::shutdown_pair();
+        if let Some(url) = central {
+            let config = crate::config::CentralConfig {
+                url,
+                token_file: None,
+                ca_file: None,
+                batch_max: 500,
+                max_backoff_s: 2,
+                poll_prices_s: 30,
+                poll_stock_s: 300,
+            };
+            let central = std::sync::Arc::new(crate::sync::Central::new(&config, "crash-test")?);
+            let reader = std::sync::Arc::new(std::sync::Mutex::new(db::open_read(db_path)?));
+            let (link, _) = tokio::sync::watch::channel(crate::sync::Link::Unknown);
+            tokio::spawn(crate::sync::push::run(
+                central,
+                writer.clone(),
+                reader,
+                config.batch_max,
+                std::time::Duration::from_secs(2),
+                link,
+                shutdown,
+            ));
+        }
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         for p in 0..producers.max(1) {
             let writer = writer.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
                 for i in 0usize.. {
+                    if batches > 0 && i >= batches {
+                        // Done producing; stay alive so the pusher drains.
+                        return;
+                    }
                     let batch: Vec<NewEvent> = (0..1 + i % 3)
                         .map(|k| {
                             let mut e = bench::sample_event(p * 1_000_000 + i * 3 + k);
@@ -178,6 +215,58 @@ pub fn debug_ingest(db_path: &Path, producers: usize) -> anyhow::Result<()> {
             writeln!(out, "{line}")?;
             out.flush()?;
         }
+        // Producers finished: keep running (for the pusher) until killed.
+        std::future::pending::<()>().await;
         Ok(())
     })
+}
+
+/// Open the configured database with a writer of our own, for offline
+/// tools. Safe beside a running daemon (SQLite serialises the writers),
+/// though a long rebuild makes the daemon's commits wait.
+fn offline_writer(config: &Config) -> anyhow::Result<(Writer, crate::db::WriterThread)> {
+    let conn = db::open_write(&config.db_path(), config.durability)?;
+    Ok(Writer::spawn(
+        conn,
+        Box::new(crate::domain::Projections::new(config)),
+    )?)
+}
+
+/// `storegate import prices FILE.json`: a price book in the shape of
+/// central's price pull, for stores that run without central.
+pub fn import_prices(config_path: &Path, file: &Path) -> anyhow::Result<()> {
+    let setup = setup::load(config_path)?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let pull: crate::domain::prices::PricePull = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{}: not a price book (expected {{\"version\": N, \"items\": [...], \"removed\": [...]}} as in docs/sync-api.md section 3)",
+            file.display()
+        )
+    })?;
+    let (writer, thread) = offline_writer(&setup.config)?;
+    let locale = setup.config.locale.clone();
+    let items = pull.items.len();
+    let version = pull.version;
+    let changed = writer.blocking_transact(move |w| {
+        crate::domain::prices::apply_pull(w.conn(), &pull, chrono::Utc::now(), &locale)
+    })?;
+    drop(writer);
+    thread.join();
+    println!(
+        "imported price book version {version}: {items} items, {} SKUs with label updates pending",
+        changed.len()
+    );
+    Ok(())
+}
+
+/// `storegate rebuild`: recompute every journal-derived projection.
+pub fn rebuild(config_path: &Path) -> anyhow::Result<()> {
+    let setup = setup::load(config_path)?;
+    let (writer, thread) = offline_writer(&setup.config)?;
+    let replayed = writer.blocking_transact(|w| crate::domain::rebuild(w.conn()))?;
+    drop(writer);
+    thread.join();
+    println!("rebuilt projections from {replayed} journal events");
+    Ok(())
 }

@@ -12,9 +12,12 @@ use tokio::task::JoinSet;
 use crate::config::Transport;
 use crate::db::{self, Writer};
 use crate::devices::health::HealthBoard;
+use crate::devices::label_sender::{self, Routes};
 use crate::devices::{self, DeviceSpec, Ingest, Shutdown, mqtt};
 use crate::domain::{Projections, rfid::TagTracker};
 use crate::setup::Setup;
+use crate::sync::pull::{Puller, What};
+use crate::sync::{self, Central, Link, retention::Quota};
 
 /// Errors that stop the daemon from starting.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +28,8 @@ pub enum DaemonError {
     Signals(std::io::Error),
     #[error("MQTT: {0}")]
     Mqtt(String),
+    #[error("central: {0}")]
+    Sync(String),
 }
 
 /// How often departed tags are swept and tag sightings flushed.
@@ -51,7 +56,9 @@ pub async fn run(setup: Setup) -> Result<(), DaemonError> {
             .await?;
     }
     let health = HealthBoard::default();
-    let ingest = Ingest::new(writer.clone(), health.clone(), tags.clone());
+    let quota = Quota::default();
+    let ingest =
+        Ingest::new(writer.clone(), health.clone(), tags.clone()).with_quota(quota.clone());
     let (trigger, shutdown) = devices::shutdown_pair();
 
     let specs: Vec<DeviceSpec> = config
@@ -80,6 +87,62 @@ pub async fn run(setup: Setup) -> Result<(), DaemonError> {
     };
 
     let mut tasks = JoinSet::new();
+    let labels_changed = Arc::new(tokio::sync::Notify::new());
+    let routes = Routes::from_devices(&specs);
+    if !routes.is_empty() {
+        tasks.spawn(label_sender::run(
+            writer.clone(),
+            routes,
+            hub.clone(),
+            labels_changed.clone(),
+            shutdown.clone(),
+        ));
+    }
+    let (link_tx, link) = tokio::sync::watch::channel(Link::Unknown);
+    match &config.central {
+        Some(c) => {
+            let central = Arc::new(
+                Central::new(c, &config.store_id).map_err(|e| DaemonError::Sync(e.to_string()))?,
+            );
+            let reader = Arc::new(Mutex::new(db::open_read(&path)?));
+            tasks.spawn(sync::push::run(
+                central.clone(),
+                writer.clone(),
+                reader,
+                c.batch_max,
+                Duration::from_secs(c.max_backoff_s),
+                link_tx,
+                shutdown.clone(),
+            ));
+            for (what, every) in [
+                (What::Prices, c.poll_prices_s),
+                (What::Stock, c.poll_stock_s),
+            ] {
+                let puller = Puller {
+                    central: central.clone(),
+                    writer: writer.clone(),
+                    what,
+                    every: Duration::from_secs(every),
+                    locale: config.locale.clone(),
+                };
+                tasks.spawn(sync::pull::run(
+                    puller,
+                    link.clone(),
+                    labels_changed.clone(),
+                    shutdown.clone(),
+                ));
+            }
+        }
+        None => tracing::info!("no [central] url: running store-only"),
+    }
+    tasks.spawn(sync::retention::run(
+        writer.clone(),
+        config.journal_retention_h,
+        config.disk_quota_mb,
+        config.central.is_none(),
+        quota,
+        shutdown.clone(),
+    ));
     for spec in specs {
         tasks.spawn(devices::run_device(
             spec,
@@ -100,6 +163,12 @@ pub async fn run(setup: Setup) -> Result<(), DaemonError> {
         shutdown.clone(),
     ));
     tasks.spawn(tag_housekeeping(writer.clone(), tags, shutdown.clone()));
+    tasks.spawn(price_boundaries(
+        writer.clone(),
+        config.locale.clone(),
+        labels_changed.clone(),
+        shutdown.clone(),
+    ));
 
     tracing::info!(
         store = %config.store_id,
@@ -137,6 +206,55 @@ pub async fn run(setup: Setup) -> Result<(), DaemonError> {
         .ok();
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Re-decide shelf prices now (at start-up, so a boundary passed while the
+/// agent was down is applied at once) and at every promo start or end, so
+/// that labels change at midnight. Wakes the label dispatcher on changes.
+async fn price_boundaries(
+    writer: Writer,
+    locale: String,
+    labels_changed: Arc<tokio::sync::Notify>,
+    mut shutdown: Shutdown,
+) {
+    loop {
+        let locale = locale.clone();
+        let result = writer
+            .transact(move |w| {
+                let now = chrono::Utc::now();
+                let changed = crate::domain::prices::refresh_all(w.conn(), now, &locale)?;
+                let next = crate::domain::prices::next_boundary(w.conn(), now)?;
+                Ok((changed, next))
+            })
+            .await;
+        let wait = match result {
+            Ok((changed, next)) => {
+                if !changed.is_empty() {
+                    tracing::info!(
+                        skus = changed.len(),
+                        "shelf prices changed; label updates pending"
+                    );
+                    labels_changed.notify_one();
+                }
+                // Wake at the boundary (plus a hair, so it is in the past),
+                // and at least every minute in case the clock jumps.
+                next.map_or(Duration::from_secs(60), |t| {
+                    (t - chrono::Utc::now())
+                        .to_std()
+                        .unwrap_or_default()
+                        .saturating_add(Duration::from_millis(5))
+                        .min(Duration::from_secs(60))
+                })
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot re-decide shelf prices; retrying");
+                Duration::from_secs(5)
+            }
+        };
+        if !shutdown.sleep(wait).await {
+            break;
+        }
+    }
 }
 
 /// Journal `tag_departed` for tags not read for `departed_after_s`, and

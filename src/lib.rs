@@ -13,7 +13,9 @@ pub mod domain;
 pub mod event;
 pub mod profiles;
 pub mod setup;
+pub mod sim;
 pub mod status;
+pub mod sync;
 
 /// The version central and `--version` see.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -52,12 +52,28 @@ enum Command {
     Check(ConfigArg),
     /// Show the journal, sync state and event counts.
     Status(ConfigArg),
+    /// Import data for store-only operation.
+    #[command(subcommand)]
+    Import(ImportCommand),
+    /// Recompute every projection (stock, alerts, tags, counts, label
+    /// confirmations) from the journal and the stored baselines.
+    Rebuild(ConfigArg),
     /// Measure performance on this machine and print the figures.
     #[command(subcommand)]
     Bench(BenchCommand),
     /// Tools for tests and debugging.
     #[command(subcommand, hide = true)]
     Debug(DebugCommand),
+}
+
+#[derive(Subcommand)]
+enum ImportCommand {
+    /// A price book JSON file in the shape of central's price pull.
+    Prices {
+        file: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -87,6 +103,12 @@ enum DebugCommand {
         db: PathBuf,
         #[arg(long, default_value_t = 4)]
         producers: usize,
+        /// Also push to this central (the real pusher, store id `crash-test`).
+        #[arg(long)]
+        central: Option<String>,
+        /// Stop producing after this many batches per producer (0: never).
+        #[arg(long, default_value_t = 0)]
+        batches: usize,
     },
 }
 
@@ -97,6 +119,10 @@ fn main() -> ExitCode {
         Command::Check(c) => return cli::check(&c.config),
         Command::Run(c) => cli::run(&c.config),
         Command::Status(c) => cli::status(&c.config),
+        Command::Import(ImportCommand::Prices { file, config }) => {
+            cli::import_prices(&config.config, &file)
+        }
+        Command::Rebuild(c) => cli::rebuild(&c.config),
         Command::Bench(BenchCommand::Journal {
             dir,
             events,
@@ -114,7 +140,12 @@ fn main() -> ExitCode {
                 Durability::Full
             },
         }),
-        Command::Debug(DebugCommand::Ingest { db, producers }) => cli::debug_ingest(&db, producers),
+        Command::Debug(DebugCommand::Ingest {
+            db,
+            producers,
+            central,
+            batches,
+        }) => cli::debug_ingest(&db, producers, central, batches),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -186,7 +186,7 @@ async fn no_ack_fails_the_label_raises_label_stale_and_a_retry_resolves_it() {
         .await;
     let later = now + Duration::seconds(61);
     let timeouts = shop
-        .q(move |c| labels::timed_out(c, later, 60).unwrap())
+        .q(move |c| labels::timed_out(c, later, 60, &|_| true).unwrap())
         .await;
     assert_eq!(timeouts.len(), 1);
     shop.writer.append(timeouts).await.unwrap();

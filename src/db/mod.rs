@@ -55,6 +55,10 @@ pub enum StoreError {
     Rejected(String),
     #[error("the journal writer has stopped")]
     WriterStopped,
+    #[error(
+        "the disk quota is exhausted by events that are never dropped; input is refused until central takes the backlog"
+    )]
+    QuotaFull,
 }
 
 impl StoreError {
@@ -67,6 +71,7 @@ impl StoreError {
                 Some(rusqlite::ErrorCode::DiskFull)
             ),
             StoreError::Commit(m) => m.contains("full"),
+            StoreError::QuotaFull => true,
             _ => false,
         }
     }

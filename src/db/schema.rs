@@ -192,6 +192,14 @@ pub const MIGRATIONS: &[&str] = &[
         on_hand INTEGER NOT NULL
     ) WITHOUT ROWID;
 
+    -- Unacknowledged events dropped under the disk quota: the pusher may
+    -- skip these seqs, and says so to central.
+    CREATE TABLE dropped_ranges (
+        first_seq INTEGER PRIMARY KEY,
+        last_seq  INTEGER NOT NULL,
+        at_ms     INTEGER NOT NULL
+    );
+
     -- The last count of each SKU, for the staff page.
     CREATE TABLE last_counts (
         sku        TEXT PRIMARY KEY,

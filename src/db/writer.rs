@@ -216,6 +216,7 @@ pub struct WriterStats {
 pub struct Writer {
     tx: mpsc::Sender<Request>,
     stats: Arc<WriterStats>,
+    head: tokio::sync::watch::Receiver<Seq>,
 }
 
 /// The writer's thread; join it after the last [`Writer`] handle is gone
@@ -246,11 +247,18 @@ impl Writer {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let stats = Arc::new(WriterStats::default());
         let thread_stats = stats.clone();
+        let (head_tx, head) = tokio::sync::watch::channel(next_seq - 1);
         let handle = std::thread::Builder::new()
             .name("journal-writer".into())
-            .spawn(move || writer_loop(conn, projector, next_seq, rx, &thread_stats))
+            .spawn(move || writer_loop(conn, projector, next_seq, rx, &thread_stats, &head_tx))
             .map_err(|e| StoreError::Rejected(format!("cannot start the writer thread: {e}")))?;
-        Ok((Writer { tx, stats }, WriterThread(handle)))
+        Ok((Writer { tx, stats, head }, WriterThread(handle)))
+    }
+
+    /// The last committed seq, updated after every commit: the pusher
+    /// waits on it to push as soon as there is something to push.
+    pub fn head(&self) -> tokio::sync::watch::Receiver<Seq> {
+        self.head.clone()
     }
 
     pub fn stats(&self) -> &Arc<WriterStats> {
@@ -349,6 +357,7 @@ fn writer_loop(
     mut next_seq: Seq,
     mut rx: mpsc::Receiver<Request>,
     stats: &WriterStats,
+    head: &tokio::sync::watch::Sender<Seq>,
 ) {
     let mut group: Vec<Request> = Vec::with_capacity(64);
     while let Some(first) = rx.blocking_recv() {
@@ -375,6 +384,9 @@ fn writer_loop(
                 stats
                     .events
                     .fetch_add((next_seq - before) as u64, Ordering::Relaxed);
+                if next_seq != before {
+                    head.send_replace(next_seq - 1);
+                }
                 for c in completions {
                     (c.finish)(Ok(()));
                 }

@@ -16,6 +16,7 @@ use crate::codecs::{Decoded, TagRead};
 use crate::db::{StoreError, Writer};
 use crate::domain::{catalog, rfid::TagTracker};
 use crate::event::{EventBody, NewEvent};
+use crate::sync::retention::Quota;
 
 /// Bad input is logged once per burst: the first frame of a burst, then a
 /// summary when the device has been quiet for this long.
@@ -51,6 +52,7 @@ pub struct Ingest {
     health: HealthBoard,
     tags: Arc<Mutex<TagTracker>>,
     bursts: Arc<Mutex<HashMap<String, Burst>>>,
+    quota: Quota,
 }
 
 impl Ingest {
@@ -60,7 +62,15 @@ impl Ingest {
             health,
             tags,
             bursts: Arc::default(),
+            quota: Quota::default(),
         }
+    }
+
+    /// Refuse input while the disk quota is exhausted by events that must
+    /// not be dropped (devices then stay unacknowledged).
+    pub fn with_quota(mut self, quota: Quota) -> Self {
+        self.quota = quota;
+        self
     }
 
     pub fn writer(&self) -> &Writer {
@@ -80,6 +90,9 @@ impl Ingest {
     ) -> Result<Delivered, StoreError> {
         if items.is_empty() {
             return Ok(Delivered::default());
+        }
+        if self.quota.is_full() {
+            return Err(StoreError::QuotaFull);
         }
         let (mut ok, mut bad) = (0u64, 0u64);
         let mut reads: Vec<TagRead> = Vec::new();
@@ -200,16 +213,21 @@ impl Ingest {
     }
 }
 
-/// A sale line that named only a GTIN gets its SKU from the catalog; an
-/// unknown GTIN stands in as the SKU so the line is not lost (central can
-/// map it later).
+/// Fill in SKUs the device could not know: a sale line that named only a
+/// GTIN gets its SKU from the catalog (an unknown GTIN stands in as the
+/// SKU so the line is not lost; central can map it later), a label
+/// confirmation gets the SKU the label belongs to.
 fn resolve_sku(conn: &rusqlite::Connection, body: &mut EventBody) -> Result<(), StoreError> {
-    if let EventBody::Sale(l) | EventBody::Return(l) = body {
-        if l.sku.is_empty() {
+    match body {
+        EventBody::Sale(l) | EventBody::Return(l) if l.sku.is_empty() => {
             if let Some(gtin) = l.gtin.clone() {
                 l.sku = catalog::sku_for_gtin(conn, &gtin)?.unwrap_or(gtin);
             }
         }
+        EventBody::LabelAck(a) if a.sku.is_empty() => {
+            a.sku = crate::domain::labels::sku_of(conn, &a.label_id)?.unwrap_or_default();
+        }
+        _ => {}
     }
     Ok(())
 }

@@ -5,8 +5,11 @@
 //! failing never affects another: each has its own task, its own backoff
 //! and its own health row.
 
+pub mod broker;
 pub mod health;
+pub mod http;
 pub mod ingest;
+pub mod label_sender;
 pub mod modbus;
 pub mod mqtt;
 pub mod serial;
@@ -146,10 +149,9 @@ pub async fn run_device(
                     reason: "no MQTT connection configured".into(),
                 }),
             },
-            Transport::Http { .. } | Transport::HttpStream { .. } => Err(DeviceError::Open {
-                what: spec.config.transport.endpoint(),
-                reason: "the http transports are not available in this build yet".into(),
-            }),
+            Transport::Http { .. } | Transport::HttpStream { .. } => {
+                http::session(&spec, &ingest, &mut shutdown).await
+            }
         };
         if shutdown.is_triggered() {
             break;

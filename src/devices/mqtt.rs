@@ -1,29 +1,1035 @@
-//! The `mqtt` transport (being written).
+//! The `mqtt` transport (spec/profiles.md "Transports"): RFID readers,
+//! POS terminals and shelf labels that publish to an MQTT broker.
+//!
+//! One [`Hub`] holds the agent's single broker connection (one rumqttc
+//! client, its configured `client_id`, clean session off, manual acks).
+//! Each MQTT device registers its topic filter with the hub; the hub's
+//! event loop routes every incoming PUBLISH to the first device whose
+//! filter matches its topic.
+//!
+//! Invariant 1 (commit before acknowledge): a device session decodes what
+//! is waiting for it, hands it to [`Ingest::deliver`] as one transaction,
+//! and only when that has committed sends the PUBACKs, in arrival order.
+//! A message that is not acknowledged stays with the broker: because the
+//! session is persistent, the broker redelivers it after a reconnect or an
+//! agent restart, and the natural-key dedup of the journal makes that
+//! harmless. So whenever the agent cannot take a message (disk full, a
+//! device far behind, no device for its topic yet) the answer is to leave
+//! it unacknowledged, never to acknowledge and drop it. The one exception
+//! is a topic no configured device subscribes to (a leftover subscription
+//! of the persistent session): see [`CLAIM_GRACE`].
+//!
+//! Sessions and connections: a device session waits until the broker
+//! connection is up and the broker has confirmed the device's subscription
+//! (SUBACK), marks the device up, and ends with [`DeviceError::Lost`] when
+//! the connection drops, so the runner marks it down; the next session
+//! waits for the reconnection. The hub itself reconnects with backoff and
+//! re-subscribes every registered filter after each CONNACK (a broker that
+//! lost our session has lost our subscriptions too).
+//!
+//! Throughput: a session does not do one round trip per message. It takes
+//! every message already waiting (up to [`MAX_BATCH`]) and delivers them
+//! in one transaction, so under load the batch grows and the number of
+//! commits does not; when traffic is light each message is committed on
+//! its own without waiting for company.
 
-use super::{DeviceError, DeviceSpec, Ingest, Shutdown};
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
+use rumqttc::{
+    AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS, SubAck,
+    SubscribeReasonCode,
+};
+use tokio::sync::{mpsc, watch};
+
+use super::broker::{self, MAX_PAYLOAD};
+use super::{DeviceError, DeviceSpec, Ingest, Shutdown, Source, deliver_until_stored};
+use crate::backoff::Backoff;
+use crate::codecs::json::{DecodeContext, JsonCodec};
+use crate::codecs::{Decoded, esl};
+use crate::config::{Broker, MqttConfig, Transport};
+use crate::event::{EventBody, LabelAck};
+use crate::profiles::Codec;
+
+/// How often the client pings an otherwise quiet broker; a broker that
+/// stops answering is noticed after about one and a half of these.
+const KEEP_ALIVE: Duration = Duration::from_secs(30);
+/// The largest packet accepted from the broker. A larger one makes the
+/// client drop the connection (and the broker would redeliver it), so this
+/// is well above what devices send ([`MAX_PAYLOAD`] on the embedded broker).
+const MAX_INCOMING_PACKET: usize = 4 * 1024 * 1024;
+/// The largest packet sent: an update payload of at most [`MAX_PAYLOAD`]
+/// plus its topic and header.
+const MAX_OUTGOING_PACKET: usize = MAX_PAYLOAD + 8 * 1024;
+/// Requests (acks, subscriptions, publishes) queued for the event loop.
+const REQUEST_CAPACITY: usize = 1024;
+/// Messages waiting for one device. The broker's in-flight window (QoS 1
+/// messages sent and not yet acknowledged, typically 20 to 100) keeps the
+/// real number far lower; should it be reached anyway, further messages
+/// are left unacknowledged for the broker to redeliver later.
+const DEVICE_QUEUE: usize = 10_000;
+/// Messages delivered to one device in one transaction at most.
+const MAX_BATCH: usize = 256;
+/// Messages held for devices that have not registered yet.
+const UNCLAIMED_MAX: usize = 1000;
+/// Right after a (re)start the broker redelivers what it kept for us,
+/// possibly before the device tasks have registered their filters; such
+/// messages are held. A message that no device claims this long after the
+/// hub started is for a topic no configured device subscribes to (a
+/// subscription the persistent session remembers from an older
+/// configuration): it is acknowledged and dropped, or the broker would
+/// hold it, and our in-flight window, forever.
+const CLAIM_GRACE: Duration = Duration::from_secs(30);
+/// How long a session waits for the broker to confirm a subscription
+/// before it gives up and asks again.
+const SUBACK_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `publish` may wait for room in the request queue.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Reconnection backoff of the broker connection.
+const RECONNECT_BASE: Duration = Duration::from_millis(500);
+const RECONNECT_CAP: Duration = Duration::from_secs(30);
+
+/// The agent's connection to the MQTT broker, shared by every MQTT device
+/// and by the label dispatcher. Cheap to clone.
 #[derive(Clone)]
-pub struct Hub;
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+/// One message from the broker on its way to a device.
+struct Message {
+    publish: Publish,
+    /// The connection it came on: its PUBACK means something on that
+    /// connection only.
+    generation: u64,
+    /// When it arrived, for the unclaimed-message grace.
+    received: Instant,
+}
+
+/// A device's subscription and the queue of messages routed to it.
+struct Route {
+    device: String,
+    filter: String,
+    tx: mpsc::Sender<Message>,
+    /// Held by the device's session while it runs; messages that arrive
+    /// between two sessions wait in the queue for the next one.
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Message>>>,
+}
+
+/// Where a subscription stands on the current connection.
+#[derive(Debug, Clone, PartialEq)]
+enum SubState {
+    /// SUBSCRIBE handed to the client; no SUBACK yet.
+    Requested(Instant),
+    Confirmed,
+    /// The broker answered with a failure code (e.g. an ACL refusal).
+    Refused,
+}
+
+/// What a session waits for before it counts its device as up.
+enum Readiness {
+    Down(String),
+    Pending,
+    Ready(u64),
+    Refused,
+}
+
+#[derive(Default)]
+struct State {
+    /// Between a CONNACK and the next connection error.
+    connected: bool,
+    /// Counts CONNACKs: which connection is the current one.
+    generation: u64,
+    /// Why the connection is down, for device health.
+    last_error: Option<String>,
+    routes: Vec<Route>,
+    /// Messages no registered device matched yet, oldest first.
+    unclaimed: VecDeque<Message>,
+    /// Filters of SUBSCRIBE requests handed to the client and not yet
+    /// written, in request order (the client writes requests in order and
+    /// reports each written SUBSCRIBE with its packet id).
+    sub_queue: VecDeque<String>,
+    /// Packet id of a written SUBSCRIBE -> its filter, until the SUBACK.
+    sub_written: HashMap<u16, String>,
+    /// Filter -> its subscription on the current connection.
+    subs: HashMap<String, SubState>,
+    last_unclaimed_warning: Option<Instant>,
+}
+
+struct Inner {
+    client: AsyncClient,
+    state: Mutex<State>,
+    /// Wakes sessions when the connection or a subscription changed.
+    changed: watch::Sender<()>,
+    started: Instant,
+}
 
 impl Hub {
+    /// Start the embedded broker if configured, and the connection to the
+    /// broker: returns at once; the connection is made (and remade) in the
+    /// background, so that a broker that is down at start does not keep
+    /// the rest of the agent from running. The connection task ends at
+    /// shutdown once the connection fails, or when every handle is gone.
+    pub async fn start(config: &MqttConfig, shutdown: Shutdown) -> Result<Hub, DeviceError> {
+        if config.client_id.is_empty() {
+            return Err(DeviceError::Open {
+                what: "mqtt".into(),
+                reason: "client_id is empty; a persistent session needs a client id".into(),
+            });
+        }
+        let endpoint = match &config.broker {
+            Broker::Embedded(listen) => {
+                let listen = *listen;
+                tokio::task::spawn_blocking(move || broker::start_embedded(listen))
+                    .await
+                    .map_err(|e| DeviceError::Open {
+                        what: format!("embedded MQTT broker on {listen}"),
+                        reason: e.to_string(),
+                    })??;
+                Endpoint {
+                    host: host_text(broker::reachable_ip(listen.ip())),
+                    port: listen.port(),
+                    tls: false,
+                    credentials: None,
+                }
+            }
+            Broker::External { url } => {
+                Endpoint::parse(url).map_err(|reason| DeviceError::Open {
+                    what: url.clone(),
+                    reason,
+                })?
+            }
+        };
+
+        let mut options = MqttOptions::new(&config.client_id, &endpoint.host, endpoint.port);
+        options
+            .set_keep_alive(KEEP_ALIVE)
+            // A persistent session: the broker keeps our subscriptions and
+            // the QoS 1 messages we have not acknowledged while we are away.
+            .set_clean_session(false)
+            // PUBACK only after the journal commit (invariant 1).
+            .set_manual_acks(true)
+            .set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET);
+        if let Some((user, password)) = &endpoint.credentials {
+            options.set_credentials(user, password);
+        }
+        if endpoint.tls {
+            let ca = system_ca_bundle().map_err(|reason| DeviceError::Open {
+                what: endpoint.to_string(),
+                reason,
+            })?;
+            options.set_transport(rumqttc::Transport::tls(ca, None, None));
+        }
+        let (client, eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
+        let inner = Arc::new(Inner {
+            client,
+            state: Mutex::new(State::default()),
+            changed: watch::channel(()).0,
+            started: Instant::now(),
+        });
+        tracing::info!(broker = %endpoint, client_id = %config.client_id, "connecting to the MQTT broker");
+        tokio::spawn(drive(eventloop, Arc::downgrade(&inner), shutdown));
+        Ok(Hub { inner })
+    }
+
+    /// Whether the broker connection is up right now.
+    pub fn is_connected(&self) -> bool {
+        self.inner.lock().connected
+    }
+
+    /// Receive and journal one MQTT device's messages until shutdown
+    /// (`Ok`) or until the broker connection is lost (`Err`; the runner
+    /// marks the device down and starts the next session, which waits for
+    /// the reconnection).
     pub async fn session(
         &self,
         spec: &DeviceSpec,
-        _ingest: &Ingest,
-        _shutdown: &mut Shutdown,
+        ingest: &Ingest,
+        shutdown: &mut Shutdown,
     ) -> Result<(), DeviceError> {
-        Err(DeviceError::Open {
-            what: spec.config.transport.endpoint(),
-            reason: "not available yet".into(),
+        let id = spec.id();
+        let reader = Reader::new(spec)?;
+        let inbox = self.inner.register(id, &reader.filter);
+        // The runner runs one session per device at a time; the lock only
+        // makes that explicit.
+        let mut inbox = inbox.lock().await;
+        let mut changes = self.inner.changed.subscribe();
+
+        let Some(generation) = self
+            .wait_ready(id, &reader.filter, &mut changes, ingest, shutdown)
+            .await?
+        else {
+            return Ok(());
+        };
+        if ingest.health().set_up(id, true, None) {
+            tracing::info!(device = %id, filter = %reader.filter, "MQTT device subscribed");
+        }
+
+        let source = spec.source();
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => return Ok(()),
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return Err(DeviceError::Lost("the MQTT hub stopped".into()));
+                    }
+                    if let Some(reason) = self.inner.lost_since(generation) {
+                        return Err(DeviceError::Lost(reason));
+                    }
+                }
+                first = inbox.recv() => {
+                    let Some(first) = first else {
+                        return Err(DeviceError::Lost("the MQTT hub stopped".into()));
+                    };
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match inbox.try_recv() {
+                            Ok(m) => batch.push(m),
+                            Err(_) => break,
+                        }
+                    }
+                    if !self.handle(&reader, &source, batch, ingest, shutdown).await {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Wait until the connection is up and the broker confirmed the
+    /// device's subscription: `Some(connection generation)`, or `None` on
+    /// shutdown.
+    async fn wait_ready(
+        &self,
+        id: &str,
+        filter: &str,
+        changes: &mut watch::Receiver<()>,
+        ingest: &Ingest,
+        shutdown: &mut Shutdown,
+    ) -> Result<Option<u64>, DeviceError> {
+        loop {
+            match self.inner.readiness(filter) {
+                Readiness::Ready(generation) => return Ok(Some(generation)),
+                Readiness::Refused => {
+                    return Err(DeviceError::Open {
+                        what: filter.to_string(),
+                        reason:
+                            "the broker refused the subscription (SUBACK failure; check its ACL)"
+                                .into(),
+                    });
+                }
+                Readiness::Down(reason) => {
+                    // Already down: this only updates the reason shown.
+                    ingest.health().set_up(
+                        id,
+                        false,
+                        Some(format!("waiting for the MQTT broker: {reason}")),
+                    );
+                }
+                Readiness::Pending => {}
+            }
+            // Woken by connection and subscription changes; the tick is
+            // for the SUBACK timeout and a subscription request that found
+            // the request queue full.
+            tokio::select! {
+                _ = shutdown.wait() => return Ok(None),
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return Err(DeviceError::Lost("the MQTT hub stopped".into()));
+                    }
+                }
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    /// Journal a batch of messages, then acknowledge them in arrival
+    /// order. Returns false on shutdown while the database refused the
+    /// batch (nothing is acknowledged then; the broker keeps them).
+    async fn handle(
+        &self,
+        reader: &Reader,
+        source: &Source,
+        batch: Vec<Message>,
+        ingest: &Ingest,
+        shutdown: &mut Shutdown,
+    ) -> bool {
+        let now = crate::event::now_millis();
+        let items: Vec<Decoded> = batch
+            .iter()
+            .flat_map(|m| reader.decode(&m.publish.topic, &m.publish.payload, now))
+            .collect();
+        // Also messages of an older connection are journaled: if the broker
+        // kept our session it redelivers them (and the journal dedups), if
+        // it lost the session this is their only chance.
+        if !deliver_until_stored(ingest, source, items, shutdown).await {
+            return false;
+        }
+        for m in &batch {
+            self.inner.ack(m).await;
+        }
+        true
+    }
+
+    /// Publish a command (an ESL update) with QoS 1, not retained. Returns
+    /// once the client has queued it: the broker's PUBACK is not awaited,
+    /// since what counts for a label is its status message.
+    pub async fn publish(&self, topic: &str, payload: Vec<u8>) -> Result<(), DeviceError> {
+        if topic.is_empty() || !rumqttc::valid_topic(topic) || topic.len() > 1024 {
+            return Err(DeviceError::Protocol(format!(
+                "{topic:?} is not a topic to publish to"
+            )));
+        }
+        if payload.len() > MAX_PAYLOAD {
+            return Err(DeviceError::Protocol(format!(
+                "payload of {} bytes for {topic} is over the {MAX_PAYLOAD} byte limit",
+                payload.len()
+            )));
+        }
+        if !self.is_connected() {
+            return Err(DeviceError::Lost("not connected to the MQTT broker".into()));
+        }
+        let queued = tokio::time::timeout(
+            PUBLISH_TIMEOUT,
+            self.inner
+                .client
+                .publish(topic, QoS::AtLeastOnce, false, payload),
+        )
+        .await;
+        match queued {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(DeviceError::Lost(format!("publish to {topic}: {e}"))),
+            Err(_) => Err(DeviceError::Timeout(format!(
+                "publish to {topic}: the MQTT client is not taking requests"
+            ))),
+        }
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn notify(&self) {
+        self.changed.send_replace(());
+    }
+
+    /// The queue of a device's messages, creating its route on first use.
+    /// Messages that arrived for it before it registered move to it.
+    fn register(
+        &self,
+        device: &str,
+        filter: &str,
+    ) -> Arc<tokio::sync::Mutex<mpsc::Receiver<Message>>> {
+        let mut st = self.lock();
+        if let Some(route) = st
+            .routes
+            .iter()
+            .find(|r| r.device == device && r.filter == filter)
+        {
+            return route.rx.clone();
+        }
+        st.routes.retain(|r| r.device != device);
+        let (tx, rx) = mpsc::channel(DEVICE_QUEUE);
+        let (mine, others): (VecDeque<Message>, VecDeque<Message>) = st
+            .unclaimed
+            .drain(..)
+            .partition(|m| rumqttc::matches(&m.publish.topic, filter));
+        st.unclaimed = others;
+        for m in mine {
+            // The queue is new and larger than the unclaimed buffer.
+            let _ = tx.try_send(m);
+        }
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        st.routes.push(Route {
+            device: device.to_string(),
+            filter: filter.to_string(),
+            tx,
+            rx: rx.clone(),
+        });
+        rx
+    }
+
+    /// Ask for a subscription if it has not been asked for on this
+    /// connection (or its SUBACK is overdue), and say where it stands.
+    fn readiness(&self, filter: &str) -> Readiness {
+        let mut st = self.lock();
+        if !st.connected {
+            let reason = st
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "connecting".to_string());
+            return Readiness::Down(reason);
+        }
+        match st.subs.get(filter) {
+            Some(SubState::Confirmed) => Readiness::Ready(st.generation),
+            Some(SubState::Refused) => {
+                // Asked again by the next session, after the runner's
+                // backoff: the broker's ACL may have been fixed meanwhile.
+                st.subs.remove(filter);
+                Readiness::Refused
+            }
+            Some(SubState::Requested(at)) if at.elapsed() < SUBACK_TIMEOUT => Readiness::Pending,
+            _ => {
+                self.request_subscription(&mut st, filter);
+                Readiness::Pending
+            }
+        }
+    }
+
+    /// Hand a SUBSCRIBE to the client. Called with the state locked, so
+    /// that the order of `sub_queue` is the order of the requests.
+    fn request_subscription(&self, st: &mut State, filter: &str) {
+        match self.client.try_subscribe(filter, QoS::AtLeastOnce) {
+            Ok(()) => {
+                st.sub_queue.push_back(filter.to_string());
+                st.subs
+                    .insert(filter.to_string(), SubState::Requested(Instant::now()));
+            }
+            // The request queue is full; the waiting session asks again.
+            Err(e) => tracing::debug!(filter, error = %e, "cannot subscribe yet"),
+        }
+    }
+
+    /// `Some(reason)` when the connection of `generation` is gone.
+    fn lost_since(&self, generation: u64) -> Option<String> {
+        let st = self.lock();
+        if st.connected && st.generation == generation {
+            return None;
+        }
+        Some(if st.connected {
+            "the MQTT connection was re-established".to_string()
+        } else {
+            st.last_error
+                .clone()
+                .unwrap_or_else(|| "MQTT connection lost".to_string())
+        })
+    }
+
+    /// Acknowledge a journaled message, if the connection it came on is
+    /// still the current one (a PUBACK on another connection would refer
+    /// to whatever the broker sent there under that packet id).
+    async fn ack(&self, m: &Message) {
+        let current = {
+            let st = self.lock();
+            st.connected && st.generation == m.generation
+        };
+        if !current {
+            return;
+        }
+        if let Err(e) = self.client.ack(&m.publish).await {
+            tracing::debug!(topic = %m.publish.topic, error = %e, "PUBACK not sent; the broker will redeliver");
+        }
+    }
+
+    // -- called by the event loop; none of these may wait ------------------
+
+    fn on_connected(&self, session_present: bool) {
+        let mut st = self.lock();
+        st.connected = true;
+        st.generation += 1;
+        st.last_error = None;
+        // Packet ids and SUBACKs of the old connection mean nothing now.
+        // A SUBSCRIBE still queued from before the reconnect may take the
+        // place of one of these in `sub_queue`; both are for our filters
+        // and normally both succeed, so that mix-up is harmless.
+        st.sub_queue.clear();
+        st.sub_written.clear();
+        st.subs.clear();
+        let mut filters: Vec<String> = st.routes.iter().map(|r| r.filter.clone()).collect();
+        filters.sort();
+        filters.dedup();
+        for filter in &filters {
+            self.request_subscription(&mut st, filter);
+        }
+        drop(st);
+        tracing::info!(
+            session_present,
+            subscriptions = filters.len(),
+            "connected to the MQTT broker"
+        );
+        self.notify();
+    }
+
+    fn on_disconnected(&self, reason: String) {
+        let mut st = self.lock();
+        st.connected = false;
+        st.last_error = Some(reason);
+        drop(st);
+        self.notify();
+    }
+
+    fn on_subscribe_written(&self, pkid: u16) {
+        let mut st = self.lock();
+        if let Some(filter) = st.sub_queue.pop_front() {
+            st.sub_written.insert(pkid, filter);
+        }
+    }
+
+    fn on_suback(&self, ack: &SubAck) {
+        let mut st = self.lock();
+        let Some(filter) = st.sub_written.remove(&ack.pkid) else {
+            return;
+        };
+        let state = match ack.return_codes.first() {
+            Some(SubscribeReasonCode::Success(_)) => SubState::Confirmed,
+            _ => {
+                tracing::error!(filter = %filter, "the MQTT broker refused the subscription");
+                SubState::Refused
+            }
+        };
+        st.subs.insert(filter, state);
+        drop(st);
+        self.notify();
+    }
+
+    /// Hand an incoming message to its device, or hold it until its device
+    /// registers.
+    fn route(&self, message: Message) {
+        let mut st = self.lock();
+        let topic = message.publish.topic.clone();
+        let Some(route) = st
+            .routes
+            .iter()
+            .find(|r| rumqttc::matches(&topic, &r.filter))
+        else {
+            if self.started.elapsed() > CLAIM_GRACE {
+                self.drop_unclaimed(&mut st, message);
+            } else {
+                if st.unclaimed.len() >= UNCLAIMED_MAX {
+                    // Left unacknowledged: the broker redelivers it after
+                    // the next reconnect.
+                    st.unclaimed.pop_front();
+                }
+                st.unclaimed.push_back(message);
+            }
+            return;
+        };
+        if let Err(mpsc::error::TrySendError::Full(m)) = route.tx.try_send(message) {
+            tracing::warn!(
+                device = %route.device,
+                topic = %m.publish.topic,
+                "device is {DEVICE_QUEUE} messages behind; leaving this one with the broker"
+            );
+        }
+    }
+
+    /// Drop held messages that no device claimed within the grace period.
+    fn sweep_unclaimed(&self) {
+        if self.started.elapsed() <= CLAIM_GRACE {
+            return;
+        }
+        let mut st = self.lock();
+        while let Some(m) = st.unclaimed.pop_front() {
+            // A device may have registered since the message arrived.
+            match st
+                .routes
+                .iter()
+                .find(|r| rumqttc::matches(&m.publish.topic, &r.filter))
+            {
+                Some(route) => {
+                    let _ = route.tx.try_send(m);
+                }
+                None => self.drop_unclaimed(&mut st, m),
+            }
+        }
+    }
+
+    /// Acknowledge and drop a message no configured device subscribes to.
+    fn drop_unclaimed(&self, st: &mut State, m: Message) {
+        let now = Instant::now();
+        if st
+            .last_unclaimed_warning
+            .is_none_or(|at| now.duration_since(at) > Duration::from_secs(60))
+        {
+            tracing::warn!(
+                topic = %m.publish.topic,
+                "no configured device subscribes to this topic (a subscription left from an older configuration?); message dropped"
+            );
+            st.last_unclaimed_warning = Some(now);
+        }
+        let age = m.received.elapsed();
+        tracing::debug!(topic = %m.publish.topic, held_ms = age.as_millis() as u64, "unclaimed message dropped");
+        if st.connected && st.generation == m.generation {
+            // Never wait here: this runs on the event loop, which is what
+            // empties the request queue.
+            let _ = self.client.try_ack(&m.publish);
+        }
+    }
+}
+
+/// Poll the client's event loop for as long as the hub exists: route
+/// messages, track the connection and subscriptions, reconnect with
+/// backoff after errors.
+async fn drive(mut eventloop: EventLoop, inner: Weak<Inner>, mut shutdown: Shutdown) {
+    let mut backoff = Backoff::new(RECONNECT_BASE, RECONNECT_CAP);
+    let mut outage_logged = false;
+    loop {
+        let polled = eventloop.poll().await;
+        let Some(hub) = inner.upgrade() else {
+            break;
+        };
+        match polled {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                backoff.reset();
+                outage_logged = false;
+                hub.on_connected(ack.session_present);
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                let generation = hub.lock().generation;
+                hub.route(Message {
+                    publish,
+                    generation,
+                    received: Instant::now(),
+                });
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => hub.on_suback(&ack),
+            Ok(Event::Outgoing(Outgoing::Subscribe(pkid))) => hub.on_subscribe_written(pkid),
+            Ok(_) => {}
+            Err(e) => {
+                let reason = e.to_string();
+                hub.on_disconnected(reason.clone());
+                drop(hub);
+                if shutdown.is_triggered() {
+                    break;
+                }
+                if !outage_logged {
+                    tracing::warn!(error = %reason, "MQTT broker connection down; reconnecting with backoff");
+                    outage_logged = true;
+                } else {
+                    tracing::debug!(error = %reason, "MQTT broker still unreachable");
+                }
+                if !shutdown.sleep(backoff.next_delay()).await {
+                    break;
+                }
+                continue;
+            }
+        }
+        hub.sweep_unclaimed();
+    }
+    tracing::debug!("MQTT connection task stopped");
+}
+
+/// How one device's messages become journal input.
+struct Reader {
+    /// The subscription filter.
+    filter: String,
+    decoder: Decoder,
+}
+
+enum Decoder {
+    Json {
+        codec: Arc<JsonCodec>,
+        context: DecodeContext,
+    },
+    /// Label status messages on `{topic}/+/status`.
+    EslStatus,
+}
+
+impl Reader {
+    fn new(spec: &DeviceSpec) -> Result<Reader, DeviceError> {
+        let Transport::Mqtt { topic } = &spec.config.transport else {
+            return Err(DeviceError::Open {
+                what: spec.config.transport.endpoint(),
+                reason: "not an MQTT device".into(),
+            });
+        };
+        let (filter, decoder) = match &spec.profile.codec {
+            Codec::Json(codec) => (
+                topic.clone(),
+                Decoder::Json {
+                    codec: codec.clone(),
+                    // TODO: the loyalty member key is a store secret that
+                    // does not reach the devices yet; with an empty key
+                    // member ids are still only stored hashed.
+                    context: DecodeContext {
+                        device_id: spec.id().to_string(),
+                        member_key: Vec::new(),
+                    },
+                },
+            ),
+            Codec::EslJson(_) => (esl::status_filter(topic), Decoder::EslStatus),
+            other => {
+                return Err(DeviceError::Open {
+                    what: topic.clone(),
+                    reason: format!("codec {} cannot be read from MQTT", other.name()),
+                });
+            }
+        };
+        if !rumqttc::valid_filter(&filter) {
+            return Err(DeviceError::Open {
+                what: filter,
+                reason: "not a valid MQTT topic filter ('+' and '#' must be whole levels, '#' only last)"
+                    .into(),
+            });
+        }
+        Ok(Reader { filter, decoder })
+    }
+
+    /// Decode one message; never panics, bad input becomes `Decoded::Bad`.
+    fn decode(&self, topic: &str, payload: &[u8], now: DateTime<Utc>) -> Vec<Decoded> {
+        match &self.decoder {
+            Decoder::Json { codec, context } => {
+                let out = codec.decode(payload, context, now);
+                if out.ts_fallbacks > 0 {
+                    tracing::debug!(
+                        device = %context.device_id,
+                        records = out.ts_fallbacks,
+                        "records without a usable timestamp got the receive time"
+                    );
+                }
+                out.items
+            }
+            Decoder::EslStatus => vec![label_status(topic, payload, now)],
+        }
+    }
+}
+
+/// A label's status message as a `label_ack` event. The SKU is not in the
+/// message; the label projection knows which SKU the label shows.
+fn label_status(topic: &str, payload: &[u8], now: DateTime<Utc>) -> Decoded {
+    match esl::parse_status(topic, payload) {
+        Ok(report) => Decoded::Events(vec![(
+            now,
+            EventBody::LabelAck(LabelAck {
+                label_id: report.label_id,
+                sku: String::new(),
+                price_version: report.version,
+                status: report.status,
+                battery_mv: report.battery_mv,
+                rssi: report.rssi,
+            }),
+        )]),
+        Err(reason) => Decoded::Bad {
+            reason,
+            raw: payload.to_vec(),
+        },
+    }
+}
+
+/// Where an external broker is, from `mqtt://[user:password@]host[:port]`
+/// or `mqtts://...` (TLS, verified against the system's CA bundle).
+#[derive(Debug, Clone, PartialEq)]
+struct Endpoint {
+    /// A name or an IP address; IPv6 in brackets.
+    host: String,
+    port: u16,
+    tls: bool,
+    credentials: Option<(String, String)>,
+}
+
+impl fmt::Display for Endpoint {
+    /// The URL without the password, for logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        write!(f, "{scheme}://{}:{}", self.host, self.port)
+    }
+}
+
+impl Endpoint {
+    fn parse(url: &str) -> Result<Endpoint, String> {
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtt://") {
+            (false, rest)
+        } else if let Some(rest) = url.strip_prefix("mqtts://") {
+            (true, rest)
+        } else {
+            return Err("expected mqtt://host:port or mqtts://host:port".into());
+        };
+        // Nothing may follow the authority but a lone "/".
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        if authority.contains(['/', '?', '#']) {
+            return Err("a broker URL has no path or query; write mqtt://host:port".into());
+        }
+        let (credentials, hostport) = match authority.rsplit_once('@') {
+            Some((userinfo, hostport)) => {
+                let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+                (Some((user.to_string(), password.to_string())), hostport)
+            }
+            None => (None, authority),
+        };
+        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            let (addr, after) = v6
+                .split_once(']')
+                .ok_or("an IPv6 address needs a closing ']'")?;
+            let port = match after {
+                "" => None,
+                p => Some(p.strip_prefix(':').ok_or("expected ':port' after ']'")?),
+            };
+            (format!("[{addr}]"), port)
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((host, port)) => (host.to_string(), Some(port)),
+                None => (hostport.to_string(), None),
+            }
+        };
+        if host.is_empty() || host == "[]" {
+            return Err("the broker URL names no host".into());
+        }
+        let port = match port {
+            None if tls => 8883,
+            None => 1883,
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| format!("{p:?} is not a port number"))?,
+        };
+        Ok(Endpoint {
+            host,
+            port,
+            tls,
+            credentials,
         })
     }
 }
 
-impl Hub {
-    pub async fn start(
-        _config: &crate::config::MqttConfig,
-        _shutdown: Shutdown,
-    ) -> Result<Hub, DeviceError> {
-        Ok(Hub)
+/// An IP address as an MQTT client host: IPv6 in brackets, because the
+/// client joins host and port with a colon.
+fn host_text(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+    }
+}
+
+/// The system's CA certificates (PEM) for `mqtts://`: `SSL_CERT_FILE`, or
+/// the bundle of Debian/Ubuntu, Fedora/RHEL or Alpine.
+fn system_ca_bundle() -> Result<Vec<u8>, String> {
+    let mut candidates: Vec<std::path::PathBuf> = Vec::new();
+    if let Some(file) = std::env::var_os("SSL_CERT_FILE") {
+        candidates.push(file.into());
+    }
+    for path in [
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+        "/etc/ssl/cert.pem",
+    ] {
+        candidates.push(path.into());
+    }
+    for path in &candidates {
+        if let Ok(pem) = std::fs::read(path) {
+            return Ok(pem);
+        }
+    }
+    Err(
+        "mqtts:// needs the system CA certificates, found none (install ca-certificates or set SSL_CERT_FILE)"
+            .into(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::LabelStatus;
+
+    fn endpoint(url: &str) -> Endpoint {
+        Endpoint::parse(url).unwrap()
+    }
+
+    #[test]
+    fn broker_urls() {
+        assert_eq!(
+            endpoint("mqtt://127.0.0.1:1883"),
+            Endpoint {
+                host: "127.0.0.1".into(),
+                port: 1883,
+                tls: false,
+                credentials: None
+            }
+        );
+        assert_eq!(endpoint("mqtt://broker.local").port, 1883);
+        assert_eq!(endpoint("mqtt://broker.local/").host, "broker.local");
+        let tls = endpoint("mqtts://broker.example.com");
+        assert_eq!((tls.port, tls.tls), (8883, true));
+        assert_eq!(tls.to_string(), "mqtts://broker.example.com:8883");
+        let v6 = endpoint("mqtt://[::1]:1884");
+        assert_eq!((v6.host.as_str(), v6.port), ("[::1]", 1884));
+        assert_eq!(endpoint("mqtt://[fe80::1]").port, 1883);
+        let auth = endpoint("mqtt://agent:s3cr:et@10.0.0.2:1883");
+        assert_eq!(
+            auth.credentials,
+            Some(("agent".to_string(), "s3cr:et".to_string()))
+        );
+        assert_eq!(auth.host, "10.0.0.2");
+        // The password never reaches the logs.
+        assert_eq!(auth.to_string(), "mqtt://10.0.0.2:1883");
+    }
+
+    #[test]
+    fn bad_broker_urls_say_what_is_wrong() {
+        for url in [
+            "tcp://h:1",
+            "mqtt://",
+            "mqtt://:1883",
+            "mqtt://h:port",
+            "mqtt://h:0",
+            "mqtt://h:70000",
+            "mqtt://h:1883/path",
+            "mqtt://[::1",
+            "mqtt://[::1]x",
+        ] {
+            assert!(Endpoint::parse(url).is_err(), "{url}");
+        }
+        assert_eq!(
+            Endpoint::parse("mqtt://h:port").unwrap_err(),
+            "\"port\" is not a port number"
+        );
+    }
+
+    #[test]
+    fn label_status_becomes_a_label_ack_or_quarantine() {
+        let now = crate::event::now_millis();
+        let ok = label_status(
+            "stores/1/esl/L1/status",
+            br#"{"label_id":"L1","version":57,"status":"ok","battery_mv":2950,"rssi":-61}"#,
+            now,
+        );
+        assert_eq!(
+            ok,
+            Decoded::Events(vec![(
+                now,
+                EventBody::LabelAck(LabelAck {
+                    label_id: "L1".into(),
+                    sku: String::new(),
+                    price_version: 57,
+                    status: LabelStatus::Ok,
+                    battery_mv: Some(2950),
+                    rssi: Some(-61),
+                })
+            )])
+        );
+        // Another label's id on this label's topic is refused.
+        let bad = label_status(
+            "stores/1/esl/L1/status",
+            br#"{"label_id":"L2","version":1,"status":"ok"}"#,
+            now,
+        );
+        assert!(
+            matches!(bad, Decoded::Bad { ref raw, .. } if raw.starts_with(b"{\"label_id\":\"L2\""))
+        );
+        assert!(matches!(
+            label_status("x/L1/status", b"\xff\x00", now),
+            Decoded::Bad { .. }
+        ));
+    }
+
+    #[test]
+    fn mqtt_wildcards_route_as_the_broker_does() {
+        assert!(rumqttc::matches(
+            "stores/1/esl/L1/status",
+            "stores/1/esl/+/status"
+        ));
+        assert!(!rumqttc::matches(
+            "stores/1/esl/L1/set",
+            "stores/1/esl/+/status"
+        ));
+        assert!(rumqttc::matches("stores/1/rfid/door", "stores/1/#"));
+        assert!(rumqttc::matches("stores/1", "stores/1/#"));
+        assert!(!rumqttc::matches("stores/2/rfid", "stores/1/#"));
+        assert!(!rumqttc::matches("$SYS/broker", "#"));
     }
 }

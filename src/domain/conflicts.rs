@@ -28,9 +28,11 @@ pub fn check(conn: &Connection, event: &Event, grace_s: i64) -> Result<Vec<NewEv
     // The old and new price around the last change, if the sale is within
     // the grace window of it.
     let grace_prices: Vec<i64> = match &shelf {
-        Some(s) if (event.ts - s.changed_at).num_seconds().abs() <= grace_s => {
-            s.previous_price_minor.into_iter().chain([s.price_minor]).collect()
-        }
+        Some(s) if (event.ts - s.changed_at).num_seconds().abs() <= grace_s => s
+            .previous_price_minor
+            .into_iter()
+            .chain([s.price_minor])
+            .collect(),
         _ => Vec::new(),
     };
     let acceptable = |p: i64| p == eff.price_minor || grace_prices.contains(&p);

@@ -41,8 +41,19 @@ pub struct CountSession<'a> {
 
 /// Journal a count session: a `count` per line and, with `apply`, an
 /// `adjustment` bringing on hand to the counted figure.
-pub fn record_count(w: &mut WriteTx<'_>, s: &CountSession<'_>, lines: &[CountLine]) -> Result<Vec<CountResult>, StoreError> {
-    let CountSession { device, session_id, zone, method, apply, by } = *s;
+pub fn record_count(
+    w: &mut WriteTx<'_>,
+    s: &CountSession<'_>,
+    lines: &[CountLine],
+) -> Result<Vec<CountResult>, StoreError> {
+    let CountSession {
+        device,
+        session_id,
+        zone,
+        method,
+        apply,
+        by,
+    } = *s;
     let now = crate::event::now_millis();
     let mut results = Vec::with_capacity(lines.len());
     for line in lines {

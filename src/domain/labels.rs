@@ -115,11 +115,14 @@ pub fn mark_sent(
 }
 
 /// `label_ack` timeout events for updates sent longer than `timeout_s`
-/// ago without a confirmation (the projection then fails them).
+/// ago without a confirmation (the projection then fails them), for the
+/// labels `which` selects (labels behind different ESL systems have
+/// different timeouts).
 pub fn timed_out(
     conn: &Connection,
     now: DateTime<Utc>,
     timeout_s: i64,
+    which: &dyn Fn(&str) -> bool,
 ) -> Result<Vec<NewEvent>, StoreError> {
     let mut st = conn
         .prepare_cached(
@@ -139,6 +142,9 @@ pub fn timed_out(
     let mut out = Vec::new();
     for row in rows {
         let (label_id, sku, version) = row.ctx("finding timed-out labels")?;
+        if !which(&label_id) {
+            continue;
+        }
         out.push(NewEvent::new(
             now,
             "agent",

@@ -57,7 +57,8 @@ impl Store {
         let dir = profiles_dir.map_or_else(|| PathBuf::from("/nonexistent"), Path::to_path_buf);
         let profiles = ProfileSet::load(&dir).unwrap_or_else(|e| panic!("{e:?}"));
         let text = format!("store_id = \"t\"\n[[device]]\n{device_toml}");
-        let config = Config::parse(&text, Path::new("test.toml"), &profiles.names()).unwrap_or_else(|e| panic!("{e}"));
+        let config = Config::parse(&text, Path::new("test.toml"), &profiles.names())
+            .unwrap_or_else(|e| panic!("{e}"));
         let problems = storegate::profiles::check_devices(&config, &profiles);
         assert!(problems.is_empty(), "{problems:?}");
         let d = config.devices.into_iter().next().unwrap();
@@ -83,7 +84,9 @@ impl Store {
     /// `(device, reason, raw)` of every quarantined input.
     pub fn quarantine(&self) -> Vec<(String, String, Vec<u8>)> {
         let conn = db::open_read(&self.db).unwrap();
-        let mut st = conn.prepare("SELECT device, reason, raw FROM quarantine ORDER BY id").unwrap();
+        let mut st = conn
+            .prepare("SELECT device, reason, raw FROM quarantine ORDER BY id")
+            .unwrap();
         st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .unwrap()
             .map(Result::unwrap)
@@ -139,7 +142,11 @@ pub async fn wait_for_async<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> 
 
 /// A TCP port nobody listens on right now.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A pseudo-terminal pair made by socat: the agent opens `agent`, the test
@@ -162,13 +169,23 @@ impl PtyPair {
             .stderr(Stdio::null())
             .spawn()
             .expect("socat is needed for serial tests (apt-get install socat)");
-        wait_for("socat pty links", || (agent.exists() && device.exists()).then_some(()));
-        PtyPair { child, agent, device }
+        wait_for("socat pty links", || {
+            (agent.exists() && device.exists()).then_some(())
+        });
+        PtyPair {
+            child,
+            agent,
+            device,
+        }
     }
 
     /// Open the device end for writing and reading, raw.
     pub fn open_device(&self) -> std::fs::File {
-        std::fs::OpenOptions::new().read(true).write(true).open(&self.device).unwrap()
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.device)
+            .unwrap()
     }
 }
 

@@ -1,0 +1,144 @@
+//! The embedded MQTT broker (`[mqtt] broker = "embedded"`): rumqttd in
+//! process, so that a store without its own broker can still have its
+//! readers, POS and labels publish to the gateway box.
+//!
+//! The broker keeps its state in memory only: it lives and dies with the
+//! agent. That is enough for invariant 1, because the broker's queue for
+//! the agent and the agent itself can then only go away together; a store
+//! that wants messages queued while the agent restarts (an upgrade, a
+//! crash) runs an external broker with persistence (e.g. mosquitto).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
+
+use super::DeviceError;
+
+/// Largest payload a device may publish. ESL updates and batched RFID
+/// reads are a few KiB; the margin is for HTTP-style batching readers.
+pub const MAX_PAYLOAD: usize = 256 * 1024;
+/// How long to wait for the broker to accept connections after starting.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Start rumqttd on `listen` (an MQTT 3.1.1 server) on its own thread and
+/// return once the port accepts TCP connections. The broker runs until the
+/// process ends; rumqttd cannot be stopped.
+pub fn start_embedded(listen: SocketAddr) -> Result<(), DeviceError> {
+    let open_error = |reason: String| DeviceError::Open {
+        what: format!("embedded MQTT broker on {listen}"),
+        reason,
+    };
+    if listen.port() == 0 {
+        return Err(open_error(
+            "embedded_listen needs a fixed port (devices must know where to connect)".into(),
+        ));
+    }
+    // rumqttd binds inside its server thread and only logs a failure, so
+    // find out here whether the address is free, with a clear message.
+    // (Someone could still take it in between; the wait below catches that
+    // as a broker that never accepts.)
+    if let Err(e) = TcpListener::bind(listen) {
+        let reason = if e.kind() == std::io::ErrorKind::AddrInUse {
+            format!(
+                "address {listen} is already in use (another broker? set [mqtt] embedded_listen or broker)"
+            )
+        } else {
+            format!("cannot listen on {listen}: {e}")
+        };
+        return Err(open_error(reason));
+    }
+
+    let config = broker_config(listen);
+    // `Broker::start` blocks for as long as its servers run; it returns
+    // only when they have all stopped, e.g. because the bind failed.
+    let (ended_tx, ended_rx) = mpsc::channel::<String>();
+    std::thread::Builder::new()
+        .name("mqtt-broker".into())
+        .spawn(move || {
+            let mut broker = Broker::new(config);
+            let outcome = match broker.start() {
+                Ok(()) => "the broker's servers stopped".to_string(),
+                Err(e) => e.to_string(),
+            };
+            tracing::error!(error = %outcome, "embedded MQTT broker stopped");
+            let _ = ended_tx.send(outcome);
+        })
+        .map_err(|e| open_error(format!("cannot start a thread: {e}")))?;
+
+    let probe = SocketAddr::new(reachable_ip(listen.ip()), listen.port());
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Ok(outcome) = ended_rx.try_recv() {
+            return Err(open_error(format!(
+                "the broker stopped while starting ({outcome}); is {listen} in use?"
+            )));
+        }
+        if TcpStream::connect_timeout(&probe, Duration::from_millis(200)).is_ok() {
+            tracing::info!(listen = %listen, "embedded MQTT broker is listening");
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(open_error(format!(
+                "not accepting connections on {listen} after {} s",
+                START_TIMEOUT.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Where a client on this host reaches a server listening on `ip`: an
+/// unspecified address (`0.0.0.0`, `::`) listens on loopback too.
+pub fn reachable_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        other => other,
+    }
+}
+
+/// rumqttd's configuration for a store: one MQTT 3.1.1 listener, limits
+/// sized for a gateway box rather than rumqttd's cloud defaults.
+fn broker_config(listen: SocketAddr) -> Config {
+    let connections = ConnectionSettings {
+        // Time a new connection has to send CONNECT.
+        connection_timeout_ms: 10_000,
+        max_payload_size: MAX_PAYLOAD,
+        // QoS 1 messages sent to one client and not yet acknowledged. The
+        // agent acknowledges only after its commit, so this is how far the
+        // broker runs ahead of the journal.
+        max_inflight_count: 100,
+        auth: None,
+        external_auth: None,
+        // Devices publish to topics nobody declared in advance.
+        dynamic_filters: true,
+    };
+    let server = ServerSettings {
+        name: "storegate-v4".into(),
+        listen,
+        tls: None,
+        next_connection_delay_ms: 1,
+        connections,
+    };
+    Config {
+        id: 0,
+        router: RouterConfig {
+            // Readers, tills, label gateways and the agent of one store.
+            max_connections: 1000,
+            max_outgoing_packet_count: 200,
+            // Messages are kept in memory per topic filter, in segments;
+            // 4 x 4 MiB bounds one filter's backlog (a segment must hold
+            // at least one maximal payload).
+            max_segment_size: 4 * 1024 * 1024,
+            max_segment_count: 4,
+            custom_segment: None,
+            initialized_filters: None,
+            shared_subscriptions_strategy: Default::default(),
+        },
+        v4: Some(HashMap::from([("1".to_string(), server)])),
+        ..Config::default()
+    }
+}

@@ -1,0 +1,718 @@
+//! The `http` and `http-stream` transports (spec/profiles.md "Transports"):
+//! devices with an HTTP API that the agent reads as a client.
+//!
+//! - `http-stream` + codec `json`: a reader that streams newline-delimited
+//!   JSON, such as the Impinj R700 `GET /api/v1/data/stream`. One
+//!   [`session`] is one streaming response; every chunk that arrives is
+//!   split into lines, each line is decoded and the chunk's lines are
+//!   delivered in one transaction. The end of the stream ends the session
+//!   and the runner ([`super::run_device`]) reconnects with backoff.
+//! - `http` + codec `openepaperlink`: an OpenEPaperLink access point,
+//!   polled every `poll_ms` of the profile (`[openepaperlink]`; the
+//!   device's own `poll_ms` is not used) with `GET /get_db` (all pages).
+//!   A label update that the label dispatcher uploaded with
+//!   [`oepl_upload`] is confirmed when the AP's record of the tag is no
+//!   longer pending and the tag checked in after the upload; the agent
+//!   then journals a `label_ack` (ok) with the tag's battery and RSSI.
+//!   After [`MAX_FAILED_POLLS`] failed polls in a row the session ends.
+//!
+//! Everything that comes from the device is data: a line or a body that
+//! does not parse is quarantined, never a panic.
+
+use std::collections::HashMap;
+use std::error::Error as _;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use reqwest::header::{CONTENT_TYPE, HeaderValue};
+use tokio::time::MissedTickBehavior;
+
+use super::{DeviceError, DeviceSpec, Ingest, Shutdown, deliver_until_stored};
+use crate::codecs::Decoded;
+use crate::codecs::esl::{self, LabelUpdate, OeplParams, OeplTag};
+use crate::codecs::json::{DecodeContext, JsonCodec};
+use crate::config::Transport;
+use crate::db::{SqlContext, StoreError};
+use crate::event::{EventBody, LabelAck, LabelStatus, now_millis, ts_from_millis};
+use crate::profiles::Codec;
+
+/// Failed polls in a row after which an access point counts as down.
+pub const MAX_FAILED_POLLS: u32 = 3;
+/// How long opening a TCP connection may take. Without a bound, a device
+/// that is switched off costs the kernel's SYN retries (minutes) per try.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one `/get_db` page may take, body included.
+const POLL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one `/jsonupload` may take, answer included.
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// A stream is idle for long stretches (no tags in the field), so it has
+/// no read timeout; TCP keepalive notices a reader that vanished without
+/// closing the connection (power cut, cable pulled) within about a minute
+/// and a half instead of never.
+const KEEPALIVE: Duration = Duration::from_secs(30);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_RETRIES: u32 = 6;
+/// The longest line of a stream that is decoded. A longer one is not JSON
+/// any reader sends; it is quarantined (its head) and skipped to its end.
+pub const MAX_LINE: usize = 1024 * 1024;
+/// How much of an overlong line is kept in the quarantine.
+const QUARANTINE_HEAD: usize = 4096;
+/// The largest `/get_db` page that is read. An AP sends a few kB per page.
+const MAX_PAGE: usize = 4 * 1024 * 1024;
+/// More `/get_db` pages than any AP has tags: a `continu` that keeps
+/// going (a broken AP) ends the poll instead of looping.
+const MAX_PAGES: usize = 10_000;
+/// How much of an error answer's body goes into the error message.
+const ERROR_BODY: usize = 200;
+
+/// Run one session of an HTTP device until shutdown (`Ok`) or until the
+/// connection is lost or the device fails (`Err`); the runner reconnects.
+pub async fn session(
+    spec: &DeviceSpec,
+    ingest: &Ingest,
+    shutdown: &mut Shutdown,
+) -> Result<(), DeviceError> {
+    let unsupported = |transport: &str| DeviceError::Open {
+        what: spec.config.transport.endpoint(),
+        reason: format!(
+            "profile {} uses codec {}, which is not read over {transport}",
+            spec.profile.name,
+            spec.profile.codec.name()
+        ),
+    };
+    match (&spec.config.transport, &spec.profile.codec) {
+        (Transport::HttpStream { url }, Codec::Json(codec)) => {
+            stream_session(spec, ingest, shutdown, url, codec).await
+        }
+        (Transport::Http { url, .. }, Codec::OpenEpaperLink(params)) => {
+            oepl_session(spec, ingest, shutdown, url, params).await
+        }
+        (Transport::HttpStream { .. }, _) => Err(unsupported("http-stream")),
+        (Transport::Http { .. }, _) => Err(unsupported("http")),
+        _ => Err(DeviceError::Open {
+            what: spec.config.transport.endpoint(),
+            reason: "not an HTTP device".into(),
+        }),
+    }
+}
+
+/// A reqwest error with its causes ("error sending request: connection
+/// refused"): reqwest's own message alone rarely says what went wrong.
+fn describe(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Mark the device up, logging only the change.
+fn mark_up(ingest: &Ingest, id: &str, endpoint: &str) {
+    if ingest.health().set_up(id, true, None) {
+        tracing::info!(device = %id, endpoint = %endpoint, "device up");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// http-stream: newline-delimited JSON
+// ---------------------------------------------------------------------------
+
+/// Read one streaming response to its end.
+async fn stream_session(
+    spec: &DeviceSpec,
+    ingest: &Ingest,
+    shutdown: &mut Shutdown,
+    url: &str,
+    codec: &JsonCodec,
+) -> Result<(), DeviceError> {
+    let id = spec.id();
+    let open_error = |reason: String| DeviceError::Open {
+        what: url.to_string(),
+        reason,
+    };
+    // No overall timeout: the response is meant to last for hours.
+    let client = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_keepalive(KEEPALIVE)
+        .tcp_keepalive_interval(KEEPALIVE_INTERVAL)
+        .tcp_keepalive_retries(KEEPALIVE_RETRIES)
+        .build()
+        .map_err(|e| open_error(describe(&e)))?;
+    let request = client.get(url).send();
+    let mut response = tokio::select! {
+        r = request => r.map_err(|e| open_error(describe(&e)))?,
+        _ = shutdown.wait() => return Ok(()),
+    };
+    let status = response.status();
+    if !status.is_success() {
+        return Err(open_error(format!("HTTP {status}")));
+    }
+    mark_up(ingest, id, url);
+    tracing::debug!(device = %id, url, "event stream open");
+
+    let source = spec.source();
+    let context = DecodeContext {
+        device_id: id.to_string(),
+        member_key: vec![],
+    };
+    let mut lines = LineSplitter::new(MAX_LINE);
+    loop {
+        let chunk = tokio::select! {
+            c = response.chunk() => c,
+            _ = shutdown.wait() => return Ok(()),
+        };
+        let (pieces, end) = match chunk {
+            Ok(Some(bytes)) => (lines.push(&bytes), None),
+            // A last line without its newline is still a line.
+            Ok(None) => (
+                lines.finish().into_iter().collect(),
+                Some("end of stream".into()),
+            ),
+            Err(e) => (Vec::new(), Some(describe(&e))),
+        };
+        let now = now_millis();
+        let items: Vec<Decoded> = pieces
+            .into_iter()
+            .flat_map(|piece| decode_piece(codec, &context, piece, now))
+            .collect();
+        // The stream cannot be asked again for what it sent: hold it until
+        // the database takes it.
+        if !deliver_until_stored(ingest, &source, items, shutdown).await {
+            return Ok(());
+        }
+        if let Some(reason) = end {
+            return Err(DeviceError::Lost(reason));
+        }
+    }
+}
+
+/// Decode one piece of a stream. Blank lines (keepalives) give nothing.
+fn decode_piece(
+    codec: &JsonCodec,
+    context: &DecodeContext,
+    piece: Piece,
+    now: DateTime<Utc>,
+) -> Vec<Decoded> {
+    match piece {
+        Piece::Line(line) => {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                return Vec::new();
+            }
+            let out = codec.decode(&line, context, now);
+            if out.ts_fallbacks > 0 {
+                tracing::debug!(
+                    device = %context.device_id,
+                    records = out.ts_fallbacks,
+                    "records without a usable timestamp got the receive time"
+                );
+            }
+            out.items
+        }
+        Piece::TooLong(head) => vec![Decoded::Bad {
+            reason: format!(
+                "line longer than {MAX_LINE} bytes (only its first {} bytes are kept)",
+                head.len()
+            ),
+            raw: head,
+        }],
+    }
+}
+
+/// What [`LineSplitter`] makes of a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    /// A line without its `\n` (and without a `\r` before it).
+    Line(Vec<u8>),
+    /// The head of a line longer than the limit; the rest of it is skipped.
+    TooLong(Vec<u8>),
+}
+
+/// Splits a byte stream into lines, whatever the chunks' boundaries: a
+/// line may arrive in many chunks, a chunk may hold many lines. Memory is
+/// bounded by the longest line it accepts.
+#[derive(Debug)]
+struct LineSplitter {
+    max: usize,
+    /// The start of the current line.
+    buf: Vec<u8>,
+    /// Inside an overlong line that was already reported: drop bytes up
+    /// to its newline.
+    skipping: bool,
+}
+
+impl LineSplitter {
+    fn new(max: usize) -> Self {
+        LineSplitter {
+            max,
+            buf: Vec::new(),
+            skipping: false,
+        }
+    }
+
+    /// Take a chunk; returns the pieces it completed.
+    fn push(&mut self, mut chunk: &[u8]) -> Vec<Piece> {
+        let mut out = Vec::new();
+        while let Some(at) = chunk.iter().position(|b| *b == b'\n') {
+            let (head, rest) = chunk.split_at(at);
+            chunk = &rest[1..];
+            if self.skipping {
+                self.skipping = false;
+                continue;
+            }
+            if self.append(head, &mut out) {
+                let mut line = std::mem::take(&mut self.buf);
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                out.push(Piece::Line(line));
+            } else {
+                // Reported by append; the line ends here, nothing to skip.
+                self.skipping = false;
+            }
+        }
+        if !self.skipping {
+            self.append(chunk, &mut out);
+        }
+        out
+    }
+
+    /// The stream ended: what is left is the last line, if anything.
+    fn finish(&mut self) -> Option<Piece> {
+        let skipped = std::mem::replace(&mut self.skipping, false);
+        let mut line = std::mem::take(&mut self.buf);
+        if skipped || line.is_empty() {
+            return None;
+        }
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        Some(Piece::Line(line))
+    }
+
+    /// Add bytes to the current line. If that makes it too long, report
+    /// its head, forget it and start skipping; returns whether the line
+    /// is still being collected.
+    fn append(&mut self, bytes: &[u8], out: &mut Vec<Piece>) -> bool {
+        if self.buf.len() + bytes.len() <= self.max {
+            self.buf.extend_from_slice(bytes);
+            return true;
+        }
+        let mut head = std::mem::take(&mut self.buf);
+        head.truncate(QUARANTINE_HEAD);
+        let room = QUARANTINE_HEAD.saturating_sub(head.len());
+        head.extend_from_slice(&bytes[..room.min(bytes.len())]);
+        out.push(Piece::TooLong(head));
+        self.skipping = true;
+        false
+    }
+}
+
+// ---------------------------------------------------------------------------
+// OpenEPaperLink access point
+// ---------------------------------------------------------------------------
+
+/// Why one poll of the AP failed.
+enum PollFailure {
+    /// No answer in time.
+    Timeout(String),
+    /// No connection, or it broke.
+    Link(String),
+    /// An answer that is not a tag database page (also quarantined).
+    Protocol(String),
+}
+
+impl PollFailure {
+    fn message(&self) -> &str {
+        match self {
+            PollFailure::Timeout(m) | PollFailure::Link(m) | PollFailure::Protocol(m) => m,
+        }
+    }
+
+    /// The error that ends the session after too many failed polls.
+    fn into_error(self) -> DeviceError {
+        let text = format!("{MAX_FAILED_POLLS} polls failed, last: {}", self.message());
+        match self {
+            PollFailure::Timeout(_) => DeviceError::Timeout(text),
+            PollFailure::Link(_) => DeviceError::Lost(text),
+            PollFailure::Protocol(_) => DeviceError::Protocol(text),
+        }
+    }
+
+    fn from_reqwest(what: &str, e: &reqwest::Error) -> PollFailure {
+        let text = format!("{what}: {}", describe(e));
+        if e.is_timeout() {
+            PollFailure::Timeout(text)
+        } else {
+            PollFailure::Link(text)
+        }
+    }
+}
+
+/// Poll the AP until shutdown (`Ok`) or [`MAX_FAILED_POLLS`] failed polls
+/// in a row (`Err`).
+async fn oepl_session(
+    spec: &DeviceSpec,
+    ingest: &Ingest,
+    shutdown: &mut Shutdown,
+    url: &str,
+    params: &OeplParams,
+) -> Result<(), DeviceError> {
+    let id = spec.id();
+    let client = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(POLL_TIMEOUT)
+        .build()
+        .map_err(|e| DeviceError::Open {
+            what: url.to_string(),
+            reason: describe(&e),
+        })?;
+    let source = spec.source();
+    let mut failed_polls = 0u32;
+    let mut ticks = tokio::time::interval(Duration::from_millis(params.poll_ms.max(1)));
+    // A slow AP delays the next poll instead of causing a burst of them.
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = shutdown.wait() => return Ok(()),
+        }
+        let polled = tokio::select! {
+            r = read_tag_db(&client, url) => r,
+            _ = shutdown.wait() => return Ok(()),
+        };
+        let tags = match polled {
+            Ok(tags) => tags,
+            Err((failure, bad)) => {
+                failed_polls += 1;
+                // Logged once per outage, like the other polled devices.
+                let up = ingest.health().get(id).is_some_and(|h| h.up);
+                if up && failed_polls == 1 {
+                    tracing::warn!(device = %id, error = failure.message(), "access point poll failed");
+                } else {
+                    tracing::debug!(device = %id, error = failure.message(), failed_polls, "access point poll failed");
+                }
+                if let Some(bad) = bad {
+                    if !deliver_until_stored(ingest, &source, vec![bad], shutdown).await {
+                        return Ok(());
+                    }
+                }
+                if failed_polls >= MAX_FAILED_POLLS {
+                    return Err(failure.into_error());
+                }
+                continue;
+            }
+        };
+        failed_polls = 0;
+        mark_up(ingest, id, url);
+        let acks = confirmations(ingest, tags).await?;
+        if acks.is_empty() {
+            // The AP answered: that is a good frame even without news.
+            ingest.health().frames(id, 1, 0);
+            continue;
+        }
+        for ack in &acks {
+            tracing::debug!(device = %id, label = %ack.label_id, version = ack.price_version, "label confirmed");
+        }
+        let now = now_millis();
+        let items = acks
+            .into_iter()
+            .map(|ack| Decoded::Events(vec![(now, EventBody::LabelAck(ack))]))
+            .collect();
+        if !deliver_until_stored(ingest, &source, items, shutdown).await {
+            return Ok(());
+        }
+    }
+}
+
+/// Every tag of the AP's database, following `continu` over all pages. A
+/// failure may come with the unparsable page, to quarantine.
+async fn read_tag_db(
+    client: &reqwest::Client,
+    base_url: &str,
+) -> Result<Vec<OeplTag>, (PollFailure, Option<Decoded>)> {
+    let base = base_url.trim_end_matches('/');
+    let mut tags = Vec::new();
+    let mut pos = 0u64;
+    for _ in 0..MAX_PAGES {
+        let url = format!("{base}{}", esl::get_db_path(pos));
+        let mut response = client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| (PollFailure::from_reqwest(&url, &e), None))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = read_body(&mut response, ERROR_BODY)
+                .await
+                .unwrap_or_default();
+            let text = format!(
+                "GET {url}: HTTP {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+            return Err((PollFailure::Protocol(text), None));
+        }
+        let body = match read_body(&mut response, MAX_PAGE + 1).await {
+            Ok(body) if body.len() > MAX_PAGE => {
+                let text = format!("GET {url}: answer longer than {MAX_PAGE} bytes");
+                return Err((PollFailure::Protocol(text), None));
+            }
+            Ok(body) => body,
+            Err(e) => return Err((PollFailure::from_reqwest(&url, &e), None)),
+        };
+        let page = match esl::parse_get_db(&body) {
+            Ok(page) => page,
+            Err(reason) => {
+                let failure = PollFailure::Protocol(format!("GET {url}: {reason}"));
+                let bad = Decoded::Bad {
+                    reason: format!("get_db pos={pos}: {reason}"),
+                    raw: body,
+                };
+                return Err((failure, Some(bad)));
+            }
+        };
+        tags.extend(page.tags);
+        if page.continu == 0 {
+            return Ok(tags);
+        }
+        // `continu` is the position of the next page: one that does not
+        // move forward would have us read the same pages forever.
+        if page.continu <= pos {
+            let text = format!("GET {url}: continu {} does not move past pos", page.continu);
+            return Err((PollFailure::Protocol(text), None));
+        }
+        pos = page.continu;
+    }
+    let text = format!("GET {base}/get_db: more than {MAX_PAGES} pages");
+    Err((PollFailure::Protocol(text), None))
+}
+
+/// Up to `limit` bytes of a response body (the rest is left unread).
+async fn read_body(
+    response: &mut reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, reqwest::Error> {
+    let mut body = Vec::new();
+    while body.len() < limit {
+        match response.chunk().await? {
+            Some(chunk) => {
+                let take = chunk.len().min(limit - body.len());
+                body.extend_from_slice(&chunk[..take]);
+            }
+            None => break,
+        }
+    }
+    Ok(body)
+}
+
+/// The label updates that the AP's tags now confirm: labels with an
+/// unconfirmed update that was sent (`sent_version = want_version`), whose
+/// tag is no longer pending and checked in after the upload. A label whose
+/// state is already `ok` is not acknowledged again.
+async fn confirmations(ingest: &Ingest, tags: Vec<OeplTag>) -> Result<Vec<LabelAck>, StoreError> {
+    let tags: HashMap<String, OeplTag> = tags.into_iter().map(|t| (t.mac.clone(), t)).collect();
+    ingest
+        .writer()
+        .transact(move |w| {
+            let mut st = w
+                .conn()
+                .prepare_cached(
+                    "SELECT label_id, sku, sent_version, sent_at_ms FROM labels
+                     WHERE state != 'ok' AND sent_version = want_version AND sent_at_ms IS NOT NULL",
+                )
+                .ctx("listing sent label updates")?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
+                })
+                .ctx("listing sent label updates")?;
+            let mut acks = Vec::new();
+            for row in rows {
+                let (label_id, sku, version, sent_at_ms) = row.ctx("listing sent label updates")?;
+                // Labels of other kinds (esl-json ids) are no MACs: not ours.
+                let Ok(mac) = esl::normalize_mac(&label_id) else {
+                    continue;
+                };
+                let Some(tag) = tags.get(&mac) else {
+                    continue; // a tag of another AP
+                };
+                if esl::confirmed(tag, ts_from_millis(sent_at_ms)) {
+                    acks.push(LabelAck {
+                        label_id,
+                        sku,
+                        price_version: version,
+                        status: LabelStatus::Ok,
+                        battery_mv: tag.battery_mv,
+                        rssi: tag.rssi,
+                    });
+                }
+            }
+            Ok(acks)
+        })
+        .await
+}
+
+/// Send a label update to an OpenEPaperLink AP: `POST {base_url}/jsonupload`
+/// with the form fields `mac` and `json` (the profile's drawing with the
+/// update's values). Called by the label dispatcher; the update counts as
+/// sent only when this returns `Ok` (the AP then holds it for the tag).
+pub async fn oepl_upload(
+    client: &reqwest::Client,
+    base_url: &str,
+    params: &OeplParams,
+    update: &LabelUpdate,
+) -> Result<(), DeviceError> {
+    let url = format!("{}/jsonupload", base_url.trim_end_matches('/'));
+    let body = form_urlencoded(&esl::upload_form(update, &params.template));
+    let sent = client
+        .post(&url)
+        .header(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        )
+        .body(body)
+        .timeout(UPLOAD_TIMEOUT)
+        .send()
+        .await;
+    let mut response = match sent {
+        Ok(response) => response,
+        Err(e) if e.is_timeout() => {
+            return Err(DeviceError::Timeout(format!(
+                "POST {url}: {}",
+                describe(&e)
+            )));
+        }
+        Err(e) if e.is_connect() => {
+            return Err(DeviceError::Open {
+                what: url,
+                reason: describe(&e),
+            });
+        }
+        Err(e) => return Err(DeviceError::Lost(format!("POST {url}: {}", describe(&e)))),
+    };
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let body = read_body(&mut response, ERROR_BODY)
+        .await
+        .unwrap_or_default();
+    Err(DeviceError::Protocol(format!(
+        "POST {url}: HTTP {status}: {}",
+        String::from_utf8_lossy(&body)
+    )))
+}
+
+/// `application/x-www-form-urlencoded` as browsers write it (the WHATWG
+/// URL standard): `name=value` pairs joined by `&`, space as `+`, every
+/// byte but ASCII alphanumerics and `*-._` percent-encoded. reqwest's own
+/// `.form()` needs a crate feature this build does not have.
+fn form_urlencoded(fields: &[(String, String)]) -> String {
+    fn encode(out: &mut String, text: &str) {
+        for byte in text.bytes() {
+            match byte {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'*' | b'-' | b'.' | b'_' => {
+                    out.push(char::from(byte));
+                }
+                b' ' => out.push('+'),
+                _ => out.push_str(&format!("%{byte:02X}")),
+            }
+        }
+    }
+    let mut out = String::new();
+    for (i, (name, value)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        encode(&mut out, name);
+        out.push('=');
+        encode(&mut out, value);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(s: &str) -> Piece {
+        Piece::Line(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn lines_split_across_chunks() {
+        let mut s = LineSplitter::new(100);
+        assert_eq!(s.push(b"{\"a\":"), vec![]);
+        assert_eq!(s.push(b"1}\n{\"b\""), vec![line("{\"a\":1}")]);
+        assert_eq!(s.push(b":2}\r"), vec![]);
+        assert_eq!(
+            s.push(b"\n\n{\"c\":3}\r\n{\"d\""),
+            vec![line("{\"b\":2}"), line(""), line("{\"c\":3}")]
+        );
+        assert_eq!(s.finish(), Some(line("{\"d\"")));
+        assert_eq!(s.finish(), None);
+    }
+
+    #[test]
+    fn a_chunk_split_between_cr_and_lf() {
+        let mut s = LineSplitter::new(100);
+        assert_eq!(s.push(b"x\r"), vec![]);
+        assert_eq!(s.push(b"\ny"), vec![line("x")]);
+        assert_eq!(s.finish(), Some(line("y")));
+    }
+
+    #[test]
+    fn an_overlong_line_is_reported_once_and_skipped() {
+        let mut s = LineSplitter::new(8);
+        assert_eq!(s.push(b"ok\n12345"), vec![line("ok")]);
+        // Over the limit in the middle of a chunk: reported, then skipped
+        // up to its newline, across chunks.
+        assert_eq!(s.push(b"6789"), vec![Piece::TooLong(b"123456789".to_vec())]);
+        assert_eq!(s.push(b"more of it"), vec![]);
+        assert_eq!(s.push(b"end\nnext\n"), vec![line("next")]);
+        // Over the limit within one chunk, newline included.
+        assert_eq!(
+            s.push(b"abcdefghij\nz\n"),
+            vec![Piece::TooLong(b"abcdefghij".to_vec()), line("z")]
+        );
+        // An overlong last line is not a line.
+        assert_eq!(
+            s.push(b"0123456789"),
+            vec![Piece::TooLong(b"0123456789".to_vec())]
+        );
+        assert_eq!(s.finish(), None);
+    }
+
+    #[test]
+    fn the_quarantined_head_is_bounded() {
+        let mut s = LineSplitter::new(QUARANTINE_HEAD * 2);
+        let big = vec![b'x'; QUARANTINE_HEAD * 3];
+        match s.push(&big).as_slice() {
+            [Piece::TooLong(head)] => assert_eq!(head.len(), QUARANTINE_HEAD),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn form_encoding() {
+        let fields = vec![
+            ("mac".to_string(), "0000021A4B3C5D6E".to_string()),
+            (
+                "json".to_string(),
+                "[{\"t\":\"a b&c=d+e%\"}] 2,49\u{a0}€".to_string(),
+            ),
+        ];
+        assert_eq!(
+            form_urlencoded(&fields),
+            "mac=0000021A4B3C5D6E&json=%5B%7B%22t%22%3A%22a+b%26c%3Dd%2Be%25%22%7D%5D+2%2C49%C2%A0%E2%82%AC"
+        );
+        assert_eq!(form_urlencoded(&[]), "");
+    }
+}

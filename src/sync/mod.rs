@@ -1,0 +1,11 @@
+//! Central sync (spec/sync-api.md): push the journal exactly once, pull
+//! prices and stock baselines, keep the journal within retention and quota.
+
+pub mod client;
+pub mod pull;
+pub mod push;
+pub mod retention;
+pub mod state;
+
+pub use client::{Central, SyncError};
+pub use push::Link;

@@ -1,0 +1,146 @@
+//! The pullers (spec/sync-api.md sections 3-5): the price book and the
+//! stock baseline, each since the version we hold, on their cadences and
+//! right after the link comes back; each applied in one transaction.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::client::Central;
+use super::push::Link;
+use crate::db::{StoreError, Writer};
+use crate::devices::Shutdown;
+use crate::domain::{prices, stock};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum What {
+    Prices,
+    Stock,
+}
+
+impl What {
+    fn path(self) -> &'static str {
+        match self {
+            What::Prices => "prices",
+            What::Stock => "stock",
+        }
+    }
+}
+
+/// Pull once and apply. Returns whether label updates became pending.
+pub async fn pull_once(
+    central: &Central,
+    writer: &Writer,
+    what: What,
+    locale: &str,
+) -> Result<bool, String> {
+    let since = writer
+        .transact(move |w| {
+            let s = super::state::read(w.conn())?;
+            Ok(match what {
+                What::Prices => s.price_version,
+                What::Stock => s.stock_version,
+            })
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let (status, body) = central
+        .pull(what.path(), since)
+        .await
+        .map_err(|e| e.to_string())?;
+    if status != 200 {
+        return Err(format!(
+            "GET {} answered {status}: {}",
+            what.path(),
+            super::client::snippet(&body)
+        ));
+    }
+    let locale = locale.to_string();
+    match what {
+        What::Prices => {
+            let pull: prices::PricePull = serde_json::from_str(&body).map_err(|e| {
+                format!(
+                    "price pull does not parse ({e}): {}",
+                    super::client::snippet(&body)
+                )
+            })?;
+            if pull.version <= since && !pull.items.is_empty() {
+                tracing::debug!(
+                    version = pull.version,
+                    since,
+                    "price pull not newer; applying idempotently"
+                );
+            }
+            let changed = writer
+                .transact(move |w| prices::apply_pull(w.conn(), &pull, chrono::Utc::now(), &locale))
+                .await
+                .map_err(|e: StoreError| e.to_string())?;
+            Ok(!changed.is_empty())
+        }
+        What::Stock => {
+            let baseline: stock::Baseline = serde_json::from_str(&body).map_err(|e| {
+                format!(
+                    "stock pull does not parse ({e}): {}",
+                    super::client::snippet(&body)
+                )
+            })?;
+            if baseline.version <= since {
+                return Ok(false); // nothing newer; an older one is ignored
+            }
+            writer
+                .transact(move |w| stock::apply_baseline(w.conn(), &baseline))
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(false)
+        }
+    }
+}
+
+/// One puller's settings.
+pub struct Puller {
+    pub central: Arc<Central>,
+    pub writer: Writer,
+    pub what: What,
+    pub every: Duration,
+    pub locale: String,
+}
+
+/// Pull every `every`, and at once whenever the link comes back; wake the
+/// label sender when label updates became pending.
+pub async fn run(
+    p: Puller,
+    mut link: tokio::sync::watch::Receiver<Link>,
+    labels_changed: Arc<tokio::sync::Notify>,
+    mut shutdown: Shutdown,
+) {
+    let Puller {
+        central,
+        writer,
+        what,
+        every,
+        locale,
+    } = p;
+    loop {
+        match pull_once(&central, &writer, what, &locale).await {
+            Ok(true) => labels_changed.notify_one(),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(what = what.path(), error = %e, "pull failed; will retry"),
+        }
+        let mut was_offline = *link.borrow() == Link::Offline;
+        let deadline = tokio::time::Instant::now() + every;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => break,
+                changed = link.changed() => {
+                    if changed.is_err() { return; }
+                    let now = *link.borrow();
+                    if was_offline && now == Link::Online {
+                        tracing::info!(what = what.path(), "link is back; pulling now");
+                        break;
+                    }
+                    was_offline = now == Link::Offline;
+                }
+                _ = shutdown.wait() => return,
+            }
+        }
+    }
+}
