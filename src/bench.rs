@@ -224,3 +224,149 @@ async fn latency_at_fixed_rate(
 pub fn stamp() -> String {
     Utc::now().format("%Y-%m-%d %H:%M UTC").to_string()
 }
+
+/// Figures of `storegate bench sync`.
+#[derive(Debug, Clone)]
+pub struct SyncFigures {
+    pub events: i64,
+    pub seconds: f64,
+    pub per_s: f64,
+    pub batches: usize,
+}
+
+/// Fill a journal with `events` events, then drain it to a reference
+/// central on loopback with the real pusher and time it.
+pub async fn sync_drain(
+    dir: &Path,
+    events: usize,
+) -> Result<SyncFigures, Box<dyn std::error::Error>> {
+    use crate::sim::central::Central as Sim;
+    let path = dir.join("bench-sync.db");
+    let conn = fresh_db(&path, Durability::Normal)?;
+    let (writer, thread) = Writer::spawn(conn, Box::new(NoProjections))?;
+    // Fill in large groups: the fill is not what is measured.
+    let mut i = 0;
+    while i < events {
+        let n = 1000.min(events - i);
+        let batch: Vec<NewEvent> = (i..i + n).map(sample_event).collect();
+        writer
+            .transact(move |w| {
+                for e in batch {
+                    w.append(e)?;
+                }
+                Ok(())
+            })
+            .await?;
+        i += n;
+    }
+    let head = events as i64;
+    let sim = Sim::default();
+    sim.lock().behaviour.count_only = true;
+    let (addr, _server) = sim.clone().spawn("127.0.0.1:0").await?;
+    let config = crate::config::CentralConfig {
+        url: format!("http://{addr}"),
+        token_file: None,
+        ca_file: None,
+        batch_max: 5000,
+        max_backoff_s: 1,
+        poll_prices_s: 30,
+        poll_stock_s: 300,
+    };
+    let central = Arc::new(crate::sync::Central::new(&config, "bench")?);
+    let reader = Arc::new(std::sync::Mutex::new(db::open_read(&path)?));
+    let (link, _) = tokio::sync::watch::channel(crate::sync::Link::Unknown);
+    let (trigger, shutdown) = crate::devices::shutdown_pair();
+    let started = Instant::now();
+    let pusher = tokio::spawn(crate::sync::push::run(
+        central,
+        writer.clone(),
+        reader,
+        config.batch_max,
+        Duration::from_secs(1),
+        link,
+        shutdown,
+    ));
+    while sim.view("bench").acked_through < head {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    trigger.trigger();
+    let _ = pusher.await;
+    let batches = sim.lock().batch_sizes.len();
+    drop(writer);
+    tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .ok();
+    Ok(SyncFigures {
+        events: head,
+        seconds,
+        per_s: head as f64 / seconds,
+        batches,
+    })
+}
+
+/// Figures of `storegate bench rfid-count`.
+#[derive(Debug, Clone)]
+pub struct RfidCountFigures {
+    pub tags: usize,
+    pub skus: usize,
+    pub ms: f64,
+    pub seen: i64,
+}
+
+/// A tag table of `tags` SGTIN-96 tags over `skus` SKUs in one zone, then
+/// one RFID count over it, timed.
+pub async fn rfid_count(
+    dir: &Path,
+    tags: usize,
+    skus: usize,
+) -> Result<RfidCountFigures, Box<dyn std::error::Error>> {
+    let path = dir.join("bench-rfid.db");
+    let conn = fresh_db(&path, Durability::Normal)?;
+    let (writer, thread) = Writer::spawn(conn, Box::new(crate::domain::Projections::default()))?;
+    let now = crate::event::now_millis();
+    writer
+        .transact(move |w| {
+            let c = w.conn();
+            for s in 0..skus {
+                let gtin = format!("0400638{:06}", s);
+                let check = crate::domain::sgtin::gtin_check_digit(&gtin).unwrap_or(0);
+                let gtin14 = crate::domain::sgtin::normalize_gtin(&format!("{gtin}{check}")).unwrap_or_default();
+                c.execute(
+                    "INSERT INTO gtins (gtin, sku) VALUES (?1, ?2)",
+                    rusqlite::params![gtin14, format!("SKU-{s}")],
+                )
+                .map_err(|e| StoreError::Rejected(e.to_string()))?;
+                c.execute(
+                    "INSERT INTO stock (sku, on_hand) VALUES (?1, ?2)",
+                    rusqlite::params![format!("SKU-{s}"), (tags / skus) as i64],
+                )
+                .map_err(|e| StoreError::Rejected(e.to_string()))?;
+            }
+            for t in 0..tags {
+                c.execute(
+                    "INSERT INTO tags (epc, zone, reader, sku, first_seen_ms, last_seen_ms) VALUES (?1, 'salesfloor', 'r', ?2, ?3, ?3)",
+                    rusqlite::params![format!("30{t:022X}"), format!("SKU-{}", t % skus), now.timestamp_millis()],
+                )
+                .map_err(|e| StoreError::Rejected(e.to_string()))?;
+            }
+            Ok(())
+        })
+        .await?;
+    let from = now - chrono::Duration::hours(1);
+    let to = now + chrono::Duration::hours(1);
+    let conn = db::open_read(&path)?;
+    let started = Instant::now();
+    let count = crate::domain::counts::rfid_count(&conn, "salesfloor", from, to)?;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    drop(writer);
+    tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .ok();
+    Ok(RfidCountFigures {
+        tags,
+        skus,
+        ms,
+        seen: count.lines.iter().map(|l| l.counted).sum(),
+    })
+}

@@ -124,6 +124,50 @@ pub fn bench_journal(opts: JournalBench) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `storegate bench sync`.
+pub fn bench_sync(dir: &Path, events: usize) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let f = runtime
+        .block_on(bench::sync_drain(dir, events))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "storegate bench sync  ({}, {} cores)",
+        bench::stamp(),
+        num_cpus()
+    );
+    println!(
+        "  backlog drained             {} events in {} batches",
+        f.events, f.batches
+    );
+    println!("  time                        {:.2} s", f.seconds);
+    println!(
+        "  rate                        {:>10.0} events/s  (gzip, loopback reference central)",
+        f.per_s
+    );
+    Ok(())
+}
+
+/// `storegate bench rfid-count`.
+pub fn bench_rfid_count(dir: &Path, tags: usize, skus: usize) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let f = runtime
+        .block_on(bench::rfid_count(dir, tags, skus.max(1)))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "storegate bench rfid-count  ({}, {} cores)",
+        bench::stamp(),
+        num_cpus()
+    );
+    println!(
+        "  tags in zone                {} over {} SKUs ({} counted)",
+        f.tags, f.skus, f.seen
+    );
+    println!("  count time                  {:.1} ms", f.ms);
+    Ok(())
+}
+
 fn num_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }

@@ -35,7 +35,29 @@ pub enum DaemonError {
 /// How often departed tags are swept and tag sightings flushed.
 const TAG_PERIOD: Duration = Duration::from_secs(5);
 
+/// Run until SIGTERM or SIGINT.
 pub async fn run(setup: Setup) -> Result<(), DaemonError> {
+    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    run_until(setup, async move {
+        let which = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(
+            signal = which,
+            "shutting down: stopping devices, draining the journal writer"
+        );
+    })
+    .await
+}
+
+/// Run until `stop` completes (signals for `run`, a timer for `demo`),
+/// then stop taking input, let the writer commit what is queued, and return.
+pub async fn run_until(
+    setup: Setup,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), DaemonError> {
     let Setup { config, profiles } = setup;
     let path = config.db_path();
     let conn = db::open_write(&path, config.durability)?;
@@ -177,16 +199,7 @@ pub async fn run(setup: Setup) -> Result<(), DaemonError> {
         "storegate is running"
     );
 
-    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
-    let which = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    tracing::info!(
-        signal = which,
-        "shutting down: stopping devices, draining the journal writer"
-    );
+    stop.await;
     trigger.trigger();
     // Device sessions finish their current delivery (and so its commit)
     // before they return.

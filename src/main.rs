@@ -93,6 +93,22 @@ enum BenchCommand {
         #[arg(long)]
         normal: bool,
     },
+    /// Drain a journal backlog to a reference central on loopback.
+    Sync {
+        #[arg(long, default_value = "./bench-data")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+    },
+    /// One RFID count over a large tag table.
+    RfidCount {
+        #[arg(long, default_value = "./bench-data")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 50_000)]
+        tags: usize,
+        #[arg(long, default_value_t = 500)]
+        skus: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -140,6 +156,10 @@ fn main() -> ExitCode {
                 Durability::Full
             },
         }),
+        Command::Bench(BenchCommand::Sync { dir, events }) => cli::bench_sync(&dir, events),
+        Command::Bench(BenchCommand::RfidCount { dir, tags, skus }) => {
+            cli::bench_rfid_count(&dir, tags, skus)
+        }
         Command::Debug(DebugCommand::Ingest {
             db,
             producers,
@@ -158,7 +178,8 @@ fn main() -> ExitCode {
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("STOREGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // rumqttd logs every device connection at info: keep it for warnings.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -156,7 +156,7 @@ async fn stream_session(
     let source = spec.source();
     let context = DecodeContext {
         device_id: id.to_string(),
-        member_key: vec![],
+        member_key: ingest.member_key().to_vec(),
     };
     let mut lines = LineSplitter::new(MAX_LINE);
     loop {

@@ -53,6 +53,7 @@ pub struct Ingest {
     tags: Arc<Mutex<TagTracker>>,
     bursts: Arc<Mutex<HashMap<String, Burst>>>,
     quota: Quota,
+    member_key: Arc<Vec<u8>>,
 }
 
 impl Ingest {
@@ -63,7 +64,18 @@ impl Ingest {
             tags,
             bursts: Arc::default(),
             quota: Quota::default(),
+            member_key: Arc::default(),
         }
+    }
+
+    /// The key codecs hash loyalty member ids with (see domain::privacy).
+    pub fn with_member_key(mut self, key: Vec<u8>) -> Self {
+        self.member_key = Arc::new(key);
+        self
+    }
+
+    pub fn member_key(&self) -> &[u8] {
+        &self.member_key
     }
 
     /// Refuse input while the disk quota is exhausted by events that must

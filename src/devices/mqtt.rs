@@ -251,7 +251,7 @@ impl Hub {
         shutdown: &mut Shutdown,
     ) -> Result<(), DeviceError> {
         let id = spec.id();
-        let reader = Reader::new(spec)?;
+        let reader = Reader::new(spec, ingest.member_key())?;
         let inbox = self.inner.register(id, &reader.filter);
         // The runner runs one session per device at a time; the lock only
         // makes that explicit.
@@ -731,7 +731,7 @@ enum Decoder {
 }
 
 impl Reader {
-    fn new(spec: &DeviceSpec) -> Result<Reader, DeviceError> {
+    fn new(spec: &DeviceSpec, member_key: &[u8]) -> Result<Reader, DeviceError> {
         let Transport::Mqtt { topic } = &spec.config.transport else {
             return Err(DeviceError::Open {
                 what: spec.config.transport.endpoint(),
@@ -743,12 +743,9 @@ impl Reader {
                 topic.clone(),
                 Decoder::Json {
                     codec: codec.clone(),
-                    // TODO: the loyalty member key is a store secret that
-                    // does not reach the devices yet; with an empty key
-                    // member ids are still only stored hashed.
                     context: DecodeContext {
                         device_id: spec.id().to_string(),
-                        member_key: Vec::new(),
+                        member_key: member_key.to_vec(),
                     },
                 },
             ),

@@ -10,6 +10,7 @@ pub mod labels;
 pub mod money;
 pub mod price_text;
 pub mod prices;
+pub mod privacy;
 pub mod rfid;
 pub mod sgtin;
 pub mod stock;

@@ -1,0 +1,36 @@
+//! Privacy: no customer personal data is stored. A loyalty member id in a
+//! POS payload is replaced by a keyed hash (HMAC-SHA256 in the json codec)
+//! under a secret generated once per store and kept in the database, so
+//! the same member gives the same hash in this store and the hash cannot be
+//! reversed or matched across stores without the key.
+
+use rand::RngCore;
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::db::{SqlContext, StoreError};
+
+/// The store's member-id hashing key, created on first use.
+pub fn member_key(conn: &Connection) -> Result<Vec<u8>, StoreError> {
+    let existing: Option<String> = conn
+        .query_row(
+            "SELECT value FROM settings WHERE key = 'member_key'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .ctx("reading the member key")?;
+    if let Some(k) = existing
+        .and_then(|h| hex::decode(h).ok())
+        .filter(|k| k.len() == 32)
+    {
+        return Ok(k);
+    }
+    let mut key = vec![0u8; 32];
+    rand::rng().fill_bytes(&mut key);
+    conn.execute(
+        "INSERT INTO settings (key, value) VALUES ('member_key', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [hex::encode(&key)],
+    )
+    .ctx("storing the member key")?;
+    Ok(key)
+}
