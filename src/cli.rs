@@ -148,6 +148,33 @@ pub fn bench_sync(dir: &Path, events: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `storegate bench mqtt`.
+pub fn bench_mqtt(dir: &Path, reads: usize) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let f = runtime
+        .block_on(bench::mqtt::run(dir, reads))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "storegate bench mqtt  ({}, {} cores, embedded rumqttd, QoS 1)",
+        bench::stamp(),
+        num_cpus()
+    );
+    println!(
+        "  tag reads                   {} (Zebra IoT Connector JSON, 5,000 distinct tags)",
+        f.reads
+    );
+    println!(
+        "  bare rumqttc subscriber     {:>10.0} reads/s",
+        f.bare_per_s
+    );
+    println!(
+        "  storegate end to end        {:>10.0} reads/s  (broker -> parsed -> tag state, commit before PUBACK)",
+        f.agent_per_s
+    );
+    println!("  ratio                       {:>10.2}", f.ratio());
+    Ok(())
+}
+
 /// `storegate bench rfid-count`.
 pub fn bench_rfid_count(dir: &Path, tags: usize, skus: usize) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;

@@ -30,6 +30,8 @@ pub enum DaemonError {
     Mqtt(String),
     #[error("central: {0}")]
     Sync(String),
+    #[error("cannot listen on {0}: {1} (is another storegate running, or change [api] listen)")]
+    Listen(std::net::SocketAddr, std::io::Error),
 }
 
 /// How often departed tags are swept and tag sightings flushed.
@@ -157,6 +159,53 @@ pub async fn run_until(
         }
         None => tracing::info!("no [central] url: running store-only"),
     }
+    // The local API: bind before announcing we run, so a taken port is a
+    // start-up error with the address in it, not a silent absence.
+    let tokens = crate::api::Tokens::from_config(&config.api);
+    let api_state = || {
+        crate::api::ApiState::new(
+            config.store_id.clone(),
+            path.clone(),
+            writer.clone(),
+            health.clone(),
+            link.clone(),
+            tokens.clone(),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind(config.api.listen)
+        .await
+        .map_err(|e| DaemonError::Listen(config.api.listen, e))?;
+    let mut main_state = api_state();
+    main_state.ops_on_main = config.api.ops_listen.is_none();
+    tasks.spawn(serve_logged(
+        "API",
+        crate::api::serve(main_state, listener, shutdown.clone()),
+    ));
+    if let Some(ops) = config.api.ops_listen {
+        let listener = tokio::net::TcpListener::bind(ops)
+            .await
+            .map_err(|e| DaemonError::Listen(ops, e))?;
+        tasks.spawn(serve_logged(
+            "ops API",
+            crate::api::serve_ops(api_state(), listener, shutdown.clone()),
+        ));
+    }
+    let mut hangup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+    {
+        let tokens = tokens.clone();
+        let mut shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = hangup.recv() => {
+                        tracing::info!("SIGHUP: re-reading token files");
+                        tokens.reload();
+                    }
+                    _ = shutdown.wait() => break,
+                }
+            }
+        });
+    }
     tasks.spawn(sync::retention::run(
         writer.clone(),
         config.journal_retention_h,
@@ -267,6 +316,15 @@ async fn price_boundaries(
         if !shutdown.sleep(wait).await {
             break;
         }
+    }
+}
+
+async fn serve_logged(
+    what: &'static str,
+    server: impl std::future::Future<Output = std::io::Result<()>>,
+) {
+    if let Err(e) = server.await {
+        tracing::error!(error = %e, "{what} stopped");
     }
 }
 

@@ -1,6 +1,7 @@
 //! storegate: the in-store edge agent. Devices -> events -> journal ->
 //! projections -> outputs; see DESIGN.md in the docs for the invariants.
 
+pub mod api;
 pub mod backoff;
 pub mod bench;
 pub mod cli;
@@ -8,6 +9,7 @@ pub mod codecs;
 pub mod config;
 pub mod daemon;
 pub mod db;
+pub mod demo;
 pub mod devices;
 pub mod domain;
 pub mod event;

@@ -14,7 +14,9 @@ Examples:
   storegate check --config examples/store.toml     validate a config, list its devices
   storegate run --config /etc/storegate/storegate.toml
   storegate status                                 journal, sync and counts (daemon may run)
-  storegate bench journal                          measure durable ingest on this box";
+  storegate bench journal                          measure durable ingest on this box
+  storegate demo                                   the whole store simulated on this machine
+  storegate sim m100 --port /dev/ttyUSB1           a simulated device for checking an installation";
 
 #[derive(Parser)]
 #[command(name = "storegate", version, about = "In-store edge agent: devices -> local SQLite journal -> central", after_help = EXAMPLES)]
@@ -61,6 +63,12 @@ enum Command {
     /// Measure performance on this machine and print the figures.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// The whole store on this machine, no hardware: simulated devices and
+    /// central platform around the real agent, with a scripted store day.
+    Demo(storegate::demo::DemoArgs),
+    /// A simulated device or central platform, for checking an installation.
+    #[command(subcommand)]
+    Sim(storegate::sim::cli::SimCommand),
     /// Tools for tests and debugging.
     #[command(subcommand, hide = true)]
     Debug(DebugCommand),
@@ -100,6 +108,13 @@ enum BenchCommand {
         #[arg(long, default_value_t = 1_000_000)]
         events: usize,
     },
+    /// RFID reads over MQTT end to end vs a bare subscriber on the same broker.
+    Mqtt {
+        #[arg(long, default_value = "./bench-data")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 100_000)]
+        reads: usize,
+    },
     /// One RFID count over a large tag table.
     RfidCount {
         #[arg(long, default_value = "./bench-data")]
@@ -130,8 +145,14 @@ enum DebugCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Demo(args) = cli.command {
+        // The demo logs to a file in its data directory.
+        return storegate::demo::main(args, matches!(cli.log_format, LogFormat::Json));
+    }
     init_logging(cli.log_format);
     let result = match cli.command {
+        Command::Demo(_) => Ok(()),
+        Command::Sim(s) => storegate::sim::cli::run(s),
         Command::Check(c) => return cli::check(&c.config),
         Command::Run(c) => cli::run(&c.config),
         Command::Status(c) => cli::status(&c.config),
@@ -157,6 +178,7 @@ fn main() -> ExitCode {
             },
         }),
         Command::Bench(BenchCommand::Sync { dir, events }) => cli::bench_sync(&dir, events),
+        Command::Bench(BenchCommand::Mqtt { dir, reads }) => cli::bench_mqtt(&dir, reads),
         Command::Bench(BenchCommand::RfidCount { dir, tags, skus }) => {
             cli::bench_rfid_count(&dir, tags, skus)
         }

@@ -89,7 +89,8 @@ fn a_missing_config_file_is_named() {
 #[test]
 fn run_stops_cleanly_on_sigterm_and_status_reads_beside_it() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write_config(dir.path(), "");
+    // Port 0: tests run in parallel and must not fight over 8080.
+    let path = write_config(dir.path(), "[api]\nlisten = \"127.0.0.1:0\"\n");
     let mut child = Command::new(env!("CARGO_BIN_EXE_storegate"))
         .args(["run", "--config", path.to_str().unwrap()])
         .env("STOREGATE_LOG", "info")

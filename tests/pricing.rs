@@ -290,9 +290,26 @@ async fn conflicts_plain_grace_window_and_unconfirmed_label() {
         open.iter().filter(|a| a.code == "price_conflict").count(),
         1
     );
+    // The labels are re-pushed at once, as a new version: its confirmation
+    // is a new fact, not taken for a redelivery of the first one.
     let l = shop.q(|c| labels::labels_of(c, "SKU-1001").unwrap()).await;
     assert_eq!(l[0].state, "pending", "labels re-pushed at once");
-    shop.ack("0000021A4B3C5D6E", 57, LabelStatus::Ok).await;
+    let repushed = l[0].want_version.unwrap();
+    assert!(repushed > 57);
+    let due = shop.q(move |c| labels::due(c, t0).unwrap()).await;
+    assert_eq!(
+        (due.len(), due[0].version, due[0].price_minor),
+        (1, repushed, 249)
+    );
+    shop.q(move |c| labels::mark_sent(c, "0000021A4B3C5D6E", repushed, t0).unwrap())
+        .await;
+    shop.ack("0000021A4B3C5D6E", repushed, LabelStatus::Ok)
+        .await;
+    let l = shop.q(|c| labels::labels_of(c, "SKU-1001").unwrap()).await;
+    assert_eq!(
+        (l[0].state.as_str(), l[0].shows_price_minor),
+        ("ok", Some(249))
+    );
     // A right sale resolves the alert.
     shop.sale("R-2", "SKU-1001", 249, t0 + Duration::minutes(2))
         .await;

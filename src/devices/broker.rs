@@ -129,11 +129,16 @@ fn broker_config(listen: SocketAddr) -> Config {
             // Readers, tills, label gateways and the agent of one store.
             max_connections: 1000,
             max_outgoing_packet_count: 200,
-            // Messages are kept in memory per topic filter, in segments;
-            // 4 x 4 MiB bounds one filter's backlog (a segment must hold
-            // at least one maximal payload).
-            max_segment_size: 4 * 1024 * 1024,
-            max_segment_count: 4,
+            // Messages are kept in memory per topic filter, in a ring of
+            // segments. rumqttd drops the oldest segment when the ring is
+            // full, even if the agent has not read it yet (it does not push
+            // back on publishers), so the ring must hold any backlog the
+            // agent can build up: 16 x 16 MiB, about a minute of a busy
+            // store's reads behind a stalled agent. Memory is used only
+            // while a backlog exists. Stores that need more use an external
+            // broker with persistence (docs/config.md).
+            max_segment_size: 16 * 1024 * 1024,
+            max_segment_count: 16,
             custom_segment: None,
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),

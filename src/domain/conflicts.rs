@@ -17,7 +17,12 @@ use crate::db::StoreError;
 use crate::domain::{alerts, labels, prices};
 use crate::event::{Event, EventBody, NewEvent, PriceConflict, Severity};
 
-pub fn check(conn: &Connection, event: &Event, grace_s: i64) -> Result<Vec<NewEvent>, StoreError> {
+pub fn check(
+    conn: &Connection,
+    event: &Event,
+    grace_s: i64,
+    locale: &str,
+) -> Result<Vec<NewEvent>, StoreError> {
     let EventBody::Sale(line) = &event.body else {
         return Ok(Vec::new());
     };
@@ -76,7 +81,7 @@ pub fn check(conn: &Connection, event: &Event, grace_s: i64) -> Result<Vec<NewEv
         )?);
         return Ok(derived);
     }
-    labels::repush(conn, &line.sku)?;
+    prices::republish(conn, &line.sku, event.ts.max(chrono::Utc::now()), locale)?;
     let first = &conflicts[0];
     let mut context = serde_json::Map::new();
     context.insert("sku".into(), first.sku.clone().into());

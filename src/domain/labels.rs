@@ -161,17 +161,6 @@ pub fn timed_out(
     Ok(out)
 }
 
-/// Force a re-send of a SKU's labels now (after a price conflict).
-pub fn repush(conn: &Connection, sku: &str) -> Result<usize, StoreError> {
-    conn.prepare_cached(
-        "UPDATE labels SET sent_version = NULL, next_attempt_ms = 0,
-           state = CASE WHEN state = 'ok' THEN 'pending' ELSE state END
-         WHERE sku = ?1 AND want_version IS NOT NULL",
-    )
-    .and_then(|mut st| st.execute([sku]))
-    .ctx("re-pushing labels")
-}
-
 /// Projection of `label_ack` events; may open or resolve `label_stale`.
 pub fn apply(conn: &Connection, event: &Event) -> Result<Option<NewEvent>, StoreError> {
     let EventBody::LabelAck(a) = &event.body else {

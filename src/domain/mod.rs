@@ -27,12 +27,15 @@ pub struct Projections {
     thresholds: std::collections::HashMap<String, (Option<f64>, Option<f64>)>,
     /// `pricing.conflict_grace_s`.
     grace_s: i64,
+    /// How label prices are written (label re-pushes after conflicts).
+    locale: String,
 }
 
 impl Projections {
     pub fn new(config: &crate::config::Config) -> Self {
         Projections {
             grace_s: config.pricing.conflict_grace_s as i64,
+            locale: config.locale.clone(),
             thresholds: config
                 .devices
                 .iter()
@@ -51,7 +54,7 @@ impl Projector for Projections {
         let mut derived = Vec::new();
         derived.extend(stock::apply(conn, event)?);
         derived.extend(labels::apply(conn, event)?);
-        derived.extend(conflicts::check(conn, event, self.grace_s)?);
+        derived.extend(conflicts::check(conn, event, self.grace_s, &self.locale)?);
         match &event.body {
             EventBody::Reading(r) if r.name == "temperature" => {
                 if let Some(&(above, below)) = self.thresholds.get(&event.device) {

@@ -243,7 +243,19 @@ pub fn refresh(
             v
         }
     };
-    // Labels that do not yet want this version get it now.
+    issue_updates(conn, sku, &eff, version, now, locale)
+}
+
+/// Give every label of `sku` that does not yet want `version` a pending
+/// update with the content of `eff`. Returns whether any label got one.
+fn issue_updates(
+    conn: &Connection,
+    sku: &str,
+    eff: &ShelfPrice,
+    version: i64,
+    now: DateTime<Utc>,
+    locale: &str,
+) -> Result<bool, StoreError> {
     let labels: Vec<String> = {
         let mut st = conn
             .prepare_cached("SELECT label_id FROM labels WHERE sku = ?1 AND (want_version IS NULL OR want_version != ?2)")
@@ -291,6 +303,27 @@ pub fn refresh(
         .ctx("marking a label pending")?;
     }
     Ok(true)
+}
+
+/// Send the SKU's current shelf price to its labels again, as a new label
+/// version (after a price conflict: a label may show something else). A
+/// new version, not the old one again: its confirmation is a new fact with
+/// its own natural key, where a second confirmation of the same version
+/// would be taken for a redelivery.
+pub fn republish(
+    conn: &Connection,
+    sku: &str,
+    now: DateTime<Utc>,
+    locale: &str,
+) -> Result<bool, StoreError> {
+    let Some(eff) = effective(conn, sku, now)? else {
+        return Ok(false);
+    };
+    let version = next_label_version(conn)?;
+    conn.prepare_cached("UPDATE shelf_prices SET label_version = ?2 WHERE sku = ?1")
+        .and_then(|mut st| st.execute(params![sku, version]))
+        .ctx("recording the label version")?;
+    issue_updates(conn, sku, &eff, version, now, locale)
 }
 
 fn next_label_version(conn: &Connection) -> Result<i64, StoreError> {

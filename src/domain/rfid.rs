@@ -91,6 +91,15 @@ impl TagTracker {
         self.tags.is_empty()
     }
 
+    /// Whether this read would be a transition (a new tag, or a move), as
+    /// opposed to a repeat that only updates the table.
+    pub fn would_transition(&self, read: &TagRead, zone: &str) -> bool {
+        match self.tags.get(&read.epc) {
+            Some(t) => t.zone != zone && read.ts - t.last_seen >= self.dedup_window,
+            None => true,
+        }
+    }
+
     /// Take one read; returns the transition to journal, if any.
     /// `sku_of_gtin` maps a GTIN-14 to the catalog's SKU.
     pub fn observe(

@@ -143,6 +143,32 @@ impl Central {
         }
     }
 
+    /// The state as JSON, for `sim central --state FILE`.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Plain data (maps, numbers, strings, JSON values): cannot fail.
+        serde_json::to_vec_pretty(&*self.lock()).unwrap_or_default()
+    }
+
+    /// Load a state file written by [`Central::save`]; `Ok(None)` when
+    /// there is none yet.
+    pub fn load(path: &std::path::Path) -> Result<Option<Central>, String> {
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(|s| Some(Central::new(s)))
+                .map_err(|e| format!("{}: not a central state file: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+
+    /// Write the state to `path` atomically (a temporary file renamed over
+    /// it), so a crash never leaves half a file.
+    pub fn save(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, self.to_json())?;
+        std::fs::rename(&tmp, path)
+    }
+
     pub fn view(&self, store: &str) -> StoreView {
         self.lock().stores.get(store).cloned().unwrap_or_default()
     }

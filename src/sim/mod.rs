@@ -1,4 +1,14 @@
 //! Simulators that speak the real formats over the real transports, for
 //! `storegate demo`, `storegate sim ...` and the tests.
 
+pub mod catalog;
 pub mod central;
+pub mod cli;
+pub mod esl;
+pub mod m100;
+pub mod mqtt;
+pub mod pos;
+pub mod pty;
+pub mod say;
+pub mod shelf;
+pub mod zebra;

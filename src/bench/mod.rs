@@ -13,6 +13,8 @@ use crate::config::Durability;
 use crate::db::{self, StoreError, Writer, writer::NoProjections};
 use crate::event::{EventBody, NewEvent, SaleLine, TagTransition};
 
+pub mod mqtt;
+
 /// Options of `storegate bench journal`.
 #[derive(Debug, Clone)]
 pub struct JournalBench {
@@ -143,15 +145,21 @@ async fn ingest_rate(path: &Path, opts: &JournalBench) -> Result<(f64, u64), Sto
     let conn = fresh_db(path, opts.durability)?;
     let (writer, thread) = Writer::spawn(conn, Box::new(NoProjections))?;
     let per_producer = opts.events / opts.producers.max(1);
+    // Built before the clock starts, as the raw side's rows are.
+    let inputs: Vec<Vec<NewEvent>> = (0..opts.producers.max(1))
+        .map(|p| {
+            (0..per_producer)
+                .map(|i| sample_event(p * per_producer + i))
+                .collect()
+        })
+        .collect();
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for p in 0..opts.producers.max(1) {
+    for events in inputs {
         let writer = writer.clone();
         tasks.push(tokio::spawn(async move {
-            for i in 0..per_producer {
-                writer
-                    .append(vec![sample_event(p * per_producer + i)])
-                    .await?;
+            for e in events {
+                writer.append(vec![e]).await?;
             }
             Ok::<(), StoreError>(())
         }));

@@ -1,0 +1,584 @@
+//! The endpoints of spec/local-api.md. Each handler checks its input,
+//! then reads on a read-only connection or writes through the writer; the
+//! domain functions (`crate::domain`) do the actual work.
+
+use std::collections::{HashMap, HashSet};
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, Method, Uri, header};
+use axum::response::{Html, IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::error::{ApiError, JsonBody};
+use super::{DEVICE, Shared, read, write};
+use crate::db::{SqlContext, StoreError, journal};
+use crate::domain::counts::{self, CountLine, CountSession, ReceiptLine, RfidCount};
+use crate::domain::{alerts, catalog, labels, prices, stock};
+use crate::event::{format_ts, ts_from_millis};
+use crate::sync::Link;
+
+/// `limit` of `/v1/events` when the caller gives none, and its maximum.
+const EVENTS_DEFAULT_LIMIT: usize = 1000;
+const EVENTS_MAX_LIMIT: usize = 10_000;
+
+/// The staff page, embedded in the binary.
+const STAFF_PAGE: &str = include_str!("staff.html");
+
+fn link_text(link: Link) -> &'static str {
+    match link {
+        Link::Online => "online",
+        // Unknown (not tried yet, or no central configured) counts as
+        // offline: nothing has been confirmed to reach central.
+        Link::Offline | Link::Unknown => "offline",
+    }
+}
+
+/// Unknown routes: 404 with the error body.
+pub async fn no_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::not_found(format!("no such endpoint: {method} {}", uri.path()))
+}
+
+/// `GET /`: the staff page.
+pub async fn staff_page() -> Response {
+    let mut response = Html(STAFF_PAGE).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    // The page is self-contained: its inline script and style, and calls
+    // to this origin only.
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; form-action 'none'; frame-ancestors 'none'",
+        ),
+    );
+    response
+}
+
+/// `GET /healthz`: always 200 while the API runs; `status` says whether
+/// everything is well.
+pub async fn healthz(State(state): State<Shared>) -> Json<Value> {
+    let (up, down) = state.health.counts();
+    let central = link_text(*state.link.borrow());
+    let db = read(&state, |conn| {
+        let head = journal::head(conn)?;
+        let acked = crate::sync::state::read(conn)?.last_acked_seq;
+        Ok(head - acked)
+    })
+    .await;
+    let (db_text, backlog) = match db {
+        Ok(backlog) => ("ok", json!(backlog)),
+        Err(e) => {
+            tracing::warn!(error = %e.message, "healthz: the database cannot be read");
+            ("error", Value::Null)
+        }
+    };
+    let status = if db_text == "ok" && down == 0 {
+        "ok"
+    } else {
+        "degraded"
+    };
+    Json(json!({
+        "status": status,
+        "db": db_text,
+        "devices": {"up": up, "down": down},
+        "central": central,
+        "backlog": backlog,
+    }))
+}
+
+/// `GET /metrics`: Prometheus text.
+pub async fn metrics(State(state): State<Shared>) -> Result<Response, ApiError> {
+    let render = state.metrics.clone();
+    let text = tokio::task::spawn_blocking(move || render())
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "rendering metrics failed");
+            ApiError::internal("rendering the metrics failed; it has been logged")
+        })?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response())
+}
+
+// ---------------------------------------------------------------- staff
+
+/// `GET /v1/skus/{sku_or_gtin}`: what the staff page shows for a product.
+pub async fn sku(
+    State(state): State<Shared>,
+    Path(code): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let code = code.trim().to_string();
+    let view = read(&state, move |conn| sku_view(conn, &code)).await?;
+    Ok(Json(view))
+}
+
+/// The SKU a scanned or typed code means: the code itself when it is a
+/// known SKU (in the catalog or with stock), else the SKU of that GTIN.
+fn resolve_sku(conn: &Connection, code: &str) -> Result<Option<String>, StoreError> {
+    let known: bool = conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM catalog WHERE sku = ?1) OR EXISTS (SELECT 1 FROM stock WHERE sku = ?1)",
+        )
+        .and_then(|mut st| st.query_row([code], |r| r.get(0)))
+        .ctx("looking up a SKU")?;
+    if known {
+        return Ok(Some(code.to_string()));
+    }
+    catalog::sku_for_gtin(conn, code)
+}
+
+fn sku_view(conn: &Connection, code: &str) -> Result<Value, ApiError> {
+    let Some(sku) = resolve_sku(conn, code)? else {
+        return Err(ApiError::not_found(format!(
+            "{code:?} is neither a SKU nor a GTIN this store knows"
+        )));
+    };
+    let name: Option<String> = conn
+        .prepare_cached("SELECT name FROM catalog WHERE sku = ?1")
+        .and_then(|mut st| st.query_row([&sku], |r| r.get(0)).optional())
+        .ctx("reading a catalog item")?;
+    let gtins: Vec<String> = {
+        let mut st = conn
+            .prepare_cached("SELECT gtin FROM gtins WHERE sku = ?1 ORDER BY gtin")
+            .ctx("listing GTINs")?;
+        let rows = st.query_map([&sku], |r| r.get(0)).ctx("listing GTINs")?;
+        rows.collect::<Result<_, _>>().ctx("listing GTINs")?
+    };
+    let on_hand = stock::on_hand(conn, &sku)?;
+    let price = prices::effective(conn, &sku, Utc::now())?;
+    let labels = labels::labels_of(conn, &sku)?;
+    let last_count = last_count(conn, &sku)?;
+    // The SKU's own alerts and those of its shelf slots (`SKU@shelf/slot`).
+    let slot_prefix = format!("{sku}@");
+    let alerts: Vec<_> = alerts::open_alerts(conn)?
+        .into_iter()
+        .filter(|a| a.subject == sku || a.subject.starts_with(&slot_prefix))
+        .collect();
+    Ok(json!({
+        "sku": sku,
+        "name": name,
+        "gtins": gtins,
+        "on_hand": on_hand,
+        "price_minor": price.as_ref().map(|p| p.price_minor),
+        "currency": price.as_ref().map(|p| p.currency.clone()),
+        "promo_until": price.as_ref().and_then(|p| p.promo_until).map(|t| format_ts(&t)),
+        "labels": labels,
+        "last_count": last_count,
+        "alerts": alerts,
+    }))
+}
+
+fn last_count(conn: &Connection, sku: &str) -> Result<Option<Value>, StoreError> {
+    conn.prepare_cached(
+        "SELECT session_id, zone, counted, expected, method, at_ms FROM last_counts WHERE sku = ?1",
+    )
+    .and_then(|mut st| {
+        st.query_row([sku], |r| {
+            Ok(json!({
+                "session_id": r.get::<_, String>(0)?,
+                "zone": r.get::<_, String>(1)?,
+                "counted": r.get::<_, i64>(2)?,
+                "expected": r.get::<_, i64>(3)?,
+                "method": r.get::<_, String>(4)?,
+                "at": format_ts(&ts_from_millis(r.get(5)?)),
+            }))
+        })
+        .optional()
+    })
+    .ctx("reading the last count")
+}
+
+/// A new count session id: `C-<UTC time to the ms>-<random>`, unique
+/// enough that two handhelds counting at the same instant do not collide
+/// (the id is part of the count events' natural key).
+fn new_session_id() -> String {
+    format!(
+        "C-{}-{:06x}",
+        Utc::now().format("%Y%m%dT%H%M%S%3fZ"),
+        rand::random::<u32>() & 0xff_ffff
+    )
+}
+
+/// A required text field must not be blank.
+fn required(field: &str, value: &str) -> Result<(), ApiError> {
+    if value.trim().is_empty() {
+        return Err(ApiError::bad_request(format!("{field} must not be empty")));
+    }
+    Ok(())
+}
+
+/// A SKU may appear once per request: a second line for the same SKU
+/// would be taken as a redelivery of the first (same natural key).
+fn unique_skus<'a>(skus: impl Iterator<Item = &'a str>) -> Result<(), ApiError> {
+    let mut seen = HashSet::new();
+    for (i, sku) in skus.enumerate() {
+        required(&format!("lines[{i}].sku"), sku)?;
+        if !seen.insert(sku) {
+            return Err(ApiError::bad_request(format!(
+                "lines[{i}].sku: {sku:?} appears more than once; send one line per SKU"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn default_method() -> String {
+    "scan".into()
+}
+
+/// `POST /v1/counts` body.
+#[derive(Debug, Deserialize)]
+pub struct CountRequest {
+    zone: String,
+    #[serde(default = "default_method")]
+    method: String,
+    lines: Vec<CountLine>,
+    #[serde(default)]
+    apply: bool,
+    #[serde(default)]
+    by: Option<String>,
+}
+
+/// `POST /v1/counts`: journal a count session (and, with `apply`, the
+/// adjustments that bring on hand to the counted figures).
+pub async fn count(
+    State(state): State<Shared>,
+    JsonBody(req): JsonBody<CountRequest>,
+) -> Result<Json<Value>, ApiError> {
+    required("zone", &req.zone)?;
+    if !matches!(req.method.as_str(), "scan" | "manual" | "rfid") {
+        return Err(ApiError::bad_request(format!(
+            "method: {:?} is not one of scan, manual, rfid",
+            req.method
+        )));
+    }
+    if req.lines.is_empty() {
+        return Err(ApiError::bad_request("lines must not be empty"));
+    }
+    unique_skus(req.lines.iter().map(|l| l.sku.as_str()))?;
+    if let Some(i) = req.lines.iter().position(|l| l.counted < 0) {
+        return Err(ApiError::bad_request(format!(
+            "lines[{i}].counted must not be negative"
+        )));
+    }
+    let session_id = new_session_id();
+    let id = session_id.clone();
+    let lines = write(&state, move |w| {
+        let session = CountSession {
+            device: DEVICE,
+            session_id: &id,
+            zone: &req.zone,
+            method: &req.method,
+            apply: req.apply,
+            by: req.by.as_deref(),
+        };
+        counts::record_count(w, &session, &req.lines)
+    })
+    .await?;
+    Ok(Json(json!({"session_id": session_id, "lines": lines})))
+}
+
+/// `POST /v1/counts/rfid` body.
+#[derive(Debug, Deserialize)]
+pub struct RfidCountRequest {
+    zone: String,
+    #[serde(with = "crate::event::ts_format")]
+    from: DateTime<Utc>,
+    #[serde(with = "crate::event::ts_format")]
+    to: DateTime<Utc>,
+    #[serde(default)]
+    apply: bool,
+    #[serde(default)]
+    by: Option<String>,
+}
+
+/// The RFID count, and the session it was recorded under when applied.
+#[derive(Debug, Serialize)]
+pub struct RfidCountAnswer {
+    #[serde(flatten)]
+    count: RfidCount,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_id: Option<String>,
+}
+
+/// `POST /v1/counts/rfid`: compare the tags seen in a zone and window with
+/// on hand. With `apply`, the SKUs seen are recorded as an `rfid` count
+/// and brought to the counted figures; SKUs not seen are only reported
+/// (`expected_unseen`), since a zone rarely holds all of a SKU's stock.
+pub async fn rfid_count(
+    State(state): State<Shared>,
+    JsonBody(req): JsonBody<RfidCountRequest>,
+) -> Result<Json<RfidCountAnswer>, ApiError> {
+    required("zone", &req.zone)?;
+    if req.from > req.to {
+        return Err(ApiError::bad_request("from must not be after to"));
+    }
+    let RfidCountRequest {
+        zone,
+        from,
+        to,
+        apply,
+        by,
+    } = req;
+    if !apply {
+        let count = read(&state, move |conn| {
+            Ok(counts::rfid_count(conn, &zone, from, to)?)
+        })
+        .await?;
+        return Ok(Json(RfidCountAnswer {
+            count,
+            session_id: None,
+        }));
+    }
+    let session_id = new_session_id();
+    let id = session_id.clone();
+    let count = write(&state, move |w| {
+        let mut count = counts::rfid_count(w.conn(), &zone, from, to)?;
+        let lines: Vec<CountLine> = count
+            .lines
+            .iter()
+            .map(|l| CountLine {
+                sku: l.sku.clone(),
+                counted: l.counted,
+            })
+            .collect();
+        let session = CountSession {
+            device: DEVICE,
+            session_id: &id,
+            zone: &zone,
+            method: "rfid",
+            apply: true,
+            by: by.as_deref(),
+        };
+        count.lines = counts::record_count(w, &session, &lines)?;
+        Ok(count)
+    })
+    .await?;
+    Ok(Json(RfidCountAnswer {
+        count,
+        session_id: Some(session_id),
+    }))
+}
+
+/// `POST /v1/adjustments` body.
+#[derive(Debug, Deserialize)]
+pub struct AdjustmentRequest {
+    sku: String,
+    delta: i64,
+    reason: String,
+    #[serde(default)]
+    by: Option<String>,
+}
+
+/// `POST /v1/adjustments`: journal one stock adjustment.
+pub async fn adjustment(
+    State(state): State<Shared>,
+    JsonBody(req): JsonBody<AdjustmentRequest>,
+) -> Result<Json<Value>, ApiError> {
+    required("sku", &req.sku)?;
+    required("reason", &req.reason)?;
+    if req.delta == 0 {
+        return Err(ApiError::bad_request("delta must not be 0"));
+    }
+    let seq = write(&state, move |w| {
+        counts::adjust(
+            w,
+            DEVICE,
+            &req.sku,
+            req.delta,
+            &req.reason,
+            req.by.as_deref(),
+        )
+    })
+    .await?;
+    Ok(Json(json!({ "seq": seq })))
+}
+
+/// `POST /v1/receipts` body.
+#[derive(Debug, Deserialize)]
+pub struct ReceiptRequest {
+    delivery_id: String,
+    lines: Vec<ReceiptLine>,
+}
+
+/// `POST /v1/receipts`: book a delivery. Lines of a delivery booked before
+/// come back with `duplicate: true` and are not booked again.
+pub async fn receipt(
+    State(state): State<Shared>,
+    JsonBody(req): JsonBody<ReceiptRequest>,
+) -> Result<Json<Value>, ApiError> {
+    required("delivery_id", &req.delivery_id)?;
+    if req.lines.is_empty() {
+        return Err(ApiError::bad_request("lines must not be empty"));
+    }
+    unique_skus(req.lines.iter().map(|l| l.sku.as_str()))?;
+    if let Some(i) = req.lines.iter().position(|l| l.qty <= 0) {
+        return Err(ApiError::bad_request(format!(
+            "lines[{i}].qty must be positive"
+        )));
+    }
+    let booked = write(&state, move |w| {
+        counts::receive(w, DEVICE, &req.delivery_id, &req.lines)
+    })
+    .await?;
+    let lines: Vec<Value> = booked
+        .into_iter()
+        .map(|(sku, seq, duplicate)| json!({"sku": sku, "seq": seq, "duplicate": duplicate}))
+        .collect();
+    Ok(Json(json!({ "lines": lines })))
+}
+
+/// `GET /v1/alerts?open=true`: the open alerts. Only open alerts are kept
+/// as such; `open=false` is refused (400), resolved alerts are in the
+/// journal as `alert` events.
+pub async fn alerts(
+    State(state): State<Shared>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    match query.get("open").map(String::as_str) {
+        None | Some("true") => {}
+        Some("false") => {
+            return Err(ApiError::bad_request(
+                "open=false is not supported: only open alerts are listed; resolved ones are alert events in the journal",
+            ));
+        }
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "open: {other:?} is not true or false"
+            )));
+        }
+    }
+    let open = read(&state, |conn| Ok(alerts::open_alerts(conn)?)).await?;
+    Ok(Json(json!({ "alerts": open })))
+}
+
+// -------------------------------------------------------------- central
+
+/// `GET /v1/state`: a snapshot for central.
+pub async fn state(State(state): State<Shared>) -> Result<Json<Value>, ApiError> {
+    let central = link_text(*state.link.borrow());
+    let devices = state.health.snapshot();
+    let store_id = state.store_id.clone();
+    let snapshot = read(&state, move |conn| {
+        let head = journal::head(conn)?;
+        let oldest = journal::oldest(conn)?;
+        let sync = crate::sync::state::read(conn)?;
+        let backlog = head - sync.last_acked_seq;
+        let mut sync = serde_json::to_value(&sync)
+            .map_err(|e| ApiError::internal(format!("serialising the sync state: {e}")))?;
+        if let Value::Object(m) = &mut sync {
+            m.insert("backlog".into(), backlog.into());
+        }
+        let now = Utc::now();
+        let mut skus = Vec::new();
+        for (sku, on_hand) in stock_and_catalog(conn)? {
+            let price = prices::effective(conn, &sku, now)?;
+            skus.push(json!({
+                "sku": sku,
+                "on_hand": on_hand,
+                "price_minor": price.as_ref().map(|p| p.price_minor),
+                "currency": price.as_ref().map(|p| p.currency.clone()),
+            }));
+        }
+        let (pending, ok, failed) = labels::summary(conn)?;
+        let open = alerts::open_alerts(conn)?;
+        Ok(json!({
+            "store_id": store_id,
+            "agent_version": crate::VERSION,
+            "central": central,
+            "sync": sync,
+            "devices": devices,
+            "skus": skus,
+            "labels": {"pending": pending, "ok": ok, "failed": failed},
+            "alerts": open,
+            "head_seq": head,
+            "oldest_seq": oldest,
+        }))
+    })
+    .await?;
+    Ok(Json(snapshot))
+}
+
+/// Every SKU with stock or in the (current) catalog, with its on hand.
+fn stock_and_catalog(conn: &Connection) -> Result<Vec<(String, i64)>, StoreError> {
+    let mut st = conn
+        .prepare(
+            "SELECT sku, COALESCE((SELECT on_hand FROM stock s WHERE s.sku = k.sku), 0) FROM (
+               SELECT sku FROM stock UNION SELECT sku FROM catalog WHERE removed = 0
+             ) k ORDER BY sku",
+        )
+        .ctx("listing SKUs")?;
+    let rows = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .ctx("listing SKUs")?;
+    rows.collect::<Result<_, _>>().ctx("listing SKUs")
+}
+
+/// `GET /v1/events?after=&limit=`: journal events after a seq.
+pub async fn events(
+    State(state): State<Shared>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let after: i64 = match query.get("after") {
+        None => 0,
+        Some(v) => v.parse().ok().filter(|n| *n >= 0).ok_or_else(|| {
+            ApiError::bad_request(format!("after: {v:?} is not a seq (0 or more)"))
+        })?,
+    };
+    let limit: usize = match query.get("limit") {
+        None => EVENTS_DEFAULT_LIMIT,
+        Some(v) => v
+            .parse()
+            .ok()
+            .filter(|n| (1..=EVENTS_MAX_LIMIT).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "limit: {v:?} is not a number from 1 to {EVENTS_MAX_LIMIT}"
+                ))
+            })?,
+    };
+    let answer = read(&state, move |conn| {
+        let events = journal::events_after(conn, after, limit)?;
+        let oldest = journal::oldest(conn)?;
+        let next_after = events.last().map_or(after, |e| e.seq);
+        Ok(json!({"events": events, "next_after": next_after, "oldest_seq": oldest}))
+    })
+    .await?;
+    Ok(Json(answer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::StatusCode;
+
+    #[test]
+    fn session_ids_are_distinct() {
+        let a = new_session_id();
+        let b = new_session_id();
+        assert!(a.starts_with("C-"), "{a}");
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn repeated_skus_are_refused() {
+        assert!(unique_skus(["a", "b"].into_iter()).is_ok());
+        let e = unique_skus(["a", "a"].into_iter()).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(e.message.contains("lines[1].sku"), "{}", e.message);
+        assert!(unique_skus([" "].into_iter()).is_err());
+    }
+}
