@@ -175,6 +175,25 @@ pub fn bench_mqtt(dir: &Path, reads: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `storegate bench labels`.
+pub fn bench_labels(dir: &Path, changes: usize) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let f = runtime
+        .block_on(bench::labels::run(dir, changes))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "storegate bench labels  ({}, {} cores, esl-mqtt over embedded rumqttd)",
+        bench::stamp(),
+        num_cpus()
+    );
+    println!("  price changes               {}", f.changes);
+    println!(
+        "  commit -> label update      p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms  (received by a subscriber on the broker)",
+        f.p50_ms, f.p99_ms, f.max_ms
+    );
+    Ok(())
+}
+
 /// `storegate bench rfid-count`.
 pub fn bench_rfid_count(dir: &Path, tags: usize, skus: usize) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -339,5 +358,25 @@ pub fn rebuild(config_path: &Path) -> anyhow::Result<()> {
     drop(writer);
     thread.join();
     println!("rebuilt projections from {replayed} journal events");
+    Ok(())
+}
+
+/// `storegate export --since SEQ`: the journal as NDJSON on stdout, one
+/// event per line in the push API's shape, from the seq after `since`.
+pub fn export(config_path: &Path, since: i64) -> anyhow::Result<()> {
+    let setup = setup::load(config_path)?;
+    let conn = db::open_read(&setup.config.db_path())?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut after = since;
+    loop {
+        let batch = db::journal::events_after(&conn, after, 10_000)?;
+        let Some(last) = batch.last() else { break };
+        after = last.seq;
+        for e in &batch {
+            serde_json::to_writer(&mut out, e)?;
+            out.write_all(b"\n")?;
+        }
+    }
+    out.flush()?;
     Ok(())
 }

@@ -57,6 +57,14 @@ enum Command {
     /// Import data for store-only operation.
     #[command(subcommand)]
     Import(ImportCommand),
+    /// Write the journal as NDJSON (one event per line, push API shape).
+    Export {
+        /// Start after this seq (0: everything still in the journal).
+        #[arg(long, default_value_t = 0)]
+        since: i64,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Recompute every projection (stock, alerts, tags, counts, label
     /// confirmations) from the journal and the stored baselines.
     Rebuild(ConfigArg),
@@ -115,6 +123,13 @@ enum BenchCommand {
         #[arg(long, default_value_t = 100_000)]
         reads: usize,
     },
+    /// Time from a committed price change to the label update leaving.
+    Labels {
+        #[arg(long, default_value = "./bench-data")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 200)]
+        changes: usize,
+    },
     /// One RFID count over a large tag table.
     RfidCount {
         #[arg(long, default_value = "./bench-data")]
@@ -160,6 +175,7 @@ fn main() -> ExitCode {
             cli::import_prices(&config.config, &file)
         }
         Command::Rebuild(c) => cli::rebuild(&c.config),
+        Command::Export { since, config } => cli::export(&config.config, since),
         Command::Bench(BenchCommand::Journal {
             dir,
             events,
@@ -179,6 +195,9 @@ fn main() -> ExitCode {
         }),
         Command::Bench(BenchCommand::Sync { dir, events }) => cli::bench_sync(&dir, events),
         Command::Bench(BenchCommand::Mqtt { dir, reads }) => cli::bench_mqtt(&dir, reads),
+        Command::Bench(BenchCommand::Labels { dir, changes }) => {
+            cli::bench_labels(&dir, changes.max(1))
+        }
         Command::Bench(BenchCommand::RfidCount { dir, tags, skus }) => {
             cli::bench_rfid_count(&dir, tags, skus)
         }

@@ -27,6 +27,21 @@ pub fn report(path: &Path) -> Result<String, StoreError> {
         oldest.map_or("none (empty)".to_string(), |s| s.to_string())
     );
     sync_lines(&conn, head, &mut out)?;
+    device_lines(&conn, &mut out)?;
+    let (pending, ok, failed) = crate::domain::labels::summary(&conn)?;
+    let _ = writeln!(
+        out,
+        "labels     {ok} ok, {pending} pending, {failed} failed"
+    );
+    let alerts = crate::domain::alerts::open_alerts(&conn)?;
+    if alerts.is_empty() {
+        let _ = writeln!(out, "alerts     none open");
+    } else {
+        let _ = writeln!(out, "alerts     {} open:", alerts.len());
+        for a in &alerts {
+            let _ = writeln!(out, "  {:<14} {:<8} {}", a.code, a.severity, a.message);
+        }
+    }
     let _ = writeln!(out, "quarantine {} frames", journal::quarantined(&conn)?);
     let counts = journal::counts_per_kind(&conn)?;
     if counts.is_empty() {
@@ -62,6 +77,33 @@ fn sync_lines(conn: &Connection, head: i64, out: &mut String) -> Result<(), Stor
         )),
         error.map_or(String::new(), |e| format!(", last error: {e}"))
     );
+    Ok(())
+}
+
+fn device_lines(conn: &Connection, out: &mut String) -> Result<(), StoreError> {
+    let board = crate::devices::watch::read_persisted(conn)?;
+    if board.is_empty() {
+        let _ = writeln!(out, "devices    none reported yet");
+        return Ok(());
+    }
+    let up = board.iter().filter(|h| h.up).count();
+    let _ = writeln!(out, "devices    {up} up, {} down:", board.len() - up);
+    for h in &board {
+        let _ = writeln!(
+            out,
+            "  {:<16} {:<5} since {}  frames ok {} bad {}  reconnects {}{}",
+            h.id,
+            if h.up { "up" } else { "DOWN" },
+            crate::event::format_ts(&h.since),
+            h.frames_ok,
+            h.frames_bad,
+            h.reconnects,
+            h.last_error
+                .as_ref()
+                .filter(|_| !h.up)
+                .map_or(String::new(), |e| format!("  ({e})"))
+        );
+    }
     Ok(())
 }
 
