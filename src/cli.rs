@@ -194,6 +194,33 @@ pub fn bench_labels(dir: &Path, changes: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `storegate bench rss`.
+pub fn bench_rss(dir: &Path, devices: usize, rate: usize, seconds: u64) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let f = runtime
+        .block_on(bench::rss::run(dir, devices, rate, seconds))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "storegate bench rss  ({}, {} cores)",
+        bench::stamp(),
+        num_cpus()
+    );
+    println!(
+        "  agent                       storegate run, {} MQTT readers (zebra profile)",
+        f.devices
+    );
+    println!(
+        "  load                        {} reads/s for {} s: {} published, {} ingested",
+        f.rate, f.seconds, f.published, f.ingested
+    );
+    println!(
+        "  resident memory             peak {:.1} MiB, at the end {:.1} MiB",
+        f.peak_kib as f64 / 1024.0,
+        f.final_kib as f64 / 1024.0
+    );
+    Ok(())
+}
+
 /// `storegate bench rfid-count`.
 pub fn bench_rfid_count(dir: &Path, tags: usize, skus: usize) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;

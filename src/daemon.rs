@@ -1,8 +1,10 @@
 //! `storegate run`: the daemon. Opens the database, starts the writer, the
 //! devices and the background tasks; on SIGTERM/SIGINT stops taking input,
-//! lets the writer commit what is queued, and exits.
+//! lets the writer commit what is queued, and exits. Under systemd it
+//! reports readiness, status and liveness ([`crate::notify`]).
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,8 +17,11 @@ use crate::devices::health::HealthBoard;
 use crate::devices::label_sender::{self, Routes};
 use crate::devices::{self, DeviceSpec, Ingest, Shutdown, mqtt};
 use crate::domain::{Projections, rfid::TagTracker};
+use crate::metrics::{Metrics, Sources};
+use crate::notify::{self, Notifier, Timing};
 use crate::setup::Setup;
 use crate::sync::pull::{Puller, What};
+use crate::sync::push::PushStats;
 use crate::sync::{self, Central, Link, retention::Quota};
 
 /// Errors that stop the daemon from starting.
@@ -123,19 +128,21 @@ pub async fn run_until(
         ));
     }
     let (link_tx, link) = tokio::sync::watch::channel(Link::Unknown);
+    let push_stats = Arc::new(PushStats::default());
     match &config.central {
         Some(c) => {
             let central = Arc::new(
                 Central::new(c, &config.store_id).map_err(|e| DaemonError::Sync(e.to_string()))?,
             );
             let reader = Arc::new(Mutex::new(db::open_read(&path)?));
-            tasks.spawn(sync::push::run(
+            tasks.spawn(sync::push::run_counted(
                 central.clone(),
                 writer.clone(),
                 reader,
                 c.batch_max,
                 Duration::from_secs(c.max_backoff_s),
                 link_tx,
+                push_stats.clone(),
                 shutdown.clone(),
             ));
             for (what, every) in [
@@ -162,15 +169,24 @@ pub async fn run_until(
     // The local API: bind before announcing we run, so a taken port is a
     // start-up error with the address in it, not a silent absence.
     let tokens = crate::api::Tokens::from_config(&config.api);
+    // One registry for both listeners, so that they agree.
+    let metrics = Metrics::new(Sources {
+        link: Some(link.clone()),
+        push: push_stats,
+        ..Sources::new(path.clone(), &writer, health.clone())
+    })
+    .into_fn();
     let api_state = || {
-        crate::api::ApiState::new(
+        let mut state = crate::api::ApiState::new(
             config.store_id.clone(),
             path.clone(),
             writer.clone(),
             health.clone(),
             link.clone(),
             tokens.clone(),
-        )
+        );
+        state.metrics = metrics.clone();
+        state
     };
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
@@ -240,6 +256,24 @@ pub async fn run_until(
         labels_changed.clone(),
         shutdown.clone(),
     ));
+    // Database, devices and API are up: the supervisor's first round tells
+    // systemd READY=1 (once the writer has answered), then keeps the
+    // status and the watchdog going.
+    let notifier = Arc::new(Notifier::from_env());
+    if notifier.is_enabled() {
+        let status = {
+            let (health, link, path) = (health.clone(), link.clone(), path.clone());
+            let has_central = config.central.is_some();
+            Arc::new(move || status_line(&health, *link.borrow(), has_central, &path))
+        };
+        tasks.spawn(notify::supervise(
+            notifier.clone(),
+            writer.clone(),
+            Timing::for_watchdog(notify::watchdog_from_env()),
+            status,
+            shutdown.clone(),
+        ));
+    }
 
     tracing::info!(
         store = %config.store_id,
@@ -249,6 +283,7 @@ pub async fn run_until(
     );
 
     stop.await;
+    notifier.stopping();
     trigger.trigger();
     // Device sessions finish their current delivery (and so its commit)
     // before they return.
@@ -317,6 +352,29 @@ async fn price_boundaries(
             break;
         }
     }
+}
+
+/// The status line systemd shows: "12 devices, 11 up; backlog 0; central
+/// online".
+fn status_line(health: &HealthBoard, link: Link, has_central: bool, db: &Path) -> String {
+    let (up, down) = health.counts();
+    let devices = match up + down {
+        1 => "1 device".to_string(),
+        n => format!("{n} devices"),
+    };
+    let backlog = db::open_read(db)
+        .and_then(|conn| Ok(db::journal::head(&conn)? - sync::state::read(&conn)?.last_acked_seq));
+    let backlog = match backlog {
+        Ok(n) => format!("backlog {n}"),
+        Err(_) => "database unreadable".to_string(),
+    };
+    let central = match (has_central, link) {
+        (false, _) => "store-only",
+        (true, Link::Online) => "central online",
+        (true, Link::Offline) => "central offline",
+        (true, Link::Unknown) => "central not reached yet",
+    };
+    format!("{devices}, {up} up; {backlog}; {central}")
 }
 
 async fn serve_logged(

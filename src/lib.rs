@@ -13,6 +13,8 @@ pub mod demo;
 pub mod devices;
 pub mod domain;
 pub mod event;
+pub mod metrics;
+pub mod notify;
 pub mod profiles;
 pub mod setup;
 pub mod sim;

@@ -130,6 +130,18 @@ enum BenchCommand {
         #[arg(long, default_value_t = 200)]
         changes: usize,
     },
+    /// Resident memory of a running agent with many readers under load.
+    Rss {
+        #[arg(long, default_value = "./bench-data")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 50)]
+        devices: usize,
+        /// Tag reads per second, spread over the devices.
+        #[arg(long, default_value_t = 10_000)]
+        rate: usize,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
     /// One RFID count over a large tag table.
     RfidCount {
         #[arg(long, default_value = "./bench-data")]
@@ -198,6 +210,12 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Labels { dir, changes }) => {
             cli::bench_labels(&dir, changes.max(1))
         }
+        Command::Bench(BenchCommand::Rss {
+            dir,
+            devices,
+            rate,
+            seconds,
+        }) => cli::bench_rss(&dir, devices.max(1), rate, seconds),
         Command::Bench(BenchCommand::RfidCount { dir, tags, skus }) => {
             cli::bench_rfid_count(&dir, tags, skus)
         }

@@ -212,15 +212,12 @@ async fn healthz_and_metrics_need_no_token() {
     );
     let text = response.text().await.unwrap();
     assert!(text.contains("storegate_journal_head_seq 2\n"), "{text}");
-    assert!(text.contains("storegate_sync_backlog_events 2\n"), "{text}");
+    assert!(text.contains("storegate_backlog_events 2\n"), "{text}");
     assert!(
         text.contains("storegate_device_up{device=\"rfid-1\"} 0\n"),
         "{text}"
     );
-    assert!(
-        text.contains("# TYPE storegate_db_size_bytes gauge"),
-        "{text}"
-    );
+    assert!(text.contains("# TYPE storegate_db_bytes gauge"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -209,6 +209,8 @@ pub struct WriterStats {
     pub failed_groups: AtomicU64,
     /// Microseconds spent in the last commit group (BEGIN to COMMIT).
     pub last_group_us: AtomicU64,
+    /// Every commit group's duration, for the `/metrics` histogram.
+    pub commit_times: crate::metrics::LatencyHistogram,
 }
 
 /// A cheap, clonable handle to submit work to the writer.
@@ -378,6 +380,7 @@ fn writer_loop(
         stats
             .last_group_us
             .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        stats.commit_times.observe(started.elapsed());
         match outcome {
             Ok(completions) => {
                 stats.groups.fetch_add(1, Ordering::Relaxed);

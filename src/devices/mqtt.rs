@@ -107,6 +107,9 @@ struct Message {
     generation: u64,
     /// When it arrived, for the unclaimed-message grace.
     received: Instant,
+    /// Its place in the arrival order on its connection (see
+    /// `State::pending_acks`); assigned by `route`.
+    arrival: u64,
 }
 
 /// A device's subscription and the queue of messages routed to it.
@@ -157,6 +160,13 @@ struct State {
     /// Filter -> its subscription on the current connection.
     subs: HashMap<String, SubState>,
     last_unclaimed_warning: Option<Instant>,
+    /// PUBACKs must leave in the order the PUBLISHes arrived on the
+    /// connection (MQTT 3.1.1 section 4.6; rumqttd drops a client that
+    /// acks out of order), across all devices. Each QoS 1 message takes the
+    /// next arrival number; its slot is filled once its device committed
+    /// it, and acks are released from the front while the front is ready.
+    arrivals: u64,
+    pending_acks: std::collections::BTreeMap<u64, Option<Publish>>,
 }
 
 struct Inner {
@@ -165,6 +175,9 @@ struct Inner {
     /// Wakes sessions when the connection or a subscription changed.
     changed: watch::Sender<()>,
     started: Instant,
+    /// Held while PUBACKs are handed to the client, so that two releases
+    /// cannot interleave and reorder them.
+    ack_send: tokio::sync::Mutex<()>,
 }
 
 impl Hub {
@@ -229,6 +242,7 @@ impl Hub {
             state: Mutex::new(State::default()),
             changed: watch::channel(()).0,
             started: Instant::now(),
+            ack_send: tokio::sync::Mutex::new(()),
         });
         tracing::info!(broker = %endpoint, client_id = %config.client_id, "connecting to the MQTT broker");
         tokio::spawn(drive(eventloop, Arc::downgrade(&inner), shutdown));
@@ -514,15 +528,37 @@ impl Inner {
     /// still the current one (a PUBACK on another connection would refer
     /// to whatever the broker sent there under that packet id).
     async fn ack(&self, m: &Message) {
-        let current = {
-            let st = self.lock();
-            st.connected && st.generation == m.generation
+        let _sending = self.ack_send.lock().await;
+        let ready = {
+            let mut st = self.lock();
+            if !(st.connected && st.generation == m.generation) {
+                return;
+            }
+            if let Some(slot) = st.pending_acks.get_mut(&m.arrival) {
+                *slot = Some(m.publish.clone());
+            }
+            take_ready(&mut st)
         };
-        if !current {
-            return;
+        for publish in ready {
+            if let Err(e) = self.client.ack(&publish).await {
+                tracing::debug!(topic = %publish.topic, error = %e, "PUBACK not sent; the broker will redeliver");
+            }
         }
-        if let Err(e) = self.client.ack(&m.publish).await {
-            tracing::debug!(topic = %m.publish.topic, error = %e, "PUBACK not sent; the broker will redeliver");
+    }
+
+    /// Release what is ready without waiting (from the event loop): only
+    /// when no release is in progress, and only as far as the client's
+    /// request queue takes them; the rest goes with the next release.
+    fn try_release_locked(&self, st: &mut State) {
+        let Ok(_sending) = self.ack_send.try_lock() else {
+            return;
+        };
+        while let Some(entry) = st.pending_acks.first_entry() {
+            let Some(publish) = entry.get() else { break };
+            if self.client.try_ack(publish).is_err() {
+                break;
+            }
+            entry.remove();
         }
     }
 
@@ -540,6 +576,10 @@ impl Inner {
         st.sub_queue.clear();
         st.sub_written.clear();
         st.subs.clear();
+        // PUBACKs of the old connection cannot be sent any more; the broker
+        // redelivers those messages.
+        st.pending_acks.clear();
+        st.arrivals = 0;
         let mut filters: Vec<String> = st.routes.iter().map(|r| r.filter.clone()).collect();
         filters.sort();
         filters.dedup();
@@ -589,8 +629,13 @@ impl Inner {
 
     /// Hand an incoming message to its device, or hold it until its device
     /// registers.
-    fn route(&self, message: Message) {
+    fn route(&self, mut message: Message) {
         let mut st = self.lock();
+        if message.publish.qos != QoS::AtMostOnce {
+            message.arrival = st.arrivals;
+            st.arrivals += 1;
+            st.pending_acks.insert(message.arrival, None);
+        }
         let topic = message.publish.topic.clone();
         let Some(route) = st
             .routes
@@ -603,15 +648,21 @@ impl Inner {
                 if st.unclaimed.len() >= UNCLAIMED_MAX {
                     // Left unacknowledged: the broker redelivers it after
                     // the next reconnect.
-                    st.unclaimed.pop_front();
+                    if let Some(old) = st.unclaimed.pop_front() {
+                        st.pending_acks.remove(&old.arrival);
+                    }
                 }
                 st.unclaimed.push_back(message);
             }
             return;
         };
         if let Err(mpsc::error::TrySendError::Full(m)) = route.tx.try_send(message) {
+            // Not acknowledged: the broker keeps it. Brokers send at most
+            // their in-flight window unacknowledged, far below the queue.
+            let device = route.device.clone();
+            st.pending_acks.remove(&m.arrival);
             tracing::warn!(
-                device = %route.device,
+                device = %device,
                 topic = %m.publish.topic,
                 "device is {DEVICE_QUEUE} messages behind; leaving this one with the broker"
             );
@@ -656,10 +707,27 @@ impl Inner {
         tracing::debug!(topic = %m.publish.topic, held_ms = age.as_millis() as u64, "unclaimed message dropped");
         if st.connected && st.generation == m.generation {
             // Never wait here: this runs on the event loop, which is what
-            // empties the request queue.
-            let _ = self.client.try_ack(&m.publish);
+            // empties the request queue. Released in arrival order.
+            if let Some(slot) = st.pending_acks.get_mut(&m.arrival) {
+                *slot = Some(m.publish.clone());
+            }
+            self.try_release_locked(st);
         }
     }
+}
+
+/// The acks at the front of the arrival order that are ready to go.
+fn take_ready(st: &mut State) -> Vec<Publish> {
+    let mut out = Vec::new();
+    while let Some(entry) = st.pending_acks.first_entry() {
+        if entry.get().is_none() {
+            break;
+        }
+        if let Some(p) = entry.remove() {
+            out.push(p);
+        }
+    }
+    out
 }
 
 /// Poll the client's event loop for as long as the hub exists: route
@@ -685,6 +753,7 @@ async fn drive(mut eventloop: EventLoop, inner: Weak<Inner>, mut shutdown: Shutd
                     publish,
                     generation,
                     received: Instant::now(),
+                    arrival: 0,
                 });
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => hub.on_suback(&ack),

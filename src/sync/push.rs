@@ -6,6 +6,7 @@
 //! twice (DESIGN invariant 4).
 
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -144,6 +145,15 @@ pub enum Link {
     Offline,
 }
 
+/// Push attempts and failures since start, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct PushStats {
+    /// Batches sent to central, whatever came back.
+    pub attempts: AtomicU64,
+    /// Attempts that failed: central unreachable, refusing or erroring.
+    pub failures: AtomicU64,
+}
+
 /// Run the pusher until shutdown.
 pub async fn run(
     central: Arc<Central>,
@@ -152,6 +162,32 @@ pub async fn run(
     batch_max: usize,
     max_backoff: Duration,
     link: tokio::sync::watch::Sender<Link>,
+    shutdown: Shutdown,
+) {
+    let stats = Arc::new(PushStats::default());
+    run_counted(
+        central,
+        writer,
+        reader,
+        batch_max,
+        max_backoff,
+        link,
+        stats,
+        shutdown,
+    )
+    .await;
+}
+
+/// [`run`], counting attempts and failures in `stats`.
+#[allow(clippy::too_many_arguments)] // run's arguments plus the counters
+pub async fn run_counted(
+    central: Arc<Central>,
+    writer: Writer,
+    reader: Arc<Mutex<Connection>>,
+    batch_max: usize,
+    max_backoff: Duration,
+    link: tokio::sync::watch::Sender<Link>,
+    stats: Arc<PushStats>,
     mut shutdown: Shutdown,
 ) {
     let mut head = writer.head();
@@ -203,6 +239,7 @@ pub async fn run(
             }
         };
 
+        stats.attempts.fetch_add(1, Ordering::Relaxed);
         let reply = central.push(batch.first, batch.last, &batch.body).await;
         let delay = match reply {
             Ok(PushReply::Acked(n)) => {
@@ -257,7 +294,7 @@ pub async fn run(
                     "central refused the token ({status}); check central.token_file (it is re-read before every try)"
                 );
                 tracing::error!("{msg}");
-                fail(&writer, &link, msg).await;
+                fail(&writer, &link, &stats, msg).await;
                 // Slowly: a token fix is a human's job. At least a minute
                 // (or the configured cap, if lower) between tries.
                 Some(
@@ -272,14 +309,14 @@ pub async fn run(
             }) => {
                 let msg = format!("central answered {status}; retrying");
                 tracing::warn!("{msg}");
-                fail(&writer, &link, msg).await;
+                fail(&writer, &link, &stats, msg).await;
                 let d = backoff.next_delay();
                 Some(retry_after.map_or(d, |r| r.min(max_backoff).max(d)))
             }
             Ok(PushReply::Unexpected { status, body }) => {
                 let msg = format!("unexpected answer from central: {status} {body:?}");
                 tracing::warn!("{msg}");
-                fail(&writer, &link, msg).await;
+                fail(&writer, &link, &stats, msg).await;
                 Some(backoff.next_delay())
             }
             Err(e) => {
@@ -287,7 +324,7 @@ pub async fn run(
                 if *link.borrow() != Link::Offline {
                     tracing::warn!(error = %msg, "central unreachable; working offline and retrying");
                 }
-                fail(&writer, &link, msg).await;
+                fail(&writer, &link, &stats, msg).await;
                 Some(backoff.next_delay())
             }
         };
@@ -299,7 +336,13 @@ pub async fn run(
     }
 }
 
-async fn fail(writer: &Writer, link: &tokio::sync::watch::Sender<Link>, msg: String) {
+async fn fail(
+    writer: &Writer,
+    link: &tokio::sync::watch::Sender<Link>,
+    stats: &PushStats,
+    msg: String,
+) {
+    stats.failures.fetch_add(1, Ordering::Relaxed);
     link.send_replace(Link::Offline);
     persist(writer, move |c| state::record_failure(c, &msg)).await;
 }

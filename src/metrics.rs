@@ -1,0 +1,498 @@
+//! `/metrics`: the agent's figures for Prometheus (spec/local-api.md),
+//! kept in a prometheus-client registry and rendered as text.
+//!
+//! Nothing here costs the ingest path more than a few relaxed atomic adds:
+//!
+//! - Events per kind and device are derived from the journal at scrape
+//!   time, incrementally: each scrape counts only the rows committed since
+//!   the previous one (one range query on the journal's primary key), so
+//!   the writer does no bookkeeping at all and only committed events are
+//!   ever counted. Counted from when the agent started, like any counter.
+//! - Commit latency comes from the writer's per-group timings, a lock-free
+//!   histogram in [`WriterStats`].
+//! - Sync attempts and failures are atomics the pusher bumps
+//!   ([`PushStats`]).
+//! - Devices come from the health board; backlog, quarantine, labels and
+//!   alerts are read at scrape time on a read-only connection (WAL: it
+//!   never waits for the writer nor holds it up).
+//!
+//! The output is the OpenMetrics text format that prometheus-client
+//! writes; Prometheus reads it under either content type.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::{Registry, Unit};
+use rusqlite::Connection;
+use tokio::sync::watch;
+
+use crate::api::MetricsFn;
+use crate::db::writer::WriterStats;
+use crate::db::{self, SqlContext, StoreError, Writer, journal};
+use crate::devices::health::HealthBoard;
+use crate::event::Seq;
+use crate::sync::Link;
+use crate::sync::push::PushStats;
+
+/// Upper bounds, in seconds, of the commit latency buckets: an fsync on a
+/// good SSD is well under a millisecond, on an SD card tens of ms, and a
+/// commit that takes seconds means the disk is in trouble.
+pub const COMMIT_BUCKETS: [f64; 13] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Journal rows one scrape counts at most. A scrape after a long pause
+/// (or a burst beyond this per scrape interval) catches up over several
+/// scrapes instead of holding the request for long.
+const EVENTS_PER_SCRAPE: i64 = 100_000;
+
+/// A lock-free histogram of durations with the [`COMMIT_BUCKETS`] bounds:
+/// one atomic per bucket plus the sum, so observing costs two relaxed adds.
+/// A scrape may see a group's bucket before its sum; the next one agrees.
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    /// Observations per bucket (not cumulative); the last one is `+Inf`.
+    buckets: [AtomicU64; COMMIT_BUCKETS.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl LatencyHistogram {
+    pub fn observe(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        let i = COMMIT_BUCKETS
+            .iter()
+            .position(|&upper| secs <= upper)
+            .unwrap_or(COMMIT_BUCKETS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// `(sum in seconds, count, [(upper bound, observations)])`, the shape
+    /// prometheus-client encodes.
+    pub fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        let buckets: Vec<(f64, u64)> = COMMIT_BUCKETS
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(&self.buckets)
+            .map(|(upper, n)| (upper, n.load(Ordering::Relaxed)))
+            .collect();
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        (sum, count, buckets)
+    }
+}
+
+/// What the metrics are read from.
+pub struct Sources {
+    /// The database; every scrape opens a read-only connection.
+    pub db_path: PathBuf,
+    /// The writer's counters and commit timings.
+    pub writer: Arc<WriterStats>,
+    /// The last committed seq: events after it at start-up are counted.
+    pub head: watch::Receiver<Seq>,
+    pub health: HealthBoard,
+    /// Whether central is reachable; `None` leaves `central_online` out.
+    pub link: Option<watch::Receiver<Link>>,
+    /// The pusher's counters (zero when there is no pusher).
+    pub push: Arc<PushStats>,
+}
+
+impl Sources {
+    /// Sources without a link to central and with fresh push counters.
+    /// Holds no [`Writer`] handle, so it never keeps the writer running.
+    pub fn new(db_path: PathBuf, writer: &Writer, health: HealthBoard) -> Sources {
+        Sources {
+            db_path,
+            writer: writer.stats().clone(),
+            head: writer.head(),
+            health,
+            link: None,
+            push: Arc::new(PushStats::default()),
+        }
+    }
+}
+
+/// The registry behind `/metrics`. Every family is produced at scrape time
+/// by a collector over [`Sources`].
+pub struct Metrics {
+    registry: Registry,
+}
+
+impl Metrics {
+    pub fn new(sources: Sources) -> Metrics {
+        let mut registry = Registry::with_prefix("storegate");
+        let after = *sources.head.borrow();
+        registry.register_collector(Box::new(StoreCollector {
+            db_path: sources.db_path,
+            events: Mutex::new(EventTotals {
+                after,
+                counts: BTreeMap::new(),
+            }),
+        }));
+        registry.register_collector(Box::new(WriterCollector(sources.writer)));
+        registry.register_collector(Box::new(DeviceCollector(sources.health)));
+        registry.register_collector(Box::new(SyncCollector {
+            link: sources.link,
+            push: sources.push,
+        }));
+        Metrics { registry }
+    }
+
+    /// The text exposition. Reads the database: call it off the runtime
+    /// (the API does, on a blocking thread).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "encoding the metrics failed");
+        }
+        out
+    }
+
+    /// As the API's [`MetricsFn`].
+    pub fn into_fn(self) -> MetricsFn {
+        Arc::new(move || self.render())
+    }
+}
+
+// ------------------------------------------------------------ collectors
+
+/// Events per (kind, device) counted so far, and up to which seq.
+struct EventTotals {
+    after: Seq,
+    counts: BTreeMap<(String, String), u64>,
+}
+
+/// Figures from one read snapshot of the database.
+struct StoreFigures {
+    head: Seq,
+    last_acked: Seq,
+    quarantined: i64,
+    labels: BTreeMap<String, i64>,
+    alerts: BTreeMap<String, i64>,
+}
+
+/// Journal, sync backlog, quarantine, labels, alerts and database size.
+struct StoreCollector {
+    db_path: PathBuf,
+    /// Locked for the whole scrape, so that two scrapes at once (main and
+    /// ops listener) never count the same rows twice.
+    events: Mutex<EventTotals>,
+}
+
+impl fmt::Debug for StoreCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreCollector")
+            .field("db_path", &self.db_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Collector for StoreCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let mut totals = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        let figures = read_store(&self.db_path, &mut totals);
+        if let Err(e) = &figures {
+            tracing::warn!(error = %e, "metrics: the database cannot be read");
+        }
+        gauge(
+            &mut enc,
+            "db_up",
+            "Whether the database could be read for this scrape.",
+            None,
+            i64::from(figures.is_ok()),
+        )?;
+        gauge(
+            &mut enc,
+            "db",
+            "Database file plus WAL on disk.",
+            Some(&Unit::Bytes),
+            i64::try_from(db::size_on_disk(&self.db_path)).unwrap_or(i64::MAX),
+        )?;
+        counter_family(
+            &mut enc,
+            "events",
+            "Events journaled since the agent started, per kind and device.",
+            totals.counts.iter().map(|((kind, device), n)| {
+                ([("kind", kind.as_str()), ("device", device.as_str())], *n)
+            }),
+        )?;
+        let Ok(f) = figures else {
+            return Ok(());
+        };
+        gauge(
+            &mut enc,
+            "journal_head_seq",
+            "Last journal seq assigned.",
+            None,
+            f.head,
+        )?;
+        gauge(
+            &mut enc,
+            "backlog_events",
+            "Journaled events central has not acknowledged yet.",
+            None,
+            f.head - f.last_acked,
+        )?;
+        gauge(
+            &mut enc,
+            "quarantined_frames",
+            "Device input kept in quarantine because it did not parse (newest 10000 kept).",
+            None,
+            f.quarantined,
+        )?;
+        gauge_family(
+            &mut enc,
+            "labels",
+            "Shelf labels per state: pending (update not yet confirmed), ok, failed.",
+            f.labels
+                .iter()
+                .map(|(state, n)| ([("state", state.as_str())], *n)),
+        )?;
+        gauge_family(
+            &mut enc,
+            "alerts_open",
+            "Open alerts per code (0 for codes that had alerts, all resolved).",
+            f.alerts
+                .iter()
+                .map(|(code, n)| ([("code", code.as_str())], *n)),
+        )
+    }
+}
+
+/// Read everything in one snapshot and bring the event totals up to date.
+/// The totals change only if the whole read succeeded.
+fn read_store(path: &Path, totals: &mut EventTotals) -> Result<StoreFigures, StoreError> {
+    let conn = db::open_read(path)?;
+    let tx = conn
+        .unchecked_transaction()
+        .ctx("starting a metrics read")?;
+    let head = journal::head(&tx)?;
+    let last_acked = crate::sync::state::read(&tx)?.last_acked_seq;
+    let quarantined = journal::quarantined(&tx)?;
+    let mut labels: BTreeMap<String, i64> = ["pending", "ok", "failed"]
+        .into_iter()
+        .map(|s| (s.to_string(), 0))
+        .collect();
+    labels.extend(pairs(
+        &tx,
+        "SELECT state, count(*) FROM labels GROUP BY state",
+    )?);
+    // Every code that ever had an alert, so that a resolved one reads 0
+    // instead of vanishing. The table holds a few rows per incident.
+    let alerts = pairs(
+        &tx,
+        "SELECT code, SUM(resolved_seq IS NULL) FROM alerts GROUP BY code",
+    )?
+    .into_iter()
+    .collect();
+
+    let upto = head.min(totals.after.saturating_add(EVENTS_PER_SCRAPE));
+    let mut st = tx
+        .prepare_cached(
+            "SELECT kind, device, count(*) FROM journal WHERE seq > ?1 AND seq <= ?2 GROUP BY kind, device",
+        )
+        .ctx("counting new events")?;
+    let new: Vec<(String, String, i64)> = st
+        .query_map([totals.after, upto], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .and_then(Iterator::collect)
+        .ctx("counting new events")?;
+    if upto > totals.after {
+        for (kind, device, n) in new {
+            *totals.counts.entry((kind, device)).or_default() += n.max(0) as u64;
+        }
+        totals.after = upto;
+    }
+    Ok(StoreFigures {
+        head,
+        last_acked,
+        quarantined,
+        labels,
+        alerts,
+    })
+}
+
+/// `(text, count)` rows of a two-column query.
+fn pairs(conn: &Connection, sql: &str) -> Result<Vec<(String, i64)>, StoreError> {
+    let mut st = conn.prepare_cached(sql).ctx("reading metrics")?;
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .and_then(Iterator::collect)
+        .ctx("reading metrics")
+}
+
+/// The writer: commit latency and commit groups.
+#[derive(Debug)]
+struct WriterCollector(Arc<WriterStats>);
+
+impl Collector for WriterCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let stats = &self.0;
+        let (sum, count, buckets) = stats.commit_times.snapshot();
+        let seconds = Unit::Seconds;
+        let mut m = enc.encode_descriptor(
+            "commit",
+            "Time to commit one group of writes to the journal (BEGIN to COMMIT, fsync included).",
+            Some(&seconds),
+            MetricType::Histogram,
+        )?;
+        m.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+        counter(
+            &mut enc,
+            "commit_groups",
+            "Commit groups written.",
+            stats.groups.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "commit_failed_groups",
+            "Commit groups that failed; their producers kept their input and retried.",
+            stats.failed_groups.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Devices: up or down, frames parsed and not.
+struct DeviceCollector(HealthBoard);
+
+impl fmt::Debug for DeviceCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DeviceCollector")
+    }
+}
+
+impl Collector for DeviceCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let devices = self.0.snapshot();
+        gauge_family(
+            &mut enc,
+            "device_up",
+            "Whether a device is connected (1) or not (0).",
+            devices
+                .iter()
+                .map(|d| ([("device", d.id.as_str())], i64::from(d.up))),
+        )?;
+        counter_family(
+            &mut enc,
+            "device_frames",
+            "Frames received per device: result ok parsed, bad did not (and went to quarantine).",
+            devices.iter().flat_map(|d| {
+                [
+                    ([("device", d.id.as_str()), ("result", "ok")], d.frames_ok),
+                    ([("device", d.id.as_str()), ("result", "bad")], d.frames_bad),
+                ]
+            }),
+        )
+    }
+}
+
+/// Central sync: attempts, failures and the link.
+#[derive(Debug)]
+struct SyncCollector {
+    link: Option<watch::Receiver<Link>>,
+    push: Arc<PushStats>,
+}
+
+impl Collector for SyncCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        counter(
+            &mut enc,
+            "sync_attempts",
+            "Pushes of journal batches to central attempted since start.",
+            self.push.attempts.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "sync_failures",
+            "Pushes that failed: central unreachable, refusing or erroring.",
+            self.push.failures.load(Ordering::Relaxed),
+        )?;
+        if let Some(link) = &self.link {
+            gauge(
+                &mut enc,
+                "central_online",
+                "Whether the last push reached central (1) or not (0).",
+                None,
+                i64::from(*link.borrow() == Link::Online),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+// --------------------------------------------------------------- helpers
+
+fn gauge(
+    enc: &mut DescriptorEncoder,
+    name: &'static str,
+    help: &str,
+    unit: Option<&Unit>,
+    value: i64,
+) -> fmt::Result {
+    let m = enc.encode_descriptor(name, help, unit, MetricType::Gauge)?;
+    ConstGauge::new(value).encode(m)
+}
+
+fn counter(enc: &mut DescriptorEncoder, name: &'static str, help: &str, value: u64) -> fmt::Result {
+    let m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    ConstCounter::new(value).encode(m)
+}
+
+fn gauge_family<L: EncodeLabelSet>(
+    enc: &mut DescriptorEncoder,
+    name: &'static str,
+    help: &str,
+    samples: impl IntoIterator<Item = (L, i64)>,
+) -> fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, value) in samples {
+        ConstGauge::new(value).encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn counter_family<L: EncodeLabelSet>(
+    enc: &mut DescriptorEncoder,
+    name: &'static str,
+    help: &str,
+    samples: impl IntoIterator<Item = (L, u64)>,
+) -> fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, value) in samples {
+        ConstCounter::new(value).encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_histogram_buckets_by_upper_bound() {
+        let h = LatencyHistogram::default();
+        h.observe(Duration::from_micros(300)); // <= 0.5 ms
+        h.observe(Duration::from_millis(1)); // exactly 1 ms: the 1 ms bucket
+        h.observe(Duration::from_secs(60)); // beyond 5 s: +Inf
+        let (sum, count, buckets) = h.snapshot();
+        assert_eq!(count, 3);
+        assert!((sum - 60.0013).abs() < 1e-9, "{sum}");
+        assert_eq!(buckets[0], (0.0005, 1));
+        assert_eq!(buckets[1], (0.001, 1));
+        assert_eq!(buckets.last(), Some(&(f64::INFINITY, 1)));
+        assert_eq!(buckets.len(), COMMIT_BUCKETS.len() + 1);
+    }
+}
