@@ -106,7 +106,11 @@ pub fn bench_journal(opts: JournalBench) -> anyhow::Result<()> {
         opts.dir.display()
     );
     println!("  events                      {}", opts.events);
-    println!("  producers                   {}", opts.producers);
+    println!(
+        "  producers                   {} ({} events per job)",
+        opts.producers,
+        opts.per_job.max(1)
+    );
     println!("  durability                  {:?}", opts.durability);
     println!(
         "  durable ingest (writer)     {:>10.0} events/s in {} commit groups",

@@ -108,6 +108,9 @@ enum BenchCommand {
         /// Measure with durability = "normal" instead of "full".
         #[arg(long)]
         normal: bool,
+        /// Events per submitted job (1 is the worst case).
+        #[arg(long, default_value_t = 1)]
+        per_job: usize,
     },
     /// Drain a journal backlog to a reference central on loopback.
     Sync {
@@ -194,7 +197,9 @@ fn main() -> ExitCode {
             producers,
             latency_seconds,
             normal,
+            per_job,
         }) => cli::bench_journal(JournalBench {
+            per_job,
             dir,
             events,
             producers,

@@ -27,6 +27,9 @@ pub struct JournalBench {
     pub producers: usize,
     pub latency_seconds: u64,
     pub durability: Durability,
+    /// Events per submitted job (1: every event its own job, the worst
+    /// case; adapters submit a whole message or poll per job).
+    pub per_job: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -157,11 +160,14 @@ async fn ingest_rate(path: &Path, opts: &JournalBench) -> Result<(f64, u64), Sto
         .collect();
     let started = Instant::now();
     let mut tasks = Vec::new();
+    let per_job = opts.per_job.max(1);
     for events in inputs {
         let writer = writer.clone();
         tasks.push(tokio::spawn(async move {
-            for e in events {
-                writer.append(vec![e]).await?;
+            let mut events = events.into_iter().peekable();
+            while events.peek().is_some() {
+                let job: Vec<NewEvent> = events.by_ref().take(per_job).collect();
+                writer.append(job).await?;
             }
             Ok::<(), StoreError>(())
         }));
