@@ -182,8 +182,18 @@ pub fn apply_pull(
         [pull.version],
     )
     .ctx("recording the price version")?;
+    refresh_each(conn, touched, now, locale)
+}
+
+/// [`refresh`] each SKU; returns those whose labels got new updates.
+fn refresh_each(
+    conn: &Connection,
+    skus: Vec<String>,
+    now: DateTime<Utc>,
+    locale: &str,
+) -> Result<Vec<String>, StoreError> {
     let mut changed = Vec::new();
-    for sku in touched {
+    for sku in skus {
         if refresh(conn, &sku, now, locale)? {
             changed.push(sku);
         }
@@ -359,13 +369,7 @@ pub fn refresh_all(
         let rows = st.query_map([], |r| r.get(0)).ctx("listing priced SKUs")?;
         rows.collect::<Result<_, _>>().ctx("listing priced SKUs")?
     };
-    let mut changed = Vec::new();
-    for sku in skus {
-        if refresh(conn, &sku, now, locale)? {
-            changed.push(sku);
-        }
-    }
-    Ok(changed)
+    refresh_each(conn, skus, now, locale)
 }
 
 /// The next moment after `now` at which some SKU's effective price may
