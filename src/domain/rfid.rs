@@ -8,6 +8,7 @@
 //! few seconds ([`TagTracker::take_dirty`]).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use rusqlite::{Connection, params};
@@ -17,24 +18,27 @@ use crate::db::{SqlContext, StoreError};
 use crate::domain::sgtin;
 use crate::event::{Event, EventBody, NewEvent, TagTransition, ts_from_millis};
 
+/// One tag's row in memory. Kept small: a store may see tens of thousands
+/// of tags. Zone, reader and SKU strings are shared (interned); GTIN and
+/// serial are derived from the EPC when a transition is journaled.
 #[derive(Debug, Clone, PartialEq)]
 struct TagState {
-    zone: String,
-    reader: String,
-    gtin: Option<String>,
-    serial: Option<String>,
-    sku: Option<String>,
+    zone: Arc<str>,
+    reader: Arc<str>,
+    sku: Option<Arc<str>>,
     first_seen: DateTime<Utc>,
     last_seen: DateTime<Utc>,
-    reads: u64,
-    best_rssi: Option<i32>,
-    antenna: Option<u32>,
+    reads: u32,
+    best_rssi: Option<i16>,
+    antenna: Option<u16>,
+    /// Counters changed since the last flush to the `tags` table.
+    dirty: bool,
 }
 
 /// The in-memory tag state table.
 pub struct TagTracker {
-    tags: HashMap<String, TagState>,
-    dirty: HashSet<String>,
+    tags: HashMap<Box<str>, TagState>,
+    strings: HashSet<Arc<str>>,
     dedup_window: Duration,
     departed_after: Duration,
 }
@@ -43,42 +47,55 @@ impl TagTracker {
     pub fn new(dedup_window_ms: u64, departed_after_s: u64) -> Self {
         TagTracker {
             tags: HashMap::new(),
-            dirty: HashSet::new(),
+            strings: HashSet::new(),
             dedup_window: Duration::milliseconds(dedup_window_ms as i64),
             departed_after: Duration::seconds(departed_after_s as i64),
         }
+    }
+
+    /// One shared copy of a zone, reader or SKU name.
+    fn intern(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.strings.get(s) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(s);
+        self.strings.insert(a.clone());
+        a
     }
 
     /// Reload the table after a restart (or after a failed commit, to get
     /// back in step with what was actually journaled).
     pub fn load(&mut self, conn: &Connection) -> Result<(), StoreError> {
         let mut st = conn
-            .prepare("SELECT epc, zone, reader, gtin, serial, sku, first_seen_ms, last_seen_ms, reads, best_rssi FROM tags")
+            .prepare("SELECT epc, zone, reader, sku, first_seen_ms, last_seen_ms, reads, best_rssi FROM tags")
             .ctx("loading the tag table")?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    TagState {
-                        zone: r.get(1)?,
-                        reader: r.get(2)?,
-                        gtin: r.get(3)?,
-                        serial: r.get(4)?,
-                        sku: r.get(5)?,
-                        first_seen: ts_from_millis(r.get(6)?),
-                        last_seen: ts_from_millis(r.get(7)?),
-                        reads: r.get::<_, i64>(8)? as u64,
-                        best_rssi: r.get(9)?,
-                        antenna: None,
-                    },
-                ))
-            })
-            .ctx("loading the tag table")?;
+        let mut rows = st.query([]).ctx("loading the tag table")?;
         self.tags.clear();
-        self.dirty.clear();
-        for row in rows {
-            let (epc, state) = row.ctx("loading the tag table")?;
-            self.tags.insert(epc, state);
+        while let Some(r) = rows.next().ctx("loading the tag table")? {
+            let get = |i| -> Result<String, StoreError> { r.get(i).ctx("loading the tag table") };
+            let epc = get(0)?;
+            let zone = self.intern(&get(1)?);
+            let reader = self.intern(&get(2)?);
+            let sku: Option<String> = r.get(3).ctx("loading the tag table")?;
+            let sku = sku.map(|s| self.intern(&s));
+            let state = TagState {
+                zone,
+                reader,
+                sku,
+                first_seen: ts_from_millis(r.get(4).ctx("loading the tag table")?),
+                last_seen: ts_from_millis(r.get(5).ctx("loading the tag table")?),
+                reads: r
+                    .get::<_, i64>(6)
+                    .ctx("loading the tag table")?
+                    .clamp(0, u32::MAX as i64) as u32,
+                best_rssi: r
+                    .get::<_, Option<i64>>(7)
+                    .ctx("loading the tag table")?
+                    .map(|v| v.clamp(-32768, 32767) as i16),
+                antenna: None,
+                dirty: false,
+            };
+            self.tags.insert(epc.into_boxed_str(), state);
         }
         Ok(())
     }
@@ -94,8 +111,8 @@ impl TagTracker {
     /// Whether this read would be a transition (a new tag, or a move), as
     /// opposed to a repeat that only updates the table.
     pub fn would_transition(&self, read: &TagRead, zone: &str) -> bool {
-        match self.tags.get(&read.epc) {
-            Some(t) => t.zone != zone && read.ts - t.last_seen >= self.dedup_window,
+        match self.tags.get(read.epc.as_str()) {
+            Some(t) => &*t.zone != zone && read.ts - t.last_seen >= self.dedup_window,
             None => true,
         }
     }
@@ -109,53 +126,58 @@ impl TagTracker {
         zone: &str,
         sku_of_gtin: &dyn Fn(&str) -> Option<String>,
     ) -> Option<NewEvent> {
-        match self.tags.get_mut(&read.epc) {
-            Some(t) if t.zone == zone || read.ts - t.last_seen < self.dedup_window => {
+        let rssi = read.rssi_dbm.map(|r| r.clamp(-32768, 32767) as i16);
+        let antenna = read.antenna.map(|a| a.min(u16::MAX as u32) as u16);
+        let dedup = self.dedup_window;
+        match self.tags.get_mut(read.epc.as_str()) {
+            Some(t) if &*t.zone == zone || read.ts - t.last_seen < dedup => {
                 // Same sighting: in the same zone, or a cross-read from a
                 // neighbouring zone's antenna too soon to be a real move.
-                if read.ts > t.last_seen && t.zone == zone {
+                if read.ts > t.last_seen && &*t.zone == zone {
                     t.last_seen = read.ts;
                 }
-                t.reads += 1;
-                if let Some(r) = read.rssi_dbm {
+                t.reads = t.reads.saturating_add(1);
+                if let Some(r) = rssi {
                     t.best_rssi = Some(t.best_rssi.map_or(r, |b| b.max(r)));
                 }
-                self.dirty.insert(read.epc.clone());
+                t.dirty = true;
                 None
             }
-            Some(t) => {
-                let from_zone = std::mem::replace(&mut t.zone, zone.to_string());
-                t.reader = reader.to_string();
+            Some(_) => {
+                let zone = self.intern(zone);
+                let reader_name = self.intern(reader);
+                let t = self.tags.get_mut(read.epc.as_str())?;
+                let from_zone = std::mem::replace(&mut t.zone, zone);
+                t.reader = reader_name;
                 t.first_seen = read.ts;
                 t.last_seen = read.ts;
                 t.reads = 1;
-                t.best_rssi = read.rssi_dbm;
-                t.antenna = read.antenna;
+                t.best_rssi = rssi;
+                t.antenna = antenna;
+                t.dirty = false;
                 let mut tr = transition(&read.epc, t);
-                tr.from_zone = Some(from_zone);
-                self.dirty.remove(&read.epc);
+                tr.from_zone = Some(from_zone.to_string());
                 Some(NewEvent::new(read.ts, reader, EventBody::TagMoved(tr)))
             }
             None => {
-                let (gtin, serial) = match sgtin::decode_sgtin96(&read.epc) {
-                    Ok(s) => (Some(s.gtin), Some(s.serial.to_string())),
-                    Err(_) => (None, None),
-                };
-                let sku = gtin.as_deref().and_then(sku_of_gtin);
+                let gtin = sgtin::decode_sgtin96(&read.epc).ok().map(|s| s.gtin);
+                let sku = gtin
+                    .as_deref()
+                    .and_then(sku_of_gtin)
+                    .map(|s| self.intern(&s));
                 let state = TagState {
-                    zone: zone.to_string(),
-                    reader: reader.to_string(),
-                    gtin,
-                    serial,
+                    zone: self.intern(zone),
+                    reader: self.intern(reader),
                     sku,
                     first_seen: read.ts,
                     last_seen: read.ts,
                     reads: 1,
-                    best_rssi: read.rssi_dbm,
-                    antenna: read.antenna,
+                    best_rssi: rssi,
+                    antenna,
+                    dirty: false,
                 };
                 let tr = transition(&read.epc, &state);
-                self.tags.insert(read.epc.clone(), state);
+                self.tags.insert(read.epc.clone().into_boxed_str(), state);
                 Some(NewEvent::new(read.ts, reader, EventBody::TagArrived(tr)))
             }
         }
@@ -163,7 +185,7 @@ impl TagTracker {
 
     /// Tags not read for `departed_after` as of `now` leave the table.
     pub fn sweep(&mut self, now: DateTime<Utc>) -> Vec<NewEvent> {
-        let gone: Vec<String> = self
+        let gone: Vec<Box<str>> = self
             .tags
             .iter()
             .filter(|(_, t)| now - t.last_seen >= self.departed_after)
@@ -172,11 +194,9 @@ impl TagTracker {
         let mut events = Vec::with_capacity(gone.len());
         for epc in gone {
             if let Some(t) = self.tags.remove(&epc) {
-                self.dirty.remove(&epc);
-                let reader = t.reader.clone();
                 events.push(NewEvent::new(
                     now,
-                    reader,
+                    &*t.reader,
                     EventBody::TagDeparted(transition(&epc, &t)),
                 ));
             }
@@ -187,33 +207,34 @@ impl TagTracker {
     /// `(epc, last_seen_ms, reads, best_rssi)` of tags whose counters changed
     /// since the last call, for a periodic flush to the `tags` table.
     pub fn take_dirty(&mut self) -> Vec<(String, i64, i64, Option<i32>)> {
-        let dirty = std::mem::take(&mut self.dirty);
-        dirty
-            .into_iter()
-            .filter_map(|epc| {
-                let t = self.tags.get(&epc)?;
-                Some((
-                    epc,
+        self.tags
+            .iter_mut()
+            .filter(|(_, t)| t.dirty)
+            .map(|(epc, t)| {
+                t.dirty = false;
+                (
+                    epc.to_string(),
                     t.last_seen.timestamp_millis(),
-                    t.reads as i64,
-                    t.best_rssi,
-                ))
+                    i64::from(t.reads),
+                    t.best_rssi.map(i32::from),
+                )
             })
             .collect()
     }
 }
 
 fn transition(epc: &str, t: &TagState) -> TagTransition {
+    let decoded = sgtin::decode_sgtin96(epc).ok();
     TagTransition {
         epc: epc.to_string(),
-        gtin: t.gtin.clone(),
-        serial: t.serial.clone(),
-        sku: t.sku.clone(),
-        zone: t.zone.clone(),
+        gtin: decoded.as_ref().map(|s| s.gtin.clone()),
+        serial: decoded.map(|s| s.serial.to_string()),
+        sku: t.sku.as_deref().map(String::from),
+        zone: t.zone.to_string(),
         from_zone: None,
-        reader: t.reader.clone(),
-        antenna: t.antenna,
-        rssi_dbm: t.best_rssi,
+        reader: t.reader.to_string(),
+        antenna: t.antenna.map(u32::from),
+        rssi_dbm: t.best_rssi.map(i32::from),
         first_seen: t.first_seen,
         last_seen: t.last_seen,
     }
