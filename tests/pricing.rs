@@ -108,6 +108,48 @@ impl Shop {
     }
 }
 
+/// The journal-derived projections, as text rows (alert ids left out: a
+/// rebuild numbers them anew).
+fn projections(conn: &rusqlite::Connection) -> Vec<String> {
+    let mut rows = Vec::new();
+    for sql in [
+        "SELECT code, subject, severity, message, context, opened_seq, opened_ms, resolved_seq, resolved_ms FROM alerts ORDER BY opened_seq",
+        "SELECT label_id, sku, state, confirmed_version, confirmed_price_minor, confirmed_currency, confirmed_at_ms, battery_mv, rssi FROM labels ORDER BY label_id",
+        "SELECT sku, on_hand FROM stock ORDER BY sku",
+        "SELECT sku, session_id, zone, counted, expected, method, at_ms FROM last_counts ORDER BY sku",
+        "SELECT epc, zone, reader, sku, first_seen_ms FROM tags ORDER BY epc",
+    ] {
+        let mut st = conn.prepare(sql).unwrap();
+        let n = st.column_count();
+        let mut q = st.query([]).unwrap();
+        while let Some(r) = q.next().unwrap() {
+            let cols: Vec<String> = (0..n)
+                .map(|i| format!("{:?}", r.get_ref(i).unwrap()))
+                .collect();
+            rows.push(format!("{sql}: {}", cols.join("|")));
+        }
+    }
+    rows
+}
+
+impl Shop {
+    /// Rebuild from the journal and check it gives what the live
+    /// projections hold.
+    async fn assert_rebuild_is_identical(&self) {
+        let (before, after) = self
+            .writer
+            .transact(|w| {
+                let before = projections(w.conn());
+                storegate::domain::rebuild(w.conn())?;
+                Ok((before, projections(w.conn())))
+            })
+            .await
+            .unwrap();
+        assert!(!before.is_empty());
+        assert_eq!(before, after);
+    }
+}
+
 fn oat_milk(version: i64, price: i64, from: &str, promo: Option<(i64, &str)>) -> serde_json::Value {
     serde_json::json!({
         "version": version,
@@ -224,6 +266,7 @@ async fn no_ack_fails_the_label_raises_label_stale_and_a_retry_resolves_it() {
         2,
         "{kinds:?}"
     );
+    shop.assert_rebuild_is_identical().await;
 }
 
 #[tokio::test]
@@ -349,4 +392,5 @@ async fn conflicts_plain_grace_window_and_unconfirmed_label() {
         ),
         (279, 249, Some("0000021A4B3C5D6E"))
     );
+    shop.assert_rebuild_is_identical().await;
 }
