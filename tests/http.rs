@@ -660,3 +660,44 @@ async fn openepaperlink_refused_upload_is_an_error_with_the_answer() {
     .expect("the upload gives up");
     assert!(result.is_err(), "{result:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openepaperlink_label_that_stops_checking_in_raises_label_offline() {
+    let store = Store::new();
+    let ap = new_ap(); // every tag last checked in at the sample's time, long ago
+    let url = serve_ap(ap.clone()).await;
+    let profiles = tempfile::tempdir().unwrap();
+    fast_profile(profiles.path());
+    let (spec, _) = ap_device(&store, &url, profiles.path());
+    price_book(&store).await;
+    let task = start(&store, spec);
+    let offline = |store: &Store| {
+        let conn = storegate::db::open_read(&store.db).unwrap();
+        storegate::domain::alerts::open_alerts(&conn)
+            .unwrap()
+            .into_iter()
+            .filter(|a| a.code == "label_offline")
+            .map(|a| a.subject)
+            .collect::<Vec<_>>()
+    };
+    wait_for_async("label_offline for the silent label", || {
+        (offline(&store) == vec![MAC.to_string()]).then_some(())
+    })
+    .await;
+    // Only the store's own label: the AP's other tags are not ours.
+    // It checks in again: the alert resolves, and its health is recorded.
+    {
+        let mut a = lock(&ap);
+        for tag in a.tags.iter_mut().filter(|t| t.mac == MAC) {
+            tag.lastseen = Utc::now().timestamp();
+        }
+    }
+    wait_for_async("label_offline resolved", || {
+        offline(&store).is_empty().then_some(())
+    })
+    .await;
+    let conn = storegate::db::open_read(&store.db).unwrap();
+    let l = labels::labels_of(&conn, "SKU-1001").unwrap();
+    assert!(l[0].battery_mv.is_some(), "{l:?}");
+    stop(store, task).await;
+}

@@ -33,6 +33,8 @@ use crate::codecs::esl::{self, LabelUpdate, OeplParams, OeplTag};
 use crate::codecs::json::{DecodeContext, JsonCodec};
 use crate::config::Transport;
 use crate::db::{SqlContext, StoreError};
+use crate::domain::alerts;
+use crate::event::Severity;
 use crate::event::{EventBody, LabelAck, LabelStatus, now_millis, ts_from_millis};
 use crate::profiles::Codec;
 
@@ -407,7 +409,7 @@ async fn oepl_session(
         };
         failed_polls = 0;
         mark_up(ingest, id, url);
-        let acks = confirmations(ingest, tags).await?;
+        let acks = confirmations(ingest, tags, params.stale_after_s).await?;
         if acks.is_empty() {
             // The AP answered: that is a good frame even without news.
             ingest.health().frames(id, 1, 0);
@@ -511,11 +513,21 @@ async fn read_body(
 /// unconfirmed update that was sent (`sent_version = want_version`), whose
 /// tag is no longer pending and checked in after the upload. A label whose
 /// state is already `ok` is not acknowledged again.
-async fn confirmations(ingest: &Ingest, tags: Vec<OeplTag>) -> Result<Vec<LabelAck>, StoreError> {
+/// Reconcile the store's labels with the AP's tag database: confirmations
+/// of sent updates (returned, to be journaled as `label_ack`), and label
+/// health: battery and signal recorded, and a `label_offline` alert for a
+/// label that has not checked in for `stale_after_s` (resolved when it
+/// does again).
+async fn confirmations(
+    ingest: &Ingest,
+    tags: Vec<OeplTag>,
+    stale_after_s: u64,
+) -> Result<Vec<LabelAck>, StoreError> {
     let tags: HashMap<String, OeplTag> = tags.into_iter().map(|t| (t.mac.clone(), t)).collect();
     ingest
         .writer()
         .transact(move |w| {
+            label_health(w, &tags, stale_after_s)?;
             let mut st = w
                 .conn()
                 .prepare_cached(
@@ -557,6 +569,63 @@ async fn confirmations(ingest: &Ingest, tags: Vec<OeplTag>) -> Result<Vec<LabelA
             Ok(acks)
         })
         .await
+}
+
+fn label_health(
+    w: &mut crate::db::WriteTx<'_>,
+    tags: &HashMap<String, OeplTag>,
+    stale_after_s: u64,
+) -> Result<(), StoreError> {
+    let ours: Vec<String> = {
+        let mut st = w
+            .conn()
+            .prepare_cached("SELECT label_id FROM labels")
+            .ctx("listing labels")?;
+        let rows = st.query_map([], |r| r.get(0)).ctx("listing labels")?;
+        rows.collect::<Result<_, _>>().ctx("listing labels")?
+    };
+    let now_s = chrono::Utc::now().timestamp();
+    for label_id in ours {
+        let Ok(mac) = esl::normalize_mac(&label_id) else {
+            continue;
+        };
+        let Some(tag) = tags.get(&mac) else {
+            continue;
+        };
+        w.conn()
+            .prepare_cached(
+                "UPDATE labels SET battery_mv = COALESCE(?2, battery_mv), rssi = COALESCE(?3, rssi) WHERE label_id = ?1",
+            )
+            .and_then(|mut st| st.execute(rusqlite::params![label_id, tag.battery_mv, tag.rssi]))
+            .ctx("recording label health")?;
+        let silent_s = now_s - tag.lastseen;
+        if silent_s > stale_after_s as i64 {
+            let mut context = serde_json::Map::new();
+            context.insert("label_id".into(), label_id.clone().into());
+            context.insert("last_seen_s_ago".into(), silent_s.into());
+            if let Some(mv) = tag.battery_mv {
+                context.insert("battery_mv".into(), mv.into());
+            }
+            alerts::raise(
+                w,
+                "esl",
+                "label_offline",
+                &label_id,
+                Severity::Warning,
+                format!("label {label_id} has not checked in for {silent_s} s (battery or range?)"),
+                context,
+            )?;
+        } else {
+            alerts::resolve(
+                w,
+                "esl",
+                "label_offline",
+                &label_id,
+                format!("label {label_id} checked in again"),
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// Send a label update to an OpenEPaperLink AP: `POST {base_url}/jsonupload`
