@@ -2,26 +2,15 @@
 //! the process acknowledged must be in the database, with its exact
 //! content, seqs gapless, and the database intact.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+use common::{AckReader, Lcg};
 
 use storegate::db::{self, journal};
 use storegate::event::Event;
-
-/// A small deterministic generator: the test must not need a crate for this.
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-}
 
 #[test]
 fn sigkill_during_ingest_loses_no_acknowledged_event() {
@@ -45,28 +34,14 @@ fn sigkill_during_ingest_loses_no_acknowledged_event() {
         // is an acknowledged event, including those printed after the kill
         // decision.
         let kill_after = 1 + (rng.next() % 3000) as usize;
-        let seen = Arc::new(AtomicUsize::new(0));
-        let reader = {
-            let seen = seen.clone();
-            std::thread::spawn(move || {
-                let mut lines = Vec::new();
-                for line in BufReader::new(stdout).lines() {
-                    let Ok(line) = line else { break };
-                    lines.push(line);
-                    seen.fetch_add(1, Ordering::Relaxed);
-                }
-                lines
-            })
-        };
+        let reader = AckReader::new(stdout);
         let started = Instant::now();
-        while seen.load(Ordering::Relaxed) < kill_after
-            && started.elapsed() < Duration::from_secs(60)
-        {
+        while reader.seen() < kill_after && started.elapsed() < Duration::from_secs(60) {
             std::thread::sleep(Duration::from_micros(200));
         }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        let lines = reader.join().unwrap();
+        let lines = reader.finish();
         assert!(
             !lines.is_empty(),
             "round {round}: the ingester acknowledged nothing"

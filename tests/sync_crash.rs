@@ -3,26 +3,13 @@
 
 mod common;
 
+use common::{AckReader, Lcg};
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use storegate::db::{self, journal};
 use storegate::event::Event;
 use storegate::sim::central::Central as CentralSim;
-
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-}
 
 fn ingest(db: &std::path::Path, url: &str, batches: usize) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_storegate"))
@@ -58,25 +45,13 @@ async fn sigkill_during_pushes_loses_nothing_and_duplicates_nothing_at_central()
     for round in 0..22 {
         let mut child = ingest(&db_path, &url, 0);
         let stdout = child.stdout.take().unwrap();
-        let seen = Arc::new(AtomicUsize::new(0));
-        let reader = {
-            let seen = seen.clone();
-            std::thread::spawn(move || {
-                let mut lines = Vec::new();
-                for line in BufReader::new(stdout).lines() {
-                    let Ok(line) = line else { break };
-                    lines.push(line);
-                    seen.fetch_add(1, Ordering::Relaxed);
-                }
-                lines
-            })
-        };
+        let reader = AckReader::new(stdout);
         // Kill after a random number of acknowledged events, so some kills
         // land while a push is in flight and others between pushes.
         let kill_after = 200 + (rng.next() % 4000) as usize;
         let pushed_before = sim.view("crash-test").acked_through;
         common::wait_for_async("acknowledgements", || {
-            (seen.load(Ordering::Relaxed) >= kill_after).then_some(())
+            (reader.seen() >= kill_after).then_some(())
         })
         .await;
         // Make sure pushes happen in this round too.
@@ -86,7 +61,7 @@ async fn sigkill_during_pushes_loses_nothing_and_duplicates_nothing_at_central()
         .await;
         child.kill().unwrap();
         child.wait().unwrap();
-        for line in reader.join().unwrap() {
+        for line in reader.finish() {
             if let Ok(e) = serde_json::from_str::<Event>(&line) {
                 acknowledged.push(e);
             }

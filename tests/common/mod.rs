@@ -195,3 +195,53 @@ impl Drop for PtyPair {
         let _ = self.child.wait();
     }
 }
+
+/// A small deterministic generator: the kill tests must not need a crate
+/// for their random moments.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+}
+
+/// Reads a child's stdout on a thread, line by line, counting them: every
+/// line is an acknowledgement. Keeps draining until the child is gone, so
+/// lines printed after a kill decision are not lost either.
+pub struct AckReader {
+    seen: Arc<std::sync::atomic::AtomicUsize>,
+    thread: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl AckReader {
+    pub fn new(stdout: std::process::ChildStdout) -> AckReader {
+        use std::io::BufRead;
+        let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = seen.clone();
+        let thread = std::thread::spawn(move || {
+            let mut lines = Vec::new();
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                lines.push(line);
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            lines
+        });
+        AckReader { seen, thread }
+    }
+
+    /// Lines read so far.
+    pub fn seen(&self) -> usize {
+        self.seen.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Every line, once the child's stdout closed.
+    pub fn finish(self) -> Vec<String> {
+        self.thread.join().unwrap_or_default()
+    }
+}
