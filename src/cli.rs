@@ -225,6 +225,23 @@ pub fn bench_rss(dir: &Path, devices: usize, rate: usize, seconds: u64) -> anyho
     Ok(())
 }
 
+/// `storegate bench startup`.
+pub fn bench_startup(dir: &Path, events: usize) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let f = runtime
+        .block_on(bench::startup(dir, events))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "storegate bench startup  ({}, {} cores)",
+        bench::stamp(),
+        num_cpus()
+    );
+    println!("  journal                     {} events", f.events);
+    let runs: Vec<String> = f.runs_ms.iter().map(|ms| format!("{ms:.0} ms")).collect();
+    println!("  start to running            {}", runs.join(", "));
+    Ok(())
+}
+
 /// `storegate bench rfid-count`.
 pub fn bench_rfid_count(dir: &Path, tags: usize, skus: usize) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;

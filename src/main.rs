@@ -145,6 +145,13 @@ enum BenchCommand {
         #[arg(long, default_value_t = 20)]
         seconds: u64,
     },
+    /// Start-up time of `storegate run` on a large journal.
+    Startup {
+        #[arg(long, default_value = "./bench-data")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+    },
     /// One RFID count over a large tag table.
     RfidCount {
         #[arg(long, default_value = "./bench-data")]
@@ -211,6 +218,7 @@ fn main() -> ExitCode {
             },
         }),
         Command::Bench(BenchCommand::Sync { dir, events }) => cli::bench_sync(&dir, events),
+        Command::Bench(BenchCommand::Startup { dir, events }) => cli::bench_startup(&dir, events),
         Command::Bench(BenchCommand::Mqtt { dir, reads }) => cli::bench_mqtt(&dir, reads),
         Command::Bench(BenchCommand::Labels { dir, changes }) => {
             cli::bench_labels(&dir, changes.max(1))

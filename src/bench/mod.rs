@@ -241,6 +241,88 @@ pub fn stamp() -> String {
     Utc::now().format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
+/// A fresh journal with `events` sample events, filled in large groups
+/// (the fill is never what is measured). Returns the running writer.
+pub async fn fill_journal(
+    path: &Path,
+    events: usize,
+) -> Result<(Writer, db::WriterThread), StoreError> {
+    let conn = fresh_db(path, Durability::Normal)?;
+    let (writer, thread) = Writer::spawn(conn, Box::new(NoProjections))?;
+    let mut i = 0;
+    while i < events {
+        let n = 1000.min(events - i);
+        let batch: Vec<NewEvent> = (i..i + n).map(sample_event).collect();
+        writer
+            .transact(move |w| {
+                for e in batch {
+                    w.append(e)?;
+                }
+                Ok(())
+            })
+            .await?;
+        i += n;
+    }
+    Ok((writer, thread))
+}
+
+/// Figures of `storegate bench startup`.
+#[derive(Debug, Clone)]
+pub struct StartupFigures {
+    pub events: usize,
+    pub runs_ms: Vec<f64>,
+}
+
+/// Time from starting `storegate run` on a journal of `events` rows to its
+/// "storegate is running" log line (database opened and checked, tag table
+/// loaded, API bound), over three starts.
+pub async fn startup(
+    dir: &Path,
+    events: usize,
+) -> Result<StartupFigures, Box<dyn std::error::Error>> {
+    use std::io::BufRead;
+    let data = dir.join("bench-startup");
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(&data)?;
+    let (writer, thread) = fill_journal(&data.join("storegate.db"), events).await?;
+    drop(writer);
+    tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .ok();
+    let config = data.join("store.toml");
+    std::fs::write(
+        &config,
+        format!("store_id = \"bench\"\ndata_dir = {data:?}\n[api]\nlisten = \"127.0.0.1:0\"\n"),
+    )?;
+    let mut runs_ms = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let mut child = std::process::Command::new(std::env::current_exe()?)
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("STOREGATE_LOG", "info")
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        let stderr = child.stderr.take().ok_or("no stderr")?;
+        let mut ready = false;
+        for line in std::io::BufReader::new(stderr).lines() {
+            if line?.contains("storegate is running") {
+                runs_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+                ready = true;
+                break;
+            }
+        }
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let _ = child.wait();
+        if !ready {
+            return Err("the agent exited before it was running".into());
+        }
+    }
+    Ok(StartupFigures { events, runs_ms })
+}
+
 /// Figures of `storegate bench sync`.
 #[derive(Debug, Clone)]
 pub struct SyncFigures {
@@ -258,23 +340,7 @@ pub async fn sync_drain(
 ) -> Result<SyncFigures, Box<dyn std::error::Error>> {
     use crate::sim::central::Central as Sim;
     let path = dir.join("bench-sync.db");
-    let conn = fresh_db(&path, Durability::Normal)?;
-    let (writer, thread) = Writer::spawn(conn, Box::new(NoProjections))?;
-    // Fill in large groups: the fill is not what is measured.
-    let mut i = 0;
-    while i < events {
-        let n = 1000.min(events - i);
-        let batch: Vec<NewEvent> = (i..i + n).map(sample_event).collect();
-        writer
-            .transact(move |w| {
-                for e in batch {
-                    w.append(e)?;
-                }
-                Ok(())
-            })
-            .await?;
-        i += n;
-    }
+    let (writer, thread) = fill_journal(&path, events).await?;
     let head = events as i64;
     let sim = Sim::default();
     sim.lock().behaviour.count_only = true;
