@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 use crate::config::{Broker, Config, Durability, MqttConfig};
-use crate::db::{self, Writer};
+use crate::db::Writer;
 use crate::devices::label_sender::{self, Routes};
 use crate::devices::{self, DeviceSpec, mqtt};
 use crate::domain::{Projections, prices};
@@ -28,14 +28,9 @@ pub async fn run(
 ) -> Result<LabelFigures, Box<dyn std::error::Error>> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join("bench-labels.db");
-    for suffix in ["", "-wal", "-shm"] {
-        let mut p = path.as_os_str().to_owned();
-        p.push(suffix);
-        let _ = std::fs::remove_file(p);
-    }
     let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     devices::broker::start_embedded(addr)?;
-    let conn = db::open_write(&path, Durability::Full)?;
+    let conn = super::fresh_db(&path, Durability::Full)?;
     let (writer, thread) = Writer::spawn(conn, Box::new(Projections::default()))?;
     let (trigger, shutdown) = devices::shutdown_pair();
     let hub = mqtt::Hub::start(

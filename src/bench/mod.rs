@@ -236,7 +236,7 @@ async fn latency_at_fixed_rate(
     Ok((pct(0.50), pct(0.99), s.len()))
 }
 
-/// Seconds since the epoch, for bench report headers.
+/// The date and time (UTC, to the minute), for bench report headers.
 pub fn stamp() -> String {
     Utc::now().format("%Y-%m-%d %H:%M UTC").to_string()
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 use crate::config::{Broker, Config, Durability, MqttConfig};
-use crate::db::{self, Writer};
+use crate::db::Writer;
 use crate::devices::health::HealthBoard;
 use crate::devices::{self, DeviceSpec, Ingest, mqtt};
 use crate::domain::{Projections, rfid::TagTracker};
@@ -107,12 +107,7 @@ async fn agent(
     n: usize,
 ) -> Result<f64, Box<dyn std::error::Error>> {
     let path = dir.join("bench-mqtt.db");
-    for suffix in ["", "-wal", "-shm"] {
-        let mut p = path.as_os_str().to_owned();
-        p.push(suffix);
-        let _ = std::fs::remove_file(p);
-    }
-    let conn = db::open_write(&path, Durability::Full)?;
+    let conn = super::fresh_db(&path, Durability::Full)?;
     let (writer, thread) = Writer::spawn(conn, Box::new(Projections::default()))?;
     let health = HealthBoard::default();
     let tags = Arc::new(Mutex::new(TagTracker::new(5000, 600)));

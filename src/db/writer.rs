@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{SqlContext, StoreError};
@@ -207,8 +207,6 @@ pub struct WriterStats {
     pub groups: AtomicU64,
     pub events: AtomicU64,
     pub failed_groups: AtomicU64,
-    /// Microseconds spent in the last commit group (BEGIN to COMMIT).
-    pub last_group_us: AtomicU64,
     /// Every commit group's duration, for the `/metrics` histogram.
     pub commit_times: crate::metrics::LatencyHistogram,
 }
@@ -377,9 +375,6 @@ fn writer_loop(
         let started = Instant::now();
         let before = next_seq;
         let outcome = commit_group(&conn, projector.as_mut(), &mut next_seq, &mut group);
-        stats
-            .last_group_us
-            .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         stats.commit_times.observe(started.elapsed());
         match outcome {
             Ok(completions) => {
@@ -492,13 +487,4 @@ pub fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Event,
             body,
         })
         .map_err(|source| StoreError::Corrupt { seq, source }))
-}
-
-/// The seq of an event with this natural key, if it was journaled.
-pub fn seq_of_natural_key(conn: &Connection, key: &str) -> Result<Option<Seq>, StoreError> {
-    conn.query_row("SELECT seq FROM natural_keys WHERE key = ?1", [key], |r| {
-        r.get(0)
-    })
-    .optional()
-    .ctx("looking up a natural key")
 }

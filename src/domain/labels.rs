@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::codecs::esl::LabelUpdate;
 use crate::db::{SqlContext, StoreError};
 use crate::domain::alerts;
-use crate::event::{Event, EventBody, LabelAck, LabelStatus, NewEvent, Severity, ts_from_millis};
+use crate::event::{Event, EventBody, LabelAck, LabelStatus, NewEvent, Severity};
 
 /// Retry delays after a failed or timed-out update: 30 s doubling to 1 h.
 pub fn retry_delay_ms(attempts: i64) -> i64 {
@@ -249,18 +249,4 @@ pub fn apply(conn: &Connection, event: &Event) -> Result<Option<NewEvent>, Store
             )
         }
     }
-}
-
-/// When a label last confirmed anything (for the staff page).
-pub fn confirmed_at(
-    conn: &Connection,
-    label_id: &str,
-) -> Result<Option<DateTime<Utc>>, StoreError> {
-    conn.prepare_cached("SELECT confirmed_at_ms FROM labels WHERE label_id = ?1")
-        .and_then(|mut st| {
-            st.query_row([label_id], |r| r.get::<_, Option<i64>>(0))
-                .optional()
-        })
-        .map(|v| v.flatten().map(ts_from_millis))
-        .ctx("reading a label")
 }

@@ -52,8 +52,6 @@ pub struct StoreView {
     pub duplicates: u64,
     /// Seqs the agent announced as dropped under its disk quota.
     pub skipped: Vec<(i64, i64)>,
-    /// Stock per SKU from the baseline plus every stock move received.
-    pub on_hand: BTreeMap<String, i64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -138,9 +136,6 @@ impl Central {
         let mut s = self.lock();
         s.initial_stock.insert(sku.to_string(), on_hand);
         s.stock_version += 1;
-        for view in s.stores.values_mut() {
-            view.on_hand.clear();
-        }
     }
 
     /// The state as JSON, for `sim central --state FILE`.
