@@ -22,6 +22,14 @@ use crate::sync::retention::Quota;
 /// summary when the device has been quiet for this long.
 const BURST_QUIET: Duration = Duration::from_secs(10);
 
+/// One unit of input sorted for its commit (see [`Ingest::sort`]).
+#[derive(Debug, Clone, Default)]
+pub struct Unit {
+    reads: Vec<TagRead>,
+    groups: Vec<Vec<(DateTime<Utc>, EventBody)>>,
+    quarantine: Vec<(String, Vec<u8>)>,
+}
+
 /// Who the input came from.
 #[derive(Debug, Clone)]
 pub struct Source {
@@ -100,30 +108,35 @@ impl Ingest {
         source: &Source,
         items: Vec<Decoded>,
     ) -> Result<Delivered, StoreError> {
-        if items.is_empty() {
-            return Ok(Delivered::default());
+        match self.sort(source, items) {
+            Some(unit) => self.commit(source, &unit).await,
+            None => Ok(Delivered::default()),
         }
-        if self.quota.is_full() {
-            return Err(StoreError::QuotaFull);
+    }
+
+    /// Count, log and sort one unit of input, once however often its
+    /// commit is retried. Repeat tag reads are applied to the tag table
+    /// here; `None` when nothing is left to commit.
+    pub fn sort(&self, source: &Source, items: Vec<Decoded>) -> Option<Unit> {
+        if items.is_empty() {
+            return None;
         }
         let (mut ok, mut bad) = (0u64, 0u64);
-        let mut reads: Vec<TagRead> = Vec::new();
-        let mut groups: Vec<Vec<(DateTime<Utc>, EventBody)>> = Vec::new();
-        let mut quarantine: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut unit = Unit::default();
         for item in items {
             match item {
                 Decoded::Events(events) => {
                     ok += 1;
-                    groups.push(events);
+                    unit.groups.push(events);
                 }
                 Decoded::TagReads(r) => {
                     ok += r.len() as u64;
-                    reads.extend(r);
+                    unit.reads.extend(r);
                 }
                 Decoded::Bad { reason, raw } => {
                     bad += 1;
                     self.log_bad(&source.device, &reason);
-                    quarantine.push((reason, raw));
+                    unit.quarantine.push((reason, raw));
                 }
             }
         }
@@ -132,19 +145,32 @@ impl Ingest {
         // Most reads in a store are repeats of tags already in the table:
         // they only touch the in-memory table and journal nothing, so there
         // is no transaction to wait for before the device is acknowledged.
-        if groups.is_empty() && quarantine.is_empty() {
+        if unit.groups.is_empty() && unit.quarantine.is_empty() {
             let mut tracker = self.tags.lock().unwrap_or_else(|p| p.into_inner());
-            if !reads
+            if !unit
+                .reads
                 .iter()
                 .any(|r| tracker.would_transition(r, &source.zone))
             {
-                for r in &reads {
+                for r in &unit.reads {
                     tracker.observe(r, &source.device, &source.zone, &|_| None);
                 }
-                return Ok(Delivered::default());
+                return None;
             }
         }
+        Some(unit)
+    }
 
+    /// Journal a sorted unit in one transaction; may be retried.
+    pub async fn commit(&self, source: &Source, unit: &Unit) -> Result<Delivered, StoreError> {
+        if self.quota.is_full() {
+            return Err(StoreError::QuotaFull);
+        }
+        let Unit {
+            reads,
+            groups,
+            quarantine,
+        } = unit.clone();
         let source = source.clone();
         let tags = self.tags.clone();
         let result = self

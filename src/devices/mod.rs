@@ -111,9 +111,13 @@ pub async fn deliver_until_stored(
     items: Vec<crate::codecs::Decoded>,
     shutdown: &mut Shutdown,
 ) -> bool {
+    // Sorted (and counted) once; only the commit is retried.
+    let Some(unit) = ingest.sort(source, items) else {
+        return true;
+    };
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     loop {
-        match ingest.deliver(source, items.clone()).await {
+        match ingest.commit(source, &unit).await {
             Ok(_) => return true,
             Err(e) => {
                 if backoff.attempts() == 0 {
