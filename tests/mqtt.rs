@@ -8,20 +8,17 @@
 
 mod common;
 
-use std::fs::File;
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::path::Path;
 
-use common::{Store, free_port, wait_for, wait_for_async};
-use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
+use common::broker::{Mosquitto, Peer};
+use common::{Agent, Store, free_port, wait_for_async};
+use rumqttc::Packet;
 use storegate::codecs::esl::{self, LabelUpdate};
 use storegate::config::{Broker, MqttConfig};
 use storegate::devices::mqtt::Hub;
 use storegate::devices::{DeviceSpec, run_device};
 use storegate::event::{Event, EventBody, LabelStatus, SaleLine, TagTransition};
-use tokio::sync::mpsc;
 
 // Samples from spec/samples (faithful vendor formats).
 const ZEBRA_SIMPLE: &str = r#"{"data":{"eventNum":1,"format":"epc","idHex":"3005fb63ac1f3681ec880468","antenna":1,"peakRssi":-39,"channel":911.75,"phase":0,"reads":1,"PC":"3000","CRC":"b06a"},"timestamp":"2019-08-24T14:15:22Z","type":"SIMPLE"}"#;
@@ -61,65 +58,6 @@ topic = "stores/t/pos/1""#;
 // Brokers and clients
 // ---------------------------------------------------------------------------
 
-/// mosquitto on a free port, in memory only; killed when dropped.
-struct Mosquitto {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Mosquitto {
-    fn start() -> Mosquitto {
-        Mosquitto::start_on(free_port())
-    }
-
-    fn start_on(port: u16) -> Mosquitto {
-        let dir = tempfile::tempdir().unwrap();
-        let conf = dir.path().join("mosquitto.conf");
-        // No queue limit: a burst must not be dropped by the broker while
-        // the agent catches up (the default drops past 1000).
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\n"
-            ),
-        )
-        .unwrap();
-        let child = Command::new("/usr/sbin/mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto is needed for these tests (apt-get install mosquitto)");
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        wait_for("mosquitto to listen", || {
-            TcpStream::connect(addr).ok().map(|_| ())
-        });
-        Mosquitto {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-
-    fn config(&self, client_id: &str) -> MqttConfig {
-        MqttConfig {
-            broker: Broker::External {
-                url: format!("mqtt://127.0.0.1:{}", self.port),
-            },
-            client_id: client_id.into(),
-        }
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The agent's MQTT settings with the embedded broker on a free port.
 fn embedded(port: u16) -> MqttConfig {
     MqttConfig {
@@ -127,72 +65,6 @@ fn embedded(port: u16) -> MqttConfig {
         client_id: "storegate-test".into(),
     }
 }
-
-/// The test's own MQTT client: the devices' side of the broker.
-struct Peer {
-    client: AsyncClient,
-    packets: mpsc::UnboundedReceiver<Packet>,
-}
-
-impl Peer {
-    async fn connect(port: u16, id: &str) -> Peer {
-        let mut options = MqttOptions::new(id, "127.0.0.1", port);
-        options.set_keep_alive(Duration::from_secs(30));
-        let (client, mut eventloop) = AsyncClient::new(options, 100);
-        let (tx, packets) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            loop {
-                match eventloop.poll().await {
-                    Ok(MqttEvent::Incoming(p)) => {
-                        if tx.send(p).is_err() {
-                            break;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-        });
-        let mut peer = Peer { client, packets };
-        peer.expect("CONNACK", |p| matches!(p, Packet::ConnAck(_)).then_some(()))
-            .await;
-        peer
-    }
-
-    /// Wait (30 s at most) for a packet `f` picks.
-    async fn expect<T>(&mut self, what: &str, mut f: impl FnMut(&Packet) -> Option<T>) -> T {
-        let found = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(p) = self.packets.recv().await {
-                if let Some(v) = f(&p) {
-                    return Some(v);
-                }
-            }
-            None
-        })
-        .await;
-        match found {
-            Ok(Some(v)) => v,
-            _ => panic!("timed out waiting for {what}"),
-        }
-    }
-
-    async fn subscribe(&mut self, filter: &str) {
-        self.client
-            .subscribe(filter, QoS::AtLeastOnce)
-            .await
-            .unwrap();
-        self.expect("SUBACK", |p| matches!(p, Packet::SubAck(_)).then_some(()))
-            .await;
-    }
-
-    async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) {
-        self.client
-            .publish(topic, QoS::AtLeastOnce, false, payload)
-            .await
-            .unwrap();
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
@@ -604,56 +476,6 @@ async fn embedded_broker_on_a_taken_address_is_a_clear_error() {
 // ---------------------------------------------------------------------------
 // Crash before commit: the broker redelivers, the journal has it once
 // ---------------------------------------------------------------------------
-
-/// The agent binary, killed when dropped.
-struct Agent {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Agent {
-    fn start(config: &Path, log: PathBuf) -> Agent {
-        let child = Command::new(env!("CARGO_BIN_EXE_storegate"))
-            .arg("run")
-            .arg("--config")
-            .arg(config)
-            .env("STOREGATE_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Agent { child, log }
-    }
-
-    /// Wait until the agent's log says `text`.
-    fn wait_log(&mut self, text: &str) {
-        let log = self.log.clone();
-        let child = &mut self.child;
-        wait_for(&format!("agent log line {text:?}"), || {
-            if let Ok(Some(status)) = child.try_wait() {
-                let log = std::fs::read_to_string(&log).unwrap_or_default();
-                panic!("the agent exited ({status}):\n{log}");
-            }
-            std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .contains(text)
-                .then_some(())
-        });
-    }
-
-    /// SIGKILL: no shutdown, no final acknowledgements.
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn journal(db: &Path) -> Vec<Event> {
     let conn = storegate::db::open_read(db).unwrap();

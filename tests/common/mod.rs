@@ -4,6 +4,9 @@
 //! generous deadline, never by asserting on elapsed time.
 #![allow(dead_code)]
 
+pub mod broker;
+pub mod modbus;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -243,5 +246,55 @@ impl AckReader {
     /// Every line, once the child's stdout closed.
     pub fn finish(self) -> Vec<String> {
         self.thread.join().unwrap_or_default()
+    }
+}
+
+/// The agent binary, killed when dropped.
+pub struct Agent {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    pub fn start(config: &Path, log: PathBuf) -> Agent {
+        let child = Command::new(env!("CARGO_BIN_EXE_storegate"))
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .env("STOREGATE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Agent { child, log }
+    }
+
+    /// Wait until the agent's log says `text`.
+    pub fn wait_log(&mut self, text: &str) {
+        let log = self.log.clone();
+        let child = &mut self.child;
+        wait_for(&format!("agent log line {text:?}"), || {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!("the agent exited ({status}):\n{log}");
+            }
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains(text)
+                .then_some(())
+        });
+    }
+
+    /// SIGKILL: no shutdown, no final acknowledgements.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
