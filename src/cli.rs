@@ -262,6 +262,45 @@ pub fn bench_rfid_count(dir: &Path, tags: usize, skus: usize) -> anyhow::Result<
     Ok(())
 }
 
+pub fn bench_offline_disk(
+    dir: &Path,
+    params: &bench::offline::OfflineDiskParams,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let f = runtime
+        .block_on(bench::offline::offline_disk(dir, params))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    println!(
+        "storegate bench offline-disk  ({}, {} cores)",
+        bench::stamp(),
+        num_cpus()
+    );
+    println!(
+        "  offline for                 {:.1} days (simulated), central unreachable",
+        f.simulated_s as f64 / 86_400.0
+    );
+    println!(
+        "  floor                       {} tagged items in 2 zones, {:.0}% sold and restocked per hour, 1% moved per hour",
+        params.tags,
+        params.turnover * 100.0
+    );
+    println!(
+        "  tag reads                   {} at {}/s",
+        f.reads, params.rate
+    );
+    println!("  journal events              {}", f.events);
+    println!("  tag table rows              {}", f.tag_rows);
+    println!(
+        "  disk used                   {:.1} MiB (db + WAL), {:.1} MiB after a checkpoint  [target < 100 MB]",
+        mib(f.disk_bytes),
+        mib(f.disk_after_checkpoint_bytes)
+    );
+    println!("  wall time                   {:.0} s", f.wall_s);
+    Ok(())
+}
+
 fn num_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }

@@ -249,7 +249,7 @@ pub async fn run_until(
         offline,
         shutdown.clone(),
     ));
-    tasks.spawn(tag_housekeeping(writer.clone(), tags, shutdown.clone()));
+    tasks.spawn(tag_housekeeping(ingest.clone(), shutdown.clone()));
     tasks.spawn(price_boundaries(
         writer.clone(),
         config.locale.clone(),
@@ -388,23 +388,9 @@ async fn serve_logged(
 
 /// Journal `tag_departed` for tags not read for `departed_after_s`, and
 /// flush last-seen times to the `tags` table.
-async fn tag_housekeeping(writer: Writer, tags: Arc<Mutex<TagTracker>>, mut shutdown: Shutdown) {
+async fn tag_housekeeping(ingest: Ingest, mut shutdown: Shutdown) {
     while shutdown.sleep(TAG_PERIOD).await {
-        let tags = tags.clone();
-        let result = writer
-            .transact(move |w| {
-                let (departed, dirty) = {
-                    let mut t = tags.lock().unwrap_or_else(|p| p.into_inner());
-                    (t.sweep(chrono::Utc::now()), t.take_dirty())
-                };
-                crate::domain::rfid::flush(w.conn(), &dirty)?;
-                for e in departed {
-                    w.append(e)?;
-                }
-                Ok(())
-            })
-            .await;
-        if let Err(e) = result {
+        if let Err(e) = ingest.sweep_tags(chrono::Utc::now()).await {
             tracing::warn!(error = %e, "tag housekeeping failed; will retry");
         }
     }

@@ -161,6 +161,22 @@ enum BenchCommand {
         #[arg(long, default_value_t = 500)]
         skus: usize,
     },
+    /// Disk used after days offline under RFID traffic (simulated clock).
+    OfflineDisk {
+        #[arg(long, default_value = "./bench-data")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 4.0)]
+        days: f64,
+        /// Tag reads per second.
+        #[arg(long, default_value_t = 200)]
+        rate: u32,
+        /// Tagged items on the floor at any time.
+        #[arg(long, default_value_t = 5000)]
+        tags: usize,
+        /// Share of the items sold and restocked every hour.
+        #[arg(long, default_value_t = 0.10)]
+        turnover: f64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -232,6 +248,21 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::RfidCount { dir, tags, skus }) => {
             cli::bench_rfid_count(&dir, tags, skus)
         }
+        Command::Bench(BenchCommand::OfflineDisk {
+            dir,
+            days,
+            rate,
+            tags,
+            turnover,
+        }) => cli::bench_offline_disk(
+            &dir,
+            &storegate::bench::offline::OfflineDiskParams {
+                days,
+                rate: rate.max(1),
+                tags: tags.max(1),
+                turnover,
+            },
+        ),
         Command::Debug(DebugCommand::Ingest {
             db,
             producers,

@@ -15,6 +15,7 @@ use crate::event::{EventBody, NewEvent, SaleLine, TagTransition};
 
 pub mod labels;
 pub mod mqtt;
+pub mod offline;
 pub mod rss;
 
 /// Options of `storegate bench journal`.

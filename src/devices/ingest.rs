@@ -223,6 +223,27 @@ impl Ingest {
         result
     }
 
+    /// Housekeeping of the tag table as of `now`: journal `tag_departed`
+    /// for tags not read for `departed_after_s` and flush last-seen times.
+    /// The daemon calls it every few seconds; the offline-disk bench with
+    /// a simulated clock.
+    pub async fn sweep_tags(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let tags = self.tags.clone();
+        self.writer
+            .transact(move |w| {
+                let (departed, dirty) = {
+                    let mut t = tags.lock().unwrap_or_else(|p| p.into_inner());
+                    (t.sweep(now), t.take_dirty())
+                };
+                crate::domain::rfid::flush(w.conn(), &dirty)?;
+                for e in departed {
+                    w.append(e)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
     async fn reload_tags(&self) {
         let tags = self.tags.clone();
         let _ = self
