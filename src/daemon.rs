@@ -80,7 +80,7 @@ pub async fn run_until(
             .transact(move |w| {
                 tags.lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .load(w.conn())
+                    .load(w.conn(), chrono::Utc::now())
             })
             .await?;
     }

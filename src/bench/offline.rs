@@ -11,6 +11,7 @@
 //! items move zone (backroom to salesfloor).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -94,7 +95,13 @@ pub async fn offline_disk(
     let conn = fresh_db(&db_path, Durability::Normal)?;
     let (writer, thread) = Writer::spawn(conn, Box::new(Projections::default()))?;
     let tags = Arc::new(Mutex::new(TagTracker::new(5000, 600)));
-    let ingest = Ingest::new(writer.clone(), HealthBoard::default(), tags);
+    let start: DateTime<Utc> = DateTime::from_timestamp(1_767_225_600, 0).unwrap_or_default();
+    // Reads are received on the simulated clock.
+    let clock_ms = Arc::new(AtomicI64::new(start.timestamp_millis()));
+    let ingest = Ingest::new(writer.clone(), HealthBoard::default(), tags).with_clock({
+        let clock_ms = clock_ms.clone();
+        Arc::new(move || crate::event::ts_from_millis(clock_ms.load(Ordering::Relaxed)))
+    });
     let sources: Vec<Source> = ZONES
         .iter()
         .map(|z| Source {
@@ -111,7 +118,6 @@ pub async fn offline_disk(
             new_item(serial, &mut rng)
         })
         .collect();
-    let start: DateTime<Utc> = DateTime::from_timestamp(1_767_225_600, 0).unwrap_or_default();
     let seconds = (p.days * 86_400.0) as i64;
     let replaced_per_hour = (p.tags as f64 * p.turnover).round() as usize;
     let moved_per_hour = p.tags / 100;
@@ -120,6 +126,7 @@ pub async fn offline_disk(
 
     for s in 0..seconds {
         let now = start + Duration::seconds(s);
+        clock_ms.store(now.timestamp_millis(), Ordering::Relaxed);
         // Spread the hourly turnover and moves over the hour's minutes.
         if s % 60 == 0 && !floor.is_empty() {
             for _ in 0..replaced_per_hour / 60

@@ -22,6 +22,9 @@ use crate::sync::retention::Quota;
 /// summary when the device has been quiet for this long.
 const BURST_QUIET: Duration = Duration::from_secs(10);
 
+/// Tags flushed to the `tags` table per chunk (see [`Ingest::sweep_tags`]).
+const FLUSH_CHUNK: usize = 1024;
+
 /// One unit of input sorted for its commit (see [`Ingest::sort`]).
 #[derive(Debug, Clone, Default)]
 pub struct Unit {
@@ -62,7 +65,12 @@ pub struct Ingest {
     bursts: Arc<Mutex<HashMap<String, Burst>>>,
     quota: Quota,
     member_key: Arc<Vec<u8>>,
+    clock: Clock,
 }
+
+/// The agent's clock as ingest sees it: when a read was received. The
+/// offline-disk bench replaces it with a simulated one.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
 impl Ingest {
     pub fn new(writer: Writer, health: HealthBoard, tags: Arc<Mutex<TagTracker>>) -> Self {
@@ -73,7 +81,13 @@ impl Ingest {
             bursts: Arc::default(),
             quota: Quota::default(),
             member_key: Arc::default(),
+            clock: Arc::new(Utc::now),
         }
+    }
+
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The key codecs hash loyalty member ids with (see domain::privacy).
@@ -152,8 +166,9 @@ impl Ingest {
                 .iter()
                 .any(|r| tracker.would_transition(r, &source.zone))
             {
+                let heard = (self.clock)();
                 for r in &unit.reads {
-                    tracker.observe(r, &source.device, &source.zone, &|_| None);
+                    tracker.observe(r, &source.device, &source.zone, heard, &|_| None);
                 }
                 return None;
             }
@@ -173,6 +188,7 @@ impl Ingest {
         } = unit.clone();
         let source = source.clone();
         let tags = self.tags.clone();
+        let heard = (self.clock)();
         let result = self
             .writer
             .transact(move |w| {
@@ -199,7 +215,7 @@ impl Ingest {
                         reads
                             .iter()
                             .filter_map(|r| {
-                                tracker.observe(r, &source.device, &source.zone, &lookup)
+                                tracker.observe(r, &source.device, &source.zone, heard, &lookup)
                             })
                             .collect()
                     };
@@ -231,27 +247,31 @@ impl Ingest {
         let tags = self.tags.clone();
         self.writer
             .transact(move |w| {
-                let (departed, dirty) = {
-                    let mut t = tags.lock().unwrap_or_else(|p| p.into_inner());
-                    (t.sweep(now), t.take_dirty())
-                };
-                crate::domain::rfid::flush(w.conn(), &dirty)?;
+                let lock = || tags.lock().unwrap_or_else(|p| p.into_inner());
+                let departed = lock().sweep(now);
                 for e in departed {
                     w.append(e)?;
                 }
-                Ok(())
+                loop {
+                    let dirty = lock().take_dirty(FLUSH_CHUNK);
+                    if dirty.is_empty() {
+                        return Ok(());
+                    }
+                    crate::domain::rfid::flush(w.conn(), &dirty)?;
+                }
             })
             .await
     }
 
     async fn reload_tags(&self) {
         let tags = self.tags.clone();
+        let now = (self.clock)();
         let _ = self
             .writer
             .transact(move |w| {
                 tags.lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .load(w.conn())?;
+                    .load(w.conn(), now)?;
                 Ok(())
             })
             .await;

@@ -26,8 +26,13 @@ struct TagState {
     zone: Arc<str>,
     reader: Arc<str>,
     sku: Option<Arc<str>>,
+    /// Reader timestamps of the first and last read, as journaled.
     first_seen: DateTime<Utc>,
     last_seen: DateTime<Utc>,
+    /// When the agent last received a read of the tag, on its own clock:
+    /// departures are timed by this, so a reader whose clock is off does
+    /// not make every tag depart and arrive again.
+    heard_ms: i64,
     reads: u32,
     best_rssi: Option<i16>,
     antenna: Option<u16>,
@@ -65,7 +70,9 @@ impl TagTracker {
 
     /// Reload the table after a restart (or after a failed commit, to get
     /// back in step with what was actually journaled).
-    pub fn load(&mut self, conn: &Connection) -> Result<(), StoreError> {
+    /// Tags loaded count as heard at `now`: after a restart each gets the
+    /// full `departed_after` to be read again.
+    pub fn load(&mut self, conn: &Connection, now: DateTime<Utc>) -> Result<(), StoreError> {
         let mut st = conn
             .prepare("SELECT epc, zone, reader, sku, first_seen_ms, last_seen_ms, reads, best_rssi FROM tags")
             .ctx("loading the tag table")?;
@@ -84,6 +91,7 @@ impl TagTracker {
                 sku,
                 first_seen: ts_from_millis(r.get(4).ctx("loading the tag table")?),
                 last_seen: ts_from_millis(r.get(5).ctx("loading the tag table")?),
+                heard_ms: now.timestamp_millis(),
                 reads: r
                     .get::<_, i64>(6)
                     .ctx("loading the tag table")?
@@ -117,15 +125,18 @@ impl TagTracker {
         }
     }
 
-    /// Take one read; returns the transition to journal, if any.
-    /// `sku_of_gtin` maps a GTIN-14 to the catalog's SKU.
+    /// Take one read, received at `heard` (the agent's clock); returns the
+    /// transition to journal, if any. `sku_of_gtin` maps a GTIN-14 to the
+    /// catalog's SKU.
     pub fn observe(
         &mut self,
         read: &TagRead,
         reader: &str,
         zone: &str,
+        heard: DateTime<Utc>,
         sku_of_gtin: &dyn Fn(&str) -> Option<String>,
     ) -> Option<NewEvent> {
+        let heard_ms = heard.timestamp_millis();
         let rssi = read.rssi_dbm.map(|r| r.clamp(-32768, 32767) as i16);
         let antenna = read.antenna.map(|a| a.min(u16::MAX as u32) as u16);
         let dedup = self.dedup_window;
@@ -136,6 +147,7 @@ impl TagTracker {
                 if read.ts > t.last_seen && &*t.zone == zone {
                     t.last_seen = read.ts;
                 }
+                t.heard_ms = t.heard_ms.max(heard_ms);
                 t.reads = t.reads.saturating_add(1);
                 if let Some(r) = rssi {
                     t.best_rssi = Some(t.best_rssi.map_or(r, |b| b.max(r)));
@@ -151,6 +163,7 @@ impl TagTracker {
                 t.reader = reader_name;
                 t.first_seen = read.ts;
                 t.last_seen = read.ts;
+                t.heard_ms = heard_ms;
                 t.reads = 1;
                 t.best_rssi = rssi;
                 t.antenna = antenna;
@@ -171,6 +184,7 @@ impl TagTracker {
                     sku,
                     first_seen: read.ts,
                     last_seen: read.ts,
+                    heard_ms,
                     reads: 1,
                     best_rssi: rssi,
                     antenna,
@@ -183,12 +197,14 @@ impl TagTracker {
         }
     }
 
-    /// Tags not read for `departed_after` as of `now` leave the table.
+    /// Tags not heard of for `departed_after` as of `now` (the agent's
+    /// clock) leave the table.
     pub fn sweep(&mut self, now: DateTime<Utc>) -> Vec<NewEvent> {
+        let cutoff = (now - self.departed_after).timestamp_millis();
         let gone: Vec<Box<str>> = self
             .tags
             .iter()
-            .filter(|(_, t)| now - t.last_seen >= self.departed_after)
+            .filter(|(_, t)| t.heard_ms <= cutoff)
             .map(|(epc, _)| epc.clone())
             .collect();
         let mut events = Vec::with_capacity(gone.len());
@@ -204,12 +220,16 @@ impl TagTracker {
         events
     }
 
-    /// `(epc, last_seen_ms, reads, best_rssi)` of tags whose counters changed
-    /// since the last call, for a periodic flush to the `tags` table.
-    pub fn take_dirty(&mut self) -> Vec<(String, i64, i64, Option<i32>)> {
+    /// `(epc, last_seen_ms, reads, best_rssi)` of up to `max` tags whose
+    /// counters changed since they were last taken, for the periodic flush
+    /// to the `tags` table. Called until it returns nothing: taking them in
+    /// bounded chunks keeps a flush of every tag in a busy store from
+    /// holding a copy of the whole table in memory at once.
+    pub fn take_dirty(&mut self, max: usize) -> Vec<(String, i64, i64, Option<i32>)> {
         self.tags
             .iter_mut()
             .filter(|(_, t)| t.dirty)
+            .take(max)
             .map(|(epc, t)| {
                 t.dirty = false;
                 (
@@ -303,6 +323,10 @@ mod tests {
         }
     }
 
+    fn at(secs: i64) -> DateTime<Utc> {
+        ts_from_millis(1_700_000_000_000 + secs * 1000)
+    }
+
     fn no_sku(_: &str) -> Option<String> {
         None
     }
@@ -312,7 +336,7 @@ mod tests {
         let mut t = TagTracker::new(5000, 600);
         let sgtin = "3074257BF7194E4000001A85";
         let e = t
-            .observe(&read(sgtin, 0), "door", "backroom", &|g| {
+            .observe(&read(sgtin, 0), "door", "backroom", at(0), &|g| {
                 (g == "80614141123458").then(|| "SKU-9".to_string())
             })
             .unwrap();
@@ -328,18 +352,18 @@ mod tests {
         // Repeated reads in the same zone: nothing to journal.
         for s in 1..100 {
             assert!(
-                t.observe(&read(sgtin, s), "door", "backroom", &no_sku)
+                t.observe(&read(sgtin, s), "door", "backroom", at(s), &no_sku)
                     .is_none()
             );
         }
         // A cross-read from another zone inside the dedup window is no move.
         assert!(
-            t.observe(&read(sgtin, 101), "floor", "salesfloor", &no_sku)
+            t.observe(&read(sgtin, 101), "floor", "salesfloor", at(101), &no_sku)
                 .is_none()
         );
         // Later it is.
         let e = t
-            .observe(&read(sgtin, 120), "floor", "salesfloor", &no_sku)
+            .observe(&read(sgtin, 120), "floor", "salesfloor", at(120), &no_sku)
             .unwrap();
         match e.body {
             EventBody::TagMoved(tr) => {
@@ -359,10 +383,49 @@ mod tests {
     }
 
     #[test]
+    fn departures_follow_the_agents_clock_not_the_readers() {
+        // A reader whose clock is a day behind: its reads look a day old.
+        let mut t = TagTracker::new(5000, 600);
+        let now = at(86_400);
+        assert!(
+            t.observe(
+                &read("E2801160600002000000ABCD", 0),
+                "door",
+                "floor",
+                now,
+                &no_sku
+            )
+            .is_some()
+        );
+        for s in 1..10 {
+            t.observe(
+                &read("E2801160600002000000ABCD", s),
+                "door",
+                "floor",
+                now,
+                &no_sku,
+            );
+        }
+        // Just read, however old its timestamp says it is: still here.
+        assert!(t.sweep(now).is_empty());
+        assert!(t.sweep(now + Duration::seconds(599)).is_empty());
+        let gone = t.sweep(now + Duration::seconds(600));
+        assert_eq!(gone.len(), 1);
+        // The event still carries the reader's own timestamps.
+        assert!(matches!(&gone[0].body, EventBody::TagDeparted(tr) if tr.last_seen == at(9)));
+    }
+
+    #[test]
     fn non_sgtin_epcs_keep_only_the_epc() {
         let mut t = TagTracker::new(5000, 600);
         let e = t
-            .observe(&read("E28011606000020A6681F23F", 0), "r", "z", &no_sku)
+            .observe(
+                &read("E28011606000020A6681F23F", 0),
+                "r",
+                "z",
+                at(0),
+                &no_sku,
+            )
             .unwrap();
         assert!(
             matches!(e.body, EventBody::TagArrived(tr) if tr.gtin.is_none() && tr.sku.is_none())
