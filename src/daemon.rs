@@ -390,7 +390,7 @@ async fn serve_logged(
 /// flush last-seen times to the `tags` table.
 async fn tag_housekeeping(ingest: Ingest, mut shutdown: Shutdown) {
     while shutdown.sleep(TAG_PERIOD).await {
-        if let Err(e) = ingest.sweep_tags(chrono::Utc::now()).await {
+        if let Err(e) = ingest.sweep_tags().await {
             tracing::warn!(error = %e, "tag housekeeping failed; will retry");
         }
     }

@@ -29,6 +29,9 @@ use storegate::event::{Event, EventBody};
 use storegate::sim::central::{Behaviour, Central as CentralSim};
 use storegate::sim::m100::{Tag, tag_notice};
 
+/// A till sending POS JSON receipts over MQTT.
+const TILL: &str = "[[device]]\nid = \"till-1\"\nprofile = \"pos-json\"\ntransport = \"mqtt\"\ntopic = \"faults/pos/1\"\n";
+
 fn receipt(n: usize) -> String {
     format!(
         r#"{{"receipt_id":"R-{n}","pos":"1","currency":"EUR","lines":[{{"sku":"SKU-1001","qty":1,"unit_price_minor":249}},{{"sku":"SKU-1002","qty":2,"unit_price_minor":100}}]}}"#
@@ -56,15 +59,8 @@ fn write_config(dir: &Path, data: &Path, sections: &str) -> PathBuf {
 }
 
 /// [`wait_for_async`] for what may take up to a reconnect backoff (30 s).
-async fn wait_long<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+async fn wait_long<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    common::wait_within(what, Duration::from_secs(120), f).await
 }
 
 fn journal_events(db: &Path) -> Vec<Event> {
@@ -205,7 +201,7 @@ async fn hundred_sigkills_during_ingest_and_sync_lose_nothing_and_duplicate_noth
         &format!(
             "[mqtt]\nbroker = \"mqtt://127.0.0.1:{port}\"\nclient_id = \"storegate-faults\"\n\
              [central]\nurl = \"http://{addr}\"\nbatch_max = 100\nmax_backoff_s = 1\n\
-             [[device]]\nid = \"till-1\"\nprofile = \"pos-json\"\ntransport = \"mqtt\"\ntopic = \"faults/pos/1\"\n",
+             {TILL}",
             port = broker.port,
         ),
     );
@@ -396,7 +392,7 @@ async fn a_full_disk_holds_input_unacknowledged_without_corruption_and_recovers(
         &data,
         &format!(
             "[mqtt]\nbroker = \"mqtt://127.0.0.1:{port}\"\nclient_id = \"storegate-disk\"\n\
-             [[device]]\nid = \"till-1\"\nprofile = \"pos-json\"\ntransport = \"mqtt\"\ntopic = \"faults/pos/1\"\n",
+             {TILL}",
             port = broker.port,
         ),
     );
@@ -743,7 +739,7 @@ async fn a_reader_unplugged_and_plugged_back_every_second_for_a_minute() {
         &format!(
             "[mqtt]\nbroker = \"mqtt://127.0.0.1:{mqtt}\"\nclient_id = \"storegate-flap\"\n\
              [[device]]\nid = \"uhf\"\nprofile = \"uhf-m100-serial\"\ntransport = \"serial\"\nport = {port:?}\n\
-             [[device]]\nid = \"till-1\"\nprofile = \"pos-json\"\ntransport = \"mqtt\"\ntopic = \"faults/pos/1\"\n",
+             {TILL}",
             mqtt = broker.port,
         ),
     );

@@ -162,12 +162,14 @@ pub async fn offline_disk(
             }
         }
         if s % SWEEP_EVERY_S == 0 {
-            ingest.sweep_tags(now).await?;
+            ingest.sweep_tags().await?;
         }
     }
-    ingest
-        .sweep_tags(start + Duration::seconds(seconds))
-        .await?;
+    clock_ms.store(
+        (start + Duration::seconds(seconds)).timestamp_millis(),
+        Ordering::Relaxed,
+    );
+    ingest.sweep_tags().await?;
     let wall_s = started.elapsed().as_secs_f64();
 
     let (events, tag_rows) = writer

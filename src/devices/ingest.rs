@@ -239,12 +239,13 @@ impl Ingest {
         result
     }
 
-    /// Housekeeping of the tag table as of `now`: journal `tag_departed`
-    /// for tags not read for `departed_after_s` and flush last-seen times.
-    /// The daemon calls it every few seconds; the offline-disk bench with
-    /// a simulated clock.
-    pub async fn sweep_tags(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
+    /// Housekeeping of the tag table: journal `tag_departed` for tags not
+    /// heard of for `departed_after_s` and flush last-seen times. The
+    /// daemon calls it every few seconds; the offline-disk bench on its
+    /// simulated clock.
+    pub async fn sweep_tags(&self) -> Result<(), StoreError> {
         let tags = self.tags.clone();
+        let now = (self.clock)();
         self.writer
             .transact(move |w| {
                 let lock = || tags.lock().unwrap_or_else(|p| p.into_inner());

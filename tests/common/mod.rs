@@ -132,8 +132,14 @@ pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 }
 
 /// Async version of [`wait_for`].
-pub async fn wait_for_async<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(30);
+pub async fn wait_for_async<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    wait_within(what, Duration::from_secs(30), f).await
+}
+
+/// [`wait_for_async`] with its own deadline, for what may take longer
+/// (e.g. a device's reconnect backoff, up to 30 s).
+pub async fn wait_within<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
     loop {
         if let Some(v) = f() {
             return v;
