@@ -642,7 +642,7 @@ url = "http://{ap_addr}"
     // access point.
     // The access point goes down after 3 garbage pages in a row (it is
     // rebooting or misconfigured) and is polled again with backoff.
-    wait_for_async("500 NaN answers and 10 garbage pages", || {
+    wait_long("500 NaN answers and 10 garbage pages", || {
         (sensor.requests() >= 500 && ap_served.load(Ordering::Relaxed) >= 10).then_some(())
     })
     .await;
@@ -653,7 +653,7 @@ url = "http://{ap_addr}"
 
     // Every MQTT message counts as one bad frame of its device; the
     // serial and polled devices count theirs too.
-    let health = wait_for_async("every bad frame counted", || {
+    let health = wait_long("every bad frame counted", || {
         let h = persisted_health(&db);
         let bad = |d: &str| h.get(d).map_or(0, |h| h.frames_bad);
         (["zebra", "impinj", "till", "esl"]
@@ -690,7 +690,7 @@ url = "http://{ap_addr}"
     printer
         .write_all(b"RECEIPT B-OK\r\nSKU-1001 Milk 1 x 1.19 1.19\r\nTOTAL 1.19\r\n\x1dV\x00")
         .unwrap();
-    wait_for_async(
+    wait_long(
         "good input from every stream device after the garbage",
         || {
             let events = journal_events(&db);

@@ -171,6 +171,7 @@ impl PtyPair {
     pub fn new(dir: &Path, name: &str) -> PtyPair {
         let agent = dir.join(format!("{name}-agent"));
         let device = dir.join(format!("{name}-device"));
+        remove_links(&agent, &device);
         let child = Command::new("socat")
             .arg(format!("pty,raw,echo=0,link={}", agent.display()))
             .arg(format!("pty,raw,echo=0,link={}", device.display()))
@@ -202,7 +203,16 @@ impl Drop for PtyPair {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // socat cannot remove its links when killed. A stale link would
+        // point at whichever pty next gets the same /dev/pts number, maybe
+        // another test's: the "unplugged" port must be gone.
+        remove_links(&self.agent, &self.device);
     }
+}
+
+fn remove_links(agent: &Path, device: &Path) {
+    let _ = std::fs::remove_file(agent);
+    let _ = std::fs::remove_file(device);
 }
 
 /// A small deterministic generator: the kill tests must not need a crate
