@@ -50,7 +50,7 @@ use std::fmt;
 use base64::Engine;
 use base64::engine::DecodePaddingMode;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Datelike, TimeZone, Utc};
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -1104,6 +1104,13 @@ fn timestamp(field: Option<&Field>, record: &Value, now: DateTime<Utc>) -> (Date
 /// apart by magnitude. A time without offset is refused: its zone is
 /// unknown, and a wrong guess would shift it by hours.
 pub fn parse_ts(text: &str) -> Option<DateTime<Utc>> {
+    // The journal and central write timestamps as RFC 3339, which has
+    // four-digit years: a time outside them could be stored but never read
+    // back (found by the `timestamps` fuzz target: an epoch of 4.75e20).
+    parse_any_ts(text).filter(|t| (0..=9999).contains(&t.year()))
+}
+
+fn parse_any_ts(text: &str) -> Option<DateTime<Utc>> {
     let t = text.trim();
     let digits = t.strip_prefix('-').unwrap_or(t);
     if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
@@ -1294,6 +1301,14 @@ mod tests {
     }
 
     // --- built-in profile files -------------------------------------------
+
+    #[test]
+    fn timestamps_beyond_year_9999_are_refused() {
+        // An epoch in microseconds past the year 9999 (from the fuzzer).
+        assert_eq!(parse_ts("475040012375050400123"), None);
+        assert_eq!(parse_ts("-99999999999999"), None);
+        assert!(parse_ts("253402300799").is_some()); // 9999-12-31T23:59:59Z
+    }
 
     #[test]
     fn builtin_profiles_have_the_common_header_and_compile() {
