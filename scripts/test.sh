@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check storegate has, on a fresh Debian machine: installs the
 # system packages the tests talk to when they are missing, then format,
-# lints and the whole test suite.
+# lints, the whole test suite (the fault suite included) and a short run
+# of every fuzz target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,3 +22,5 @@ fi
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test --all-targets
+# Every fuzz target briefly (scripts/fuzz.sh runs them for 10 minutes each).
+scripts/fuzz.sh 15 --ci
