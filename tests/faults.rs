@@ -108,16 +108,6 @@ fn persisted_health(db: &Path) -> BTreeMap<String, DeviceHealth> {
         .collect()
 }
 
-/// The daemon's resident memory, from /proc.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// Publishes receipts R-0, R-1, ... while `running`; counts PUBACKs.
 struct Till {
     published: Arc<AtomicUsize>,
@@ -283,14 +273,7 @@ async fn hundred_sigkills_during_ingest_and_sync_lose_nothing_and_duplicate_noth
     let view = sim.view("faults");
     let seqs: Vec<i64> = view.events.keys().copied().collect();
     assert_eq!(seqs, (1..=view.acked_through).collect::<Vec<_>>());
-    for e in &events {
-        assert_eq!(
-            view.events.get(&e.seq),
-            Some(&serde_json::to_value(e).unwrap()),
-            "seq {}",
-            e.seq
-        );
-    }
+    common::assert_at_central(&view.events, &events);
     let at_central: Vec<(String, u64)> = view
         .events
         .values()
@@ -592,7 +575,7 @@ url = "http://{ap_addr}"
     let mut agent = Agent::start(&config, dir.path().join("agent.log"));
     let pid = agent.child.id();
     agent.wait_log("MQTT device subscribed");
-    let rss_before = rss_kib(pid);
+    let rss_before = storegate::bench::rss::rss_kib(pid).unwrap_or(0);
 
     let mut rng = Lcg(0xBAD_F4A3E);
     let peer = Peer::connect(broker.port, "devices").await;
@@ -715,7 +698,7 @@ url = "http://{ap_addr}"
         "the daemon exited"
     );
     integrity_ok(&db);
-    let rss_after = rss_kib(pid);
+    let rss_after = storegate::bench::rss::rss_kib(pid).unwrap_or(0);
     eprintln!(
         "{total} malformed frames sent ({sent:?}); {frames_bad} counted bad; \
          RSS {rss_before} KiB before, {rss_after} KiB after"

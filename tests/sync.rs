@@ -97,14 +97,7 @@ async fn assert_central_has_everything(store: &Store, sim: &CentralSim) {
         view.events.keys().collect::<Vec<_>>(),
         local.iter().map(|e| e.seq).collect::<Vec<_>>()
     );
-    for e in &local {
-        assert_eq!(
-            view.events.get(&e.seq),
-            Some(&serde_json::to_value(e).unwrap()),
-            "seq {}",
-            e.seq
-        );
-    }
+    common::assert_at_central(&view.events, &local);
     // The agent records central's acknowledgement after the answer arrives.
     wait_for_async("the agent to record the acknowledgement", || {
         let conn = db::open_read(&store.db).unwrap();

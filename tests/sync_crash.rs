@@ -94,23 +94,9 @@ async fn sigkill_during_pushes_loses_nothing_and_duplicates_nothing_at_central()
         "contiguous"
     );
     assert!(view.acked_through >= head);
-    for e in &local {
-        assert_eq!(
-            view.events.get(&e.seq),
-            Some(&serde_json::to_value(e).unwrap()),
-            "seq {}",
-            e.seq
-        );
-    }
+    common::assert_at_central(&view.events, &local);
     // Every acknowledged event is at central, with identical content.
-    for a in &acknowledged {
-        assert_eq!(
-            view.events.get(&a.seq),
-            Some(&serde_json::to_value(a).unwrap()),
-            "acknowledged seq {}",
-            a.seq
-        );
-    }
+    common::assert_at_central(&view.events, &acknowledged);
     // Nothing is there twice under different seqs.
     let mut contents = HashSet::new();
     for e in view.events.values() {

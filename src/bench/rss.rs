@@ -18,7 +18,8 @@ pub struct RssFigures {
     pub final_kib: u64,
 }
 
-fn rss_kib(pid: u32) -> Option<u64> {
+/// Resident memory of process `pid`, from /proc.
+pub fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()

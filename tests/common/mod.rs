@@ -314,3 +314,19 @@ impl Drop for Agent {
         let _ = self.child.wait();
     }
 }
+
+/// Every event of `local` is at central under its seq, with identical
+/// content (`central`: a reference-central store view's events).
+pub fn assert_at_central(
+    central: &std::collections::BTreeMap<i64, serde_json::Value>,
+    local: &[Event],
+) {
+    for e in local {
+        assert_eq!(
+            central.get(&e.seq),
+            Some(&serde_json::to_value(e).unwrap()),
+            "seq {}",
+            e.seq
+        );
+    }
+}
