@@ -201,12 +201,13 @@ impl PtyPair {
 
 impl Drop for PtyPair {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
         // socat cannot remove its links when killed. A stale link would
         // point at whichever pty next gets the same /dev/pts number, maybe
-        // another test's: the "unplugged" port must be gone.
+        // another test's: the "unplugged" port must be gone, before its
+        // number is free.
         remove_links(&self.agent, &self.device);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
