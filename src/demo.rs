@@ -19,7 +19,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, MutexGuard};
+
 use std::time::{Duration, Instant};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use anyhow::{Context, anyhow};
 use chrono::Utc;
@@ -140,10 +143,11 @@ fn init_logging(dir: &Path, json: bool) {
         .with_env_filter(filter)
         .with_ansi(false)
         .with_writer(Mutex::new(file));
+    let quiet = crate::devices::broker::without_broker_spans();
     let _ = if json {
-        builder.json().try_init()
+        builder.json().finish().with(quiet).try_init()
     } else {
-        builder.try_init()
+        builder.finish().with(quiet).try_init()
     };
 }
 

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use storegate::bench::JournalBench;
 use storegate::cli;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use storegate::config::Durability;
 
 const EXAMPLES: &str = "\
@@ -286,8 +288,9 @@ fn init_logging(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
+    let quiet = storegate::devices::broker::without_broker_spans();
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.finish().with(quiet).init(),
+        LogFormat::Json => builder.json().finish().with(quiet).init(),
     }
 }
