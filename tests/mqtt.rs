@@ -310,6 +310,72 @@ async fn burst_of_receipts_over_mosquitto() {
     burst_of_receipts(broker.config("storegate-test"), broker.port).await;
 }
 
+/// Repeat reads (acknowledged by the hub's event loop, nothing to
+/// commit), first sightings and receipts (acknowledged after their commit)
+/// and QoS 0 reads (never acknowledged) interleaved on one connection.
+/// Every PUBACK must leave in arrival order (rumqttd drops a client that
+/// acks out of order, which would show as a reconnect) and none may be
+/// left behind.
+async fn every_message_is_acknowledged_in_order(config: MqttConfig, port: u16) {
+    const ROUNDS: usize = 300;
+    const TAGS: usize = 20;
+    let mut store = Store::new();
+    let hub = Hub::start(&config, store.shutdown.clone()).await.unwrap();
+    spawn_device(&store, store.device(DOOR, None), &hub);
+    spawn_device(&store, store.device(TILL, None), &hub);
+    wait_up(&store, &["door", "till-1"]).await;
+    let peer = Peer::connect(port, "mixed-peer").await;
+    let read = |i: usize| {
+        format!(
+            r#"{{"data":{{"eventNum":{i},"format":"epc","idHex":"3074257bf7194e40000000{:02x}","antenna":1}},"timestamp":"2026-11-22T10:15:30.123Z","type":"SIMPLE"}}"#,
+            i % TAGS
+        )
+    };
+    let mut reads = 0u64;
+    for i in 0..ROUNDS {
+        peer.publish("stores/t/rfid/door", read(i)).await;
+        reads += 1;
+        if i % 3 == 0 {
+            let receipt = format!(
+                r#"{{"receipt_id":"M-{i}","currency":"EUR","lines":[{{"sku":"SKU-1","qty":1,"unit_price_minor":100}}]}}"#
+            );
+            peer.publish("stores/t/pos/1", receipt).await;
+        }
+        if i % 5 == 0 {
+            peer.publish_at_most_once("stores/t/rfid/door", read(i + 7))
+                .await;
+            reads += 1;
+        }
+    }
+    wait_events(&store, "every receipt and every tag's arrival", |e| {
+        let count = |kind: &str| e.iter().filter(|e| e.body.kind() == kind).count();
+        count("sale") == ROUNDS.div_ceil(3) && count("tag_arrived") == TAGS
+    })
+    .await;
+    wait_for_async("every read counted and every PUBACK written", || {
+        (store.health.get("door")?.frames_ok == reads && hub.awaiting_ack() == 0).then_some(())
+    })
+    .await;
+    for id in ["door", "till-1"] {
+        let h = store.health.get(id).unwrap();
+        assert_eq!((h.up, h.reconnects), (true, 0), "{id}: {h:?}");
+    }
+    assert!(hub.is_connected());
+    store.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_message_is_acknowledged_in_order_over_embedded_rumqttd() {
+    let port = free_port();
+    every_message_is_acknowledged_in_order(embedded(port), port).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_message_is_acknowledged_in_order_over_mosquitto() {
+    let broker = Mosquitto::start();
+    every_message_is_acknowledged_in_order(broker.config("storegate-acks"), broker.port).await;
+}
+
 /// The broker goes away and comes back empty (mosquitto without
 /// persistence forgets our session): the device is marked down, then up
 /// again once the hub has reconnected and subscribed anew, and receipts

@@ -33,6 +33,17 @@ pub struct Unit {
     quarantine: Vec<(String, Vec<u8>)>,
 }
 
+impl Unit {
+    /// Add another unit of the same source, to commit both in one
+    /// transaction (the MQTT hub commits a device's waiting messages
+    /// together).
+    pub fn merge(&mut self, other: Unit) {
+        self.reads.extend(other.reads);
+        self.groups.extend(other.groups);
+        self.quarantine.extend(other.quarantine);
+    }
+}
+
 /// Who the input came from.
 #[derive(Debug, Clone)]
 pub struct Source {

@@ -112,12 +112,23 @@ pub async fn deliver_until_stored(
     shutdown: &mut Shutdown,
 ) -> bool {
     // Sorted (and counted) once; only the commit is retried.
-    let Some(unit) = ingest.sort(source, items) else {
-        return true;
-    };
+    match ingest.sort(source, items) {
+        Some(unit) => commit_until_stored(ingest, source, &unit, shutdown).await,
+        None => true,
+    }
+}
+
+/// Commit a sorted unit, retrying with backoff until it is stored (`true`)
+/// or shutdown comes first (`false`: nothing of it was stored).
+pub async fn commit_until_stored(
+    ingest: &Ingest,
+    source: &Source,
+    unit: &ingest::Unit,
+    shutdown: &mut Shutdown,
+) -> bool {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     loop {
-        match ingest.commit(source, &unit).await {
+        match ingest.commit(source, unit).await {
             Ok(_) => return true,
             Err(e) => {
                 if backoff.attempts() == 0 {

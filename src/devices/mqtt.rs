@@ -7,9 +7,14 @@
 //! event loop routes every incoming PUBLISH to the first device whose
 //! filter matches its topic.
 //!
-//! Invariant 1 (commit before acknowledge): a device session decodes what
-//! is waiting for it, hands it to [`Ingest::deliver`] as one transaction,
-//! and only when that has committed sends the PUBACKs, in arrival order.
+//! Invariant 1 (commit before acknowledge): the hub's event loop decodes
+//! each message with its device's codec and sorts it ([`Ingest::sort`]).
+//! A message that leaves nothing to commit (the common case in a store: a
+//! repeat read of a tag already in its zone only touches the in-memory tag
+//! table) is acknowledged by the event loop itself. A message that must be
+//! journaled goes to its device's session, which commits what is waiting
+//! as one transaction and only then releases the PUBACKs. Either way
+//! PUBACKs leave in arrival order.
 //! A message that is not acknowledged stays with the broker: because the
 //! session is persistent, the broker redelivers it after a reconnect or an
 //! agent restart, and the natural-key dedup of the journal makes that
@@ -27,11 +32,15 @@
 //! re-subscribes every registered filter after each CONNACK (a broker that
 //! lost our session has lost our subscriptions too).
 //!
-//! Throughput: a session does not do one round trip per message. It takes
-//! every message already waiting (up to [`MAX_BATCH`]) and delivers them
-//! in one transaction, so under load the batch grows and the number of
-//! commits does not; when traffic is light each message is committed on
-//! its own without waiting for company.
+//! Throughput: the event loop writes the PUBACKs that are ready itself,
+//! all of them in one write once it has routed what the last read from
+//! the socket brought (rumqttc's own manual ack path costs a trip through
+//! its request queue and a socket write per PUBACK, which halved the
+//! rate). A session does not do one round trip per message either: it
+//! commits every message already waiting (up to [`MAX_BATCH`]) in one
+//! transaction, so under load the batch grows and the number of commits
+//! does not; when traffic is light each message is committed on its own
+//! without waiting for company.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -40,13 +49,14 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rumqttc::{
-    AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS, SubAck,
+    AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, PubAck, Publish, QoS, SubAck,
     SubscribeReasonCode,
 };
 use tokio::sync::{mpsc, watch};
 
 use super::broker::{self, MAX_PAYLOAD};
-use super::{DeviceError, DeviceSpec, Ingest, Shutdown, Source, deliver_until_stored};
+use super::ingest::Unit;
+use super::{DeviceError, DeviceSpec, Ingest, Shutdown, Source, commit_until_stored};
 use crate::backoff::Backoff;
 use crate::codecs::json::{DecodeContext, JsonCodec};
 use crate::codecs::{Decoded, esl};
@@ -86,6 +96,9 @@ const CLAIM_GRACE: Duration = Duration::from_secs(30);
 /// How long a session waits for the broker to confirm a subscription
 /// before it gives up and asks again.
 const SUBACK_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the event loop waits for the socket to take its PUBACKs; what
+/// is left goes out with the client's next flush.
+const ACK_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long `publish` may wait for room in the request queue.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Reconnection backoff of the broker connection.
@@ -105,21 +118,47 @@ struct Message {
     /// The connection it came on: its PUBACK means something on that
     /// connection only.
     generation: u64,
-    /// When it arrived, for the unclaimed-message grace.
-    received: Instant,
     /// Its place in the arrival order on its connection (see
-    /// `State::pending_acks`); assigned by `route`.
+    /// `State::pending_acks`).
     arrival: u64,
 }
 
-/// A device's subscription and the queue of messages routed to it.
+impl Message {
+    fn ack(&self) -> Ack {
+        Ack {
+            pkid: self.publish.pkid,
+            generation: self.generation,
+            arrival: self.arrival,
+        }
+    }
+}
+
+/// What a message's PUBACK needs once its input is stored.
+#[derive(Debug, Clone, Copy)]
+struct Ack {
+    pkid: u16,
+    generation: u64,
+    arrival: u64,
+}
+
+/// A message whose decoded input waits for its commit.
+struct ToCommit {
+    ack: Ack,
+    unit: Unit,
+}
+
+/// A device's subscription: how its messages are decoded and sorted (in
+/// the event loop), and the queue of those that must be committed.
 struct Route {
     device: String,
     filter: String,
-    tx: mpsc::Sender<Message>,
-    /// Held by the device's session while it runs; messages that arrive
-    /// between two sessions wait in the queue for the next one.
-    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Message>>>,
+    reader: Reader,
+    source: Source,
+    ingest: Ingest,
+    tx: mpsc::Sender<ToCommit>,
+    /// Held by the device's session while it runs; input that arrives
+    /// between two sessions waits in the queue for the next one.
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<ToCommit>>>,
 }
 
 /// Where a subscription stands on the current connection.
@@ -148,7 +187,7 @@ struct State {
     generation: u64,
     /// Why the connection is down, for device health.
     last_error: Option<String>,
-    routes: Vec<Route>,
+    routes: Vec<Arc<Route>>,
     /// Messages no registered device matched yet, oldest first.
     unclaimed: VecDeque<Message>,
     /// Filters of SUBSCRIBE requests handed to the client and not yet
@@ -163,10 +202,17 @@ struct State {
     /// PUBACKs must leave in the order the PUBLISHes arrived on the
     /// connection (MQTT 3.1.1 section 4.6; rumqttd drops a client that
     /// acks out of order), across all devices. Each QoS 1 message takes the
-    /// next arrival number; its slot is filled once its device committed
-    /// it, and acks are released from the front while the front is ready.
+    /// next arrival number; its slot gets the packet id once the message is
+    /// handled (stored, or nothing to store), and the event loop writes the
+    /// PUBACKs from the front while the front is ready.
     arrivals: u64,
-    pending_acks: std::collections::BTreeMap<u64, Option<Publish>>,
+    pending_acks: std::collections::BTreeMap<u64, Option<u16>>,
+    /// PUBACKs handed to the client's request queue and not yet written.
+    /// A session that makes the front ready while the event loop waits on
+    /// the socket sends the first PUBACK that way, which wakes the event
+    /// loop; the event loop writes the rest itself, but only once the
+    /// queued ones are out, so the order holds.
+    acks_queued: usize,
 }
 
 struct Inner {
@@ -175,9 +221,6 @@ struct Inner {
     /// Wakes sessions when the connection or a subscription changed.
     changed: watch::Sender<()>,
     started: Instant,
-    /// Held while PUBACKs are handed to the client, so that two releases
-    /// cannot interleave and reorder them.
-    ack_send: tokio::sync::Mutex<()>,
 }
 
 impl Hub {
@@ -242,7 +285,6 @@ impl Hub {
             state: Mutex::new(State::default()),
             changed: watch::channel(()).0,
             started: Instant::now(),
-            ack_send: tokio::sync::Mutex::new(()),
         });
         tracing::info!(broker = %endpoint, client_id = %config.client_id, "connecting to the MQTT broker");
         tokio::spawn(drive(eventloop, Arc::downgrade(&inner), shutdown));
@@ -252,6 +294,14 @@ impl Hub {
     /// Whether the broker connection is up right now.
     pub fn is_connected(&self) -> bool {
         self.inner.lock().connected
+    }
+
+    /// QoS 1 messages of the current connection whose PUBACK has not been
+    /// written yet (being decoded, waiting for their commit, or waiting
+    /// for an earlier message's PUBACK).
+    pub fn awaiting_ack(&self) -> usize {
+        let st = self.inner.lock();
+        st.pending_acks.len() + st.acks_queued
     }
 
     /// Receive and journal one MQTT device's messages until shutdown
@@ -266,20 +316,21 @@ impl Hub {
     ) -> Result<(), DeviceError> {
         let id = spec.id();
         let reader = Reader::new(spec, ingest.member_key())?;
-        let inbox = self.inner.register(id, &reader.filter);
+        let filter = reader.filter.clone();
+        let inbox = self.inner.register(id, reader, spec.source(), ingest);
         // The runner runs one session per device at a time; the lock only
         // makes that explicit.
         let mut inbox = inbox.lock().await;
         let mut changes = self.inner.changed.subscribe();
 
         let Some(generation) = self
-            .wait_ready(id, &reader.filter, &mut changes, ingest, shutdown)
+            .wait_ready(id, &filter, &mut changes, ingest, shutdown)
             .await?
         else {
             return Ok(());
         };
         if ingest.health().set_up(id, true, None) {
-            tracing::info!(device = %id, filter = %reader.filter, "MQTT device subscribed");
+            tracing::info!(device = %id, filter = %filter, "MQTT device subscribed");
         }
 
         let source = spec.source();
@@ -305,7 +356,7 @@ impl Hub {
                             Err(_) => break,
                         }
                     }
-                    if !self.handle(&reader, &source, batch, ingest, shutdown).await {
+                    if !self.commit(&source, batch, ingest, shutdown).await {
                         return Ok(());
                     }
                 }
@@ -360,31 +411,30 @@ impl Hub {
         }
     }
 
-    /// Journal a batch of messages, then acknowledge them in arrival
-    /// order. Returns false on shutdown while the database refused the
-    /// batch (nothing is acknowledged then; the broker keeps them).
-    async fn handle(
+    /// Journal the input of a batch of messages in one transaction, then
+    /// release their PUBACKs. Returns false on shutdown while the database
+    /// refused the batch (nothing is acknowledged then; the broker keeps
+    /// the messages).
+    async fn commit(
         &self,
-        reader: &Reader,
         source: &Source,
-        batch: Vec<Message>,
+        batch: Vec<ToCommit>,
         ingest: &Ingest,
         shutdown: &mut Shutdown,
     ) -> bool {
-        let now = crate::event::now_millis();
-        let items: Vec<Decoded> = batch
-            .iter()
-            .flat_map(|m| reader.decode(&m.publish.topic, &m.publish.payload, now))
-            .collect();
+        let mut unit = Unit::default();
+        let mut acks = Vec::with_capacity(batch.len());
+        for c in batch {
+            unit.merge(c.unit);
+            acks.push(c.ack);
+        }
         // Also messages of an older connection are journaled: if the broker
         // kept our session it redelivers them (and the journal dedups), if
         // it lost the session this is their only chance.
-        if !deliver_until_stored(ingest, source, items, shutdown).await {
+        if !commit_until_stored(ingest, source, &unit, shutdown).await {
             return false;
         }
-        for m in &batch {
-            self.inner.ack(m).await;
-        }
+        self.inner.stored(&acks);
         true
     }
 
@@ -432,39 +482,45 @@ impl Inner {
         self.changed.send_replace(());
     }
 
-    /// The queue of a device's messages, creating its route on first use.
-    /// Messages that arrived for it before it registered move to it.
+    /// The queue of a device's input to commit, creating its route on
+    /// first use. Messages that arrived for it before it registered are
+    /// handled now.
     fn register(
         &self,
         device: &str,
-        filter: &str,
-    ) -> Arc<tokio::sync::Mutex<mpsc::Receiver<Message>>> {
+        reader: Reader,
+        source: Source,
+        ingest: &Ingest,
+    ) -> Arc<tokio::sync::Mutex<mpsc::Receiver<ToCommit>>> {
         let mut st = self.lock();
         if let Some(route) = st
             .routes
             .iter()
-            .find(|r| r.device == device && r.filter == filter)
+            .find(|r| r.device == device && r.filter == reader.filter)
         {
             return route.rx.clone();
         }
         st.routes.retain(|r| r.device != device);
         let (tx, rx) = mpsc::channel(DEVICE_QUEUE);
-        let (mine, others): (VecDeque<Message>, VecDeque<Message>) = st
-            .unclaimed
-            .drain(..)
-            .partition(|m| rumqttc::matches(&m.publish.topic, filter));
-        st.unclaimed = others;
-        for m in mine {
-            // The queue is new and larger than the unclaimed buffer.
-            let _ = tx.try_send(m);
-        }
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
-        st.routes.push(Route {
+        let route = Arc::new(Route {
             device: device.to_string(),
-            filter: filter.to_string(),
+            filter: reader.filter.clone(),
+            reader,
+            source,
+            ingest: ingest.clone(),
             tx,
             rx: rx.clone(),
         });
+        st.routes.push(route.clone());
+        let (mine, others): (VecDeque<Message>, VecDeque<Message>) = st
+            .unclaimed
+            .drain(..)
+            .partition(|m| rumqttc::matches(&m.publish.topic, &route.filter));
+        st.unclaimed = others;
+        for m in mine {
+            self.dispatch(&mut st, &route, m);
+        }
         rx
     }
 
@@ -524,41 +580,32 @@ impl Inner {
         })
     }
 
-    /// Acknowledge a journaled message, if the connection it came on is
-    /// still the current one (a PUBACK on another connection would refer
-    /// to whatever the broker sent there under that packet id).
-    async fn ack(&self, m: &Message) {
-        let _sending = self.ack_send.lock().await;
-        let ready = {
-            let mut st = self.lock();
-            if !(st.connected && st.generation == m.generation) {
-                return;
-            }
-            if let Some(slot) = st.pending_acks.get_mut(&m.arrival) {
-                *slot = Some(m.publish.clone());
-            }
-            take_ready(&mut st)
-        };
-        for publish in ready {
-            if let Err(e) = self.client.ack(&publish).await {
-                tracing::debug!(topic = %publish.topic, error = %e, "PUBACK not sent; the broker will redeliver");
-            }
+    /// A session stored these messages' input: their PUBACKs may go. When
+    /// that made the front of the arrival order ready and no queued PUBACK
+    /// is on its way to wake the event loop already, the first one goes
+    /// through the client's request queue (which wakes it); the event loop
+    /// writes the rest.
+    fn stored(&self, acks: &[Ack]) {
+        let mut st = self.lock();
+        for ack in acks {
+            mark_ready(&mut st, ack);
         }
-    }
-
-    /// Release what is ready without waiting (from the event loop): only
-    /// when no release is in progress, and only as far as the client's
-    /// request queue takes them; the rest goes with the next release.
-    fn try_release_locked(&self, st: &mut State) {
-        let Ok(_sending) = self.ack_send.try_lock() else {
+        if st.acks_queued > 0 {
+            return;
+        }
+        let Some(entry) = st.pending_acks.first_entry() else {
             return;
         };
-        while let Some(entry) = st.pending_acks.first_entry() {
-            let Some(publish) = entry.get() else { break };
-            if self.client.try_ack(publish).is_err() {
-                break;
-            }
+        let Some(pkid) = *entry.get() else {
+            return;
+        };
+        let mut wake = Publish::new("", QoS::AtLeastOnce, Vec::new());
+        wake.pkid = pkid;
+        // A full request queue means the event loop is busy: it writes
+        // the ready PUBACKs after its next read anyway.
+        if self.client.try_ack(&wake).is_ok() {
             entry.remove();
+            st.acks_queued += 1;
         }
     }
 
@@ -580,6 +627,8 @@ impl Inner {
         // redelivers those messages.
         st.pending_acks.clear();
         st.arrivals = 0;
+        // PUBACKs still in the request queue belong to the old connection.
+        st.acks_queued = 0;
         let mut filters: Vec<String> = st.routes.iter().map(|r| r.filter.clone()).collect();
         filters.sort();
         filters.dedup();
@@ -629,19 +678,23 @@ impl Inner {
 
     /// Hand an incoming message to its device, or hold it until its device
     /// registers.
-    fn route(&self, mut message: Message) {
+    fn route(&self, publish: Publish) {
         let mut st = self.lock();
-        if message.publish.qos != QoS::AtMostOnce {
-            message.arrival = st.arrivals;
+        let arrival = if publish.qos == QoS::AtMostOnce {
+            // QoS 0 has no PUBACK: a place no slot has.
+            u64::MAX
+        } else {
+            let arrival = st.arrivals;
             st.arrivals += 1;
-            st.pending_acks.insert(message.arrival, None);
-        }
-        let topic = message.publish.topic.clone();
-        let Some(route) = st
-            .routes
-            .iter()
-            .find(|r| rumqttc::matches(&topic, &r.filter))
-        else {
+            st.pending_acks.insert(arrival, None);
+            arrival
+        };
+        let message = Message {
+            publish,
+            generation: st.generation,
+            arrival,
+        };
+        let Some(route) = find_route(&st, &message.publish.topic) else {
             if self.started.elapsed() > CLAIM_GRACE {
                 self.drop_unclaimed(&mut st, message);
             } else {
@@ -656,14 +709,31 @@ impl Inner {
             }
             return;
         };
-        if let Err(mpsc::error::TrySendError::Full(m)) = route.tx.try_send(message) {
+        self.dispatch(&mut st, &route, message);
+    }
+
+    /// Decode and sort a message of `route`'s device: acknowledge it when
+    /// it leaves nothing to commit, else queue it for the device's session.
+    /// Runs with the state locked, so that a device's messages are sorted
+    /// in arrival order.
+    fn dispatch(&self, st: &mut State, route: &Route, message: Message) {
+        let items = route.reader.decode(
+            &message.publish.topic,
+            &message.publish.payload,
+            crate::event::now_millis(),
+        );
+        let ack = message.ack();
+        let Some(unit) = route.ingest.sort(&route.source, items) else {
+            mark_ready(st, &ack);
+            return;
+        };
+        if route.tx.try_send(ToCommit { ack, unit }).is_err() {
             // Not acknowledged: the broker keeps it. Brokers send at most
             // their in-flight window unacknowledged, far below the queue.
-            let device = route.device.clone();
-            st.pending_acks.remove(&m.arrival);
+            st.pending_acks.remove(&ack.arrival);
             tracing::warn!(
-                device = %device,
-                topic = %m.publish.topic,
+                device = %route.device,
+                topic = %message.publish.topic,
                 "device is {DEVICE_QUEUE} messages behind; leaving this one with the broker"
             );
         }
@@ -677,14 +747,8 @@ impl Inner {
         let mut st = self.lock();
         while let Some(m) = st.unclaimed.pop_front() {
             // A device may have registered since the message arrived.
-            match st
-                .routes
-                .iter()
-                .find(|r| rumqttc::matches(&m.publish.topic, &r.filter))
-            {
-                Some(route) => {
-                    let _ = route.tx.try_send(m);
-                }
+            match find_route(&st, &m.publish.topic) {
+                Some(route) => self.dispatch(&mut st, &route, m),
                 None => self.drop_unclaimed(&mut st, m),
             }
         }
@@ -703,31 +767,78 @@ impl Inner {
             );
             st.last_unclaimed_warning = Some(now);
         }
-        let age = m.received.elapsed();
-        tracing::debug!(topic = %m.publish.topic, held_ms = age.as_millis() as u64, "unclaimed message dropped");
-        if st.connected && st.generation == m.generation {
-            // Never wait here: this runs on the event loop, which is what
-            // empties the request queue. Released in arrival order.
-            if let Some(slot) = st.pending_acks.get_mut(&m.arrival) {
-                *slot = Some(m.publish.clone());
-            }
-            self.try_release_locked(st);
-        }
+        tracing::debug!(topic = %m.publish.topic, "unclaimed message dropped");
+        // Written by the event loop after this, in arrival order.
+        mark_ready(st, &m.ack());
     }
 }
 
-/// The acks at the front of the arrival order that are ready to go.
-fn take_ready(st: &mut State) -> Vec<Publish> {
+/// The first route whose filter matches `topic`.
+fn find_route(st: &State, topic: &str) -> Option<Arc<Route>> {
+    st.routes
+        .iter()
+        .find(|r| rumqttc::matches(topic, &r.filter))
+        .cloned()
+}
+
+/// Fill a message's slot in the arrival order, if the connection it came
+/// on is still the current one (a PUBACK on another connection would
+/// refer to whatever the broker sent there under that packet id).
+fn mark_ready(st: &mut State, ack: &Ack) {
+    if !(st.connected && st.generation == ack.generation) {
+        return;
+    }
+    if let Some(slot) = st.pending_acks.get_mut(&ack.arrival) {
+        *slot = Some(ack.pkid);
+    }
+}
+
+/// The packet ids at the front of the arrival order that are ready to be
+/// acknowledged; none while PUBACKs handed to the request queue are still
+/// to be written before them.
+fn take_ready(st: &mut State) -> Vec<u16> {
     let mut out = Vec::new();
+    if !st.connected || st.acks_queued > 0 {
+        return out;
+    }
     while let Some(entry) = st.pending_acks.first_entry() {
-        if entry.get().is_none() {
-            break;
-        }
-        if let Some(p) = entry.remove() {
-            out.push(p);
-        }
+        let Some(pkid) = *entry.get() else { break };
+        entry.remove();
+        out.push(pkid);
     }
     out
+}
+
+/// Write the PUBACKs that are ready, in one flush. Called by the event
+/// loop between polls, once it has handed out every packet of the last
+/// read (so a read's worth of PUBACKs goes out together). The client's
+/// network is a public part of its event loop; writing PUBACKs there is
+/// what the client does itself for automatic acks. A failed write loses
+/// nothing: the connection is then broken, and the broker redelivers.
+async fn write_ready_acks(eventloop: &mut EventLoop, hub: &Inner) {
+    if !eventloop.state.events.is_empty() {
+        return;
+    }
+    let Some(network) = eventloop.network.as_mut() else {
+        return;
+    };
+    let pkids = take_ready(&mut hub.lock());
+    if pkids.is_empty() {
+        return;
+    }
+    let written = async {
+        for pkid in pkids {
+            network.write(Packet::PubAck(PubAck::new(pkid))).await?;
+        }
+        network.flush().await
+    };
+    match tokio::time::timeout(ACK_FLUSH_TIMEOUT, written).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "PUBACKs not written; the broker will redeliver"),
+        Err(_) => {
+            tracing::debug!("the broker is slow to take PUBACKs; they go with the next flush")
+        }
+    }
 }
 
 /// Poll the client's event loop for as long as the hub exists: route
@@ -747,17 +858,15 @@ async fn drive(mut eventloop: EventLoop, inner: Weak<Inner>, mut shutdown: Shutd
                 outage_logged = false;
                 hub.on_connected(ack.session_present);
             }
-            Ok(Event::Incoming(Packet::Publish(publish))) => {
-                let generation = hub.lock().generation;
-                hub.route(Message {
-                    publish,
-                    generation,
-                    received: Instant::now(),
-                    arrival: 0,
-                });
-            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => hub.route(publish),
             Ok(Event::Incoming(Packet::SubAck(ack))) => hub.on_suback(&ack),
             Ok(Event::Outgoing(Outgoing::Subscribe(pkid))) => hub.on_subscribe_written(pkid),
+            // Only PUBACKs from the request queue show up here; the ones
+            // written by `write_ready_acks` bypass the client's state.
+            Ok(Event::Outgoing(Outgoing::PubAck(_))) => {
+                let mut st = hub.lock();
+                st.acks_queued = st.acks_queued.saturating_sub(1);
+            }
             Ok(_) => {}
             Err(e) => {
                 let reason = e.to_string();
@@ -779,6 +888,7 @@ async fn drive(mut eventloop: EventLoop, inner: Weak<Inner>, mut shutdown: Shutd
             }
         }
         hub.sweep_unclaimed();
+        write_ready_acks(&mut eventloop, &hub).await;
     }
     tracing::debug!("MQTT connection task stopped");
 }

@@ -133,4 +133,12 @@ impl Peer {
             .await
             .unwrap();
     }
+
+    /// QoS 0: a message the agent must not acknowledge.
+    pub async fn publish_at_most_once(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client
+            .publish(topic, QoS::AtMostOnce, false, payload)
+            .await
+            .unwrap();
+    }
 }
