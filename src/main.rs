@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use storegate::bench::JournalBench;
 use storegate::cli;
+use storegate::config::Durability;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use storegate::config::Durability;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -125,8 +125,12 @@ enum BenchCommand {
     Mqtt {
         #[arg(long, default_value = "./bench-data")]
         dir: PathBuf,
+        /// Reads per round.
         #[arg(long, default_value_t = 100_000)]
         reads: usize,
+        /// Rounds of each, bare subscriber and agent taking turns.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
     },
     /// Time from a committed price change to the label update leaving.
     Labels {
@@ -237,7 +241,9 @@ fn main() -> ExitCode {
         }),
         Command::Bench(BenchCommand::Sync { dir, events }) => cli::bench_sync(&dir, events),
         Command::Bench(BenchCommand::Startup { dir, events }) => cli::bench_startup(&dir, events),
-        Command::Bench(BenchCommand::Mqtt { dir, reads }) => cli::bench_mqtt(&dir, reads),
+        Command::Bench(BenchCommand::Mqtt { dir, reads, rounds }) => {
+            cli::bench_mqtt(&dir, reads.max(1), rounds.max(1))
+        }
         Command::Bench(BenchCommand::Labels { dir, changes }) => {
             cli::bench_labels(&dir, changes.max(1))
         }
