@@ -42,7 +42,9 @@ struct TagState {
 
 /// The in-memory tag state table.
 pub struct TagTracker {
-    tags: HashMap<Box<str>, TagState>,
+    /// Looked up for every read: hashed with foldhash (seeded per
+    /// process), several times faster than the default SipHash on EPCs.
+    tags: HashMap<Box<str>, TagState, foldhash::fast::RandomState>,
     strings: HashSet<Arc<str>>,
     dedup_window: Duration,
     departed_after: Duration,
@@ -51,7 +53,7 @@ pub struct TagTracker {
 impl TagTracker {
     pub fn new(dedup_window_ms: u64, departed_after_s: u64) -> Self {
         TagTracker {
-            tags: HashMap::new(),
+            tags: HashMap::default(),
             strings: HashSet::new(),
             dedup_window: Duration::milliseconds(dedup_window_ms as i64),
             departed_after: Duration::seconds(departed_after_s as i64),
