@@ -61,6 +61,9 @@ use super::{Decoded, TagRead};
 use crate::domain::money::{decimal_to_minor, json_number_to_minor};
 use crate::event::{EventBody, SaleLine, ts_from_millis};
 
+mod extract;
+use extract::PathTree;
+
 // ---------------------------------------------------------------------------
 // Profile parameters (the `[json]` table)
 // ---------------------------------------------------------------------------
@@ -274,6 +277,9 @@ struct Path {
     text: String,
     /// Empty for `"$"`, the record itself.
     segments: Vec<String>,
+    /// Where an extracted record keeps this path's value (record-level
+    /// paths of an RFID codec; see `extract`).
+    slot: usize,
 }
 
 impl Path {
@@ -297,6 +303,7 @@ impl Path {
         Ok(Path {
             text: text.to_string(),
             segments,
+            slot: 0,
         })
     }
 
@@ -319,6 +326,18 @@ impl Path {
     }
 }
 
+/// A record the fields are read from: a parsed JSON value, or the values
+/// an RFID codec extracted for its paths.
+trait Record {
+    fn at(&self, path: &Path) -> Option<&Value>;
+}
+
+impl Record for Value {
+    fn at(&self, path: &Path) -> Option<&Value> {
+        path.lookup(self)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 struct CompiledSource {
     path: Path,
@@ -335,10 +354,13 @@ struct Field {
 impl Field {
     /// The first alternative present in `value`. JSON `null` and blank
     /// strings count as absent, so that the next alternative is tried.
-    fn find<'a>(&'a self, value: &'a Value) -> Option<(&'a CompiledSource, &'a Value)> {
+    fn find<'a, R: Record + ?Sized>(
+        &'a self,
+        record: &'a R,
+    ) -> Option<(&'a CompiledSource, &'a Value)> {
         self.sources
             .iter()
-            .find_map(|source| match source.path.lookup(value) {
+            .find_map(|source| match record.at(&source.path) {
                 None | Some(Value::Null) => None,
                 Some(Value::String(s)) if s.trim().is_empty() => None,
                 Some(found) => Some((source, found)),
@@ -354,9 +376,9 @@ impl Field {
     /// The converted value of the first present alternative, `None` if no
     /// alternative is present. A present but invalid value is an error
     /// naming its path; the later alternatives are not tried then.
-    fn get<T>(
+    fn get<T, R: Record + ?Sized>(
         &self,
-        value: &Value,
+        value: &R,
         convert: impl Fn(&CompiledSource, &Value) -> Result<T, String>,
     ) -> Result<Option<T>, String> {
         match self.find(value) {
@@ -368,9 +390,9 @@ impl Field {
     }
 
     /// Like [`Field::get`], but absence is an error too.
-    fn need<T>(
+    fn need<T, R: Record + ?Sized>(
         &self,
-        value: &Value,
+        value: &R,
         convert: impl Fn(&CompiledSource, &Value) -> Result<T, String>,
     ) -> Result<T, String> {
         self.get(value, convert)?
@@ -379,9 +401,9 @@ impl Field {
 }
 
 /// `get` for an optional field.
-fn get_opt<T>(
+fn get_opt<T, R: Record + ?Sized>(
     field: Option<&Field>,
-    value: &Value,
+    value: &R,
     convert: impl Fn(&CompiledSource, &Value) -> Result<T, String>,
 ) -> Result<Option<T>, String> {
     match field {
@@ -427,6 +449,8 @@ pub struct JsonCodec {
     records: Path,
     when: Vec<(Path, Vec<Scalar>)>,
     mapping: Mapping,
+    /// The RFID paths as a tree, for the fast parse (records at `"$"`).
+    extract: Option<PathTree>,
 }
 
 /// What a decode needs to know about the device that sent the message.
@@ -544,11 +568,14 @@ pub fn compile(params: &JsonParams, kind: ProfileKind) -> Result<JsonCodec, Stri
         }
     };
 
-    Ok(JsonCodec {
+    let mut codec = JsonCodec {
         records,
         when,
         mapping,
-    })
+        extract: None,
+    };
+    codec.extract = codec.path_tree();
+    Ok(codec)
 }
 
 fn required(
@@ -626,6 +653,71 @@ impl JsonCodec {
     /// [`Decoded::Bad`] with a reason naming the record, line and path.
     /// Timestamps are kept to the millisecond, the journal's precision.
     pub fn decode(&self, payload: &[u8], ctx: &DecodeContext, now: DateTime<Utc>) -> DecodeOutput {
+        if let Some(out) = self.decode_extracted(payload, now) {
+            return out;
+        }
+        self.decode_parsed(payload, ctx, now)
+    }
+
+    /// RFID messages whose every record decodes, by the fast parse of
+    /// `extract`; `None` for anything else (not JSON, a bad record, a POS
+    /// profile, records below the top), which `decode_parsed` then
+    /// decodes, so that the reasons and quarantined bytes are its own.
+    fn decode_extracted(&self, payload: &[u8], now: DateTime<Utc>) -> Option<DecodeOutput> {
+        let (Some(tree), Mapping::Rfid(m)) = (&self.extract, &self.mapping) else {
+            return None;
+        };
+        let text = payload_text(payload).ok()?;
+        let mut out = DecodeOutput::default();
+        let mut reads = Vec::new();
+        for record in extract::records(text, tree)? {
+            if !self.keep(&record) {
+                continue;
+            }
+            let (read, fell_back) = tag_read(m, &record, now).ok()?;
+            reads.push(read);
+            out.ts_fallbacks += u32::from(fell_back);
+        }
+        if !reads.is_empty() {
+            out.items.push(Decoded::TagReads(reads));
+        }
+        Some(out)
+    }
+
+    /// The tree of an RFID codec's record-level paths, each path given its
+    /// slot; `None` where the fast parse does not apply.
+    fn path_tree(&mut self) -> Option<PathTree> {
+        let Mapping::Rfid(m) = &mut self.mapping else {
+            return None;
+        };
+        if !self.records.is_root() {
+            return None;
+        }
+        let mut tree = PathTree::default();
+        for (path, _) in &mut self.when {
+            tree.insert(path);
+        }
+        let fields = [
+            Some(&mut m.epc),
+            m.antenna.as_mut(),
+            m.rssi_dbm.as_mut(),
+            m.ts.as_mut(),
+        ];
+        for field in fields.into_iter().flatten() {
+            for source in &mut field.sources {
+                tree.insert(&mut source.path);
+            }
+        }
+        Some(tree)
+    }
+
+    /// Decode by parsing the whole message into a `Value`.
+    fn decode_parsed(
+        &self,
+        payload: &[u8],
+        ctx: &DecodeContext,
+        now: DateTime<Utc>,
+    ) -> DecodeOutput {
         let mut out = DecodeOutput::default();
         let bad = |reason: String| Decoded::Bad {
             reason,
@@ -651,11 +743,11 @@ impl JsonCodec {
         for (index, record) in records.iter().enumerate() {
             let result = if !record.is_object() {
                 Err(format!("expected a JSON object, got {}", type_name(record)))
-            } else if !self.keep(record) {
+            } else if !self.keep(*record) {
                 continue;
             } else {
                 match &self.mapping {
-                    Mapping::Rfid(m) => tag_read(m, record, now).map(|(read, fell_back)| {
+                    Mapping::Rfid(m) => tag_read(m, *record, now).map(|(read, fell_back)| {
                         reads.push(read);
                         fell_back
                     }),
@@ -719,20 +811,24 @@ impl JsonCodec {
     }
 
     /// Whether a record passes every `when` filter.
-    fn keep(&self, record: &Value) -> bool {
+    fn keep<R: Record + ?Sized>(&self, record: &R) -> bool {
         self.when.iter().all(|(path, accepted)| {
-            path.lookup(record)
+            record
+                .at(path)
                 .is_some_and(|value| accepted.iter().any(|a| scalar_matches(a, value)))
         })
     }
 }
 
 fn parse_payload(payload: &[u8]) -> Result<Value, String> {
+    serde_json::from_str(payload_text(payload)?).map_err(|e| format!("not JSON: {e}"))
+}
+
+fn payload_text(payload: &[u8]) -> Result<&str, String> {
     let text = std::str::from_utf8(payload)
         .map_err(|e| format!("not UTF-8: invalid byte at offset {}", e.valid_up_to()))?;
     // Some HTTP clients prepend a byte order mark; JSON parsers refuse it.
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))
+    Ok(text.strip_prefix('\u{feff}').unwrap_or(text))
 }
 
 fn scalar_matches(accepted: &Scalar, value: &Value) -> bool {
@@ -760,9 +856,9 @@ fn type_name(value: &Value) -> &'static str {
 }
 
 /// One RFID record; the flag says whether `ts` fell back to `now`.
-fn tag_read(
+fn tag_read<R: Record + ?Sized>(
     m: &RfidMapping,
-    record: &Value,
+    record: &R,
     now: DateTime<Utc>,
 ) -> Result<(TagRead, bool), String> {
     let epc = m.epc.need(record, epc_value)?;
@@ -1081,7 +1177,11 @@ fn rssi_value(source: &CompiledSource, v: &Value) -> Result<i32, String> {
 /// The record's timestamp truncated to milliseconds, or `now` when no `ts`
 /// field is configured. The flag is set when a configured `ts` was missing
 /// or unparsable and `now` was used instead.
-fn timestamp(field: Option<&Field>, record: &Value, now: DateTime<Utc>) -> (DateTime<Utc>, bool) {
+fn timestamp<R: Record + ?Sized>(
+    field: Option<&Field>,
+    record: &R,
+    now: DateTime<Utc>,
+) -> (DateTime<Utc>, bool) {
     let Some(field) = field else {
         return (now, false);
     };
@@ -1116,7 +1216,67 @@ fn parse_any_ts(text: &str) -> Option<DateTime<Utc>> {
     if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
         return epoch(t.parse::<f64>().ok()?);
     }
+    parse_plain_rfc3339(t).or_else(|| parse_lenient_rfc3339(t))
+}
 
+/// The shape nearly every reader sends, `2026-11-22T10:15:30.123Z` (or
+/// `+02:00`, `+0200`; 0-9 fractional digits), read without building
+/// strings: this runs for every tag read. `None` for anything else, which
+/// `parse_lenient_rfc3339` then reads (it gives the same time for what
+/// this accepts; a property test holds them to it).
+fn parse_plain_rfc3339(t: &str) -> Option<DateTime<Utc>> {
+    let b = t.as_bytes();
+    let digits = |at: std::ops::Range<usize>| -> Option<u32> {
+        b.get(at)?.iter().try_fold(0u32, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    let punctuation_ok = b.len() >= 20
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && matches!(b[10], b'T' | b't' | b' ')
+        && b[13] == b':'
+        && b[16] == b':';
+    if !punctuation_ok {
+        return None;
+    }
+    let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
+    let (hour, minute, second) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
+    let mut rest = &b[19..];
+    let mut nanos = 0;
+    if let [b'.' | b',', fraction @ ..] = rest {
+        let n = fraction.iter().take_while(|c| c.is_ascii_digit()).count();
+        if !(1..=9).contains(&n) {
+            return None;
+        }
+        nanos = digits(20..20 + n)? * 10u32.pow(9 - n as u32);
+        rest = &fraction[n..];
+    }
+    let (sign, oh, om) = match rest {
+        [b'Z' | b'z'] => (1, 0, 0),
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] | [sign @ (b'+' | b'-'), h1, h2, m1, m2] => {
+            let two = |a: u8, b: u8| {
+                (a.is_ascii_digit() && b.is_ascii_digit())
+                    .then(|| i64::from((a - b'0') * 10 + (b - b'0')))
+            };
+            let sign = if *sign == b'-' { -1 } else { 1 };
+            (sign, two(*h1, *h2)?, two(*m1, *m2)?)
+        }
+        _ => return None,
+    };
+    // Leap seconds and odd offsets are left to the general parser.
+    if second > 59 || oh > 23 || om > 59 {
+        return None;
+    }
+    let local = chrono::NaiveDate::from_ymd_opt(i32::try_from(year).ok()?, month, day)?
+        .and_hms_nano_opt(hour, minute, second, nanos)?;
+    let utc = local.checked_sub_signed(chrono::Duration::seconds(sign * (oh * 3600 + om * 60)))?;
+    Some(Utc.from_utc_datetime(&utc))
+}
+
+/// Any RFC 3339-like time `parse_ts` accepts, normalised and handed to
+/// chrono.
+fn parse_lenient_rfc3339(t: &str) -> Option<DateTime<Utc>> {
     // Split off the offset: a trailing Z, or the last sign in the time part
     // (the date part before index 10 has '-' of its own).
     let (body, offset) = match t.strip_suffix(['Z', 'z']) {
@@ -2425,6 +2585,331 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    // --- the fast parse of RFID messages (`extract`) ----------------------
+
+    /// Records at the top, a `when` below it, a path that ends where
+    /// another goes on (`tag` and `tag.id`) and an array index.
+    const NESTED: &str = r#"
+        [json]
+        when = { "meta.kind" = "epc" }
+        [json.fields]
+        epc = [{ path = "tag.id", as = "hex" }, { path = "tag", as = "base64" }]
+        antenna = "ants.1"
+        rssi_dbm = { path = "meta.dbm", scale = 0.1 }
+        ts = ["seen.0", "at"]
+    "#;
+
+    fn fast_codecs() -> [JsonCodec; 3] {
+        [ZEBRA, IMPINJ, NESTED].map(|text| codec(text, ProfileKind::Rfid))
+    }
+
+    #[test]
+    fn the_fast_parse_reads_the_samples_and_is_taken() {
+        for (codec, sample) in [
+            (codec(ZEBRA, ProfileKind::Rfid), ZEBRA_SIMPLE),
+            (codec(ZEBRA, ProfileKind::Rfid), ZEBRA_BATCH),
+            (codec(IMPINJ, ProfileKind::Rfid), IMPINJ_TAG),
+            (codec(IMPINJ, ProfileKind::Rfid), IMPINJ_MINIMAL),
+            (codec(IMPINJ, ProfileKind::Rfid), IMPINJ_STATUS),
+        ] {
+            let fast = codec.decode_extracted(sample.as_bytes(), now());
+            assert_eq!(
+                fast,
+                Some(codec.decode_parsed(sample.as_bytes(), &ctx(), now())),
+                "{sample}"
+            );
+        }
+        let nested = codec(NESTED, ProfileKind::Rfid);
+        let message = br#"[{"meta":{"kind":"epc","dbm":-405},"tag":{"id":"e2801160"},"ants":[7,3],"seen":["2024-05-10T08:00:01.5+0200"]},
+            {"meta":{"kind":"epc"},"tag":"4oARYGAAAgpmgfI_","at":"2024-05-10T06:00:02Z"},{"meta":{"kind":"tid"},"tag":{"id":"00"}}]"#;
+        let fast = nested.decode_extracted(message, now()).unwrap();
+        assert_eq!(fast, nested.decode_parsed(message, &ctx(), now()));
+        let Decoded::TagReads(reads) = &fast.items[0] else {
+            panic!("{fast:?}")
+        };
+        assert_eq!(reads.len(), 2);
+        assert_eq!((reads[0].antenna, reads[0].rssi_dbm), (Some(3), Some(-41)));
+        assert_eq!(reads[1].epc, "E28011606000020A6681F23F");
+        // Anything that is not all good records goes the full way.
+        assert_eq!(nested.decode_extracted(b"[1]", now()), None);
+        assert_eq!(nested.decode_extracted(b"{\"meta\":", now()), None);
+        // POS profiles always do.
+        let pos = codec(POS, ProfileKind::Pos);
+        assert_eq!(pos.decode_extracted(b"{}", now()), None);
+    }
+
+    /// A JSON text: objects may repeat keys, and keys and strings may be
+    /// written with escapes (`"id\u0048ex"` is `idHex`), which a `Value`
+    /// built from a strategy could not express.
+    fn json_text() -> impl Strategy<Value = String> {
+        let key = prop_oneof![
+            proptest::sample::select(vec![
+                "data",
+                "idHex",
+                "id\\u0048ex",
+                "antenna",
+                "peakRssi",
+                "timestamp",
+                "type",
+                "eventType",
+                "tagInventoryEvent",
+                "epcHex",
+                "epc",
+                "antennaPort",
+                "peakRssiCdbm",
+                "meta",
+                "kind",
+                "dbm",
+                "tag",
+                "id",
+                "ants",
+                "seen",
+                "at",
+                "0",
+                "1",
+                "x",
+            ])
+            .prop_map(|k| format!("\"{k}\"")),
+            Just("\"bad\\ud800\"".to_string()),
+        ];
+        let leaf = prop_oneof![
+            json_value().prop_map(|v| v.to_string()),
+            proptest::sample::select(vec![
+                "\"SIMPLE\"",
+                "\"tagInventory\"",
+                "\"epc\"",
+                "\"3005FB63ac1f\"",
+                "\"4oARYGAAAgpmgfI_\"",
+                "\"2023-04-03T21:50:16.699+0200\"",
+                "\"2021-02-02T22:18:35.658476625Z\"",
+                "\"S\\u0049MPLE\"",
+                "\"\\ud800\"",
+                "\"\\u00e9\\n\"",
+                "-4050",
+                "1e400",
+                "12.5",
+                "-0",
+            ])
+            .prop_map(str::to_string),
+        ];
+        leaf.prop_recursive(4, 40, 6, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4)
+                    .prop_map(|items| format!("[{}]", items.join(","))),
+                proptest::collection::vec((key.clone(), inner), 0..6).prop_map(|pairs| {
+                    let pairs: Vec<String> = pairs
+                        .into_iter()
+                        .map(|(k, v)| format!("{k} : {v}"))
+                        .collect();
+                    format!("{{{}}}", pairs.join(","))
+                }),
+            ]
+        })
+    }
+
+    /// An object from `pairs` plus random extra pairs (some repeating a
+    /// wanted key), in random order.
+    fn object_text(
+        pairs: Vec<(&'static str, BoxedStrategy<String>)>,
+        key: BoxedStrategy<String>,
+    ) -> impl Strategy<Value = String> {
+        let extras = proptest::collection::vec((key, json_text()), 0..3);
+        (pairs, extras).prop_flat_map(|(pairs, extras)| {
+            let mut all: Vec<(String, String)> = pairs
+                .into_iter()
+                .map(|(k, v)| (format!("\"{k}\""), v))
+                .collect();
+            all.extend(extras);
+            Just(all).prop_shuffle().prop_map(|pairs| {
+                let pairs: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+                format!("{{{}}}", pairs.join(","))
+            })
+        })
+    }
+
+    /// Records close to what the three fast codecs read, so that most of
+    /// them decode and the fast way is what is being compared.
+    fn near_record_text() -> impl Strategy<Value = String> {
+        let key = || {
+            proptest::sample::select(vec![
+                "data",
+                "type",
+                "tag",
+                "meta",
+                "ants",
+                "x",
+                "timestamp",
+            ])
+            .prop_map(|k| format!("\"{k}\""))
+            .boxed()
+        };
+        let text = |options: &[&'static str]| {
+            proptest::sample::select(options.to_vec())
+                .prop_map(str::to_string)
+                .boxed()
+        };
+        let hex = || {
+            text(&[
+                "\"3005fb63ac1f3681ec880468\"",
+                "\"E280\"",
+                "\"xyz\"",
+                "null",
+            ])
+        };
+        let number = || text(&["1", "-39", "-4050", "\"2\"", "2.5"]);
+        let ts = || {
+            text(&[
+                "\"2023-04-03T21:50:16.699+0200\"",
+                "\"2021-02-02T22:18:35.658476625Z\"",
+                "1700000000",
+                "\"soon\"",
+            ])
+        };
+        let zebra_data = object_text(
+            vec![
+                ("idHex", hex()),
+                ("antenna", number()),
+                ("peakRssi", number()),
+            ],
+            key(),
+        );
+        let zebra = object_text(
+            vec![
+                ("type", text(&["\"SIMPLE\"", "\"PORTAL\"", "\"HEALTH\""])),
+                ("timestamp", ts()),
+                ("data", zebra_data.boxed()),
+            ],
+            key(),
+        );
+        let impinj_event = object_text(
+            vec![
+                ("epcHex", hex()),
+                (
+                    "epc",
+                    text(&["\"4oARYGAAAgpmgfI_\"", "\"4oARYGAAAgpmgfI/\"", "\"!\""]),
+                ),
+                ("antennaPort", number()),
+                ("peakRssiCdbm", number()),
+            ],
+            key(),
+        );
+        let impinj = object_text(
+            vec![
+                (
+                    "eventType",
+                    text(&["\"tagInventory\"", "\"inventoryStatus\""]),
+                ),
+                ("timestamp", ts()),
+                ("tagInventoryEvent", impinj_event.boxed()),
+            ],
+            key(),
+        );
+        let nested_tag = prop_oneof![
+            object_text(vec![("id", hex())], key()).boxed(),
+            text(&["\"4oARYGAAAgpmgfI_\"", "\"\""]),
+        ];
+        let nested = object_text(
+            vec![
+                (
+                    "meta",
+                    object_text(
+                        vec![("kind", text(&["\"epc\"", "\"tid\""])), ("dbm", number())],
+                        key(),
+                    )
+                    .boxed(),
+                ),
+                ("tag", nested_tag.boxed()),
+                ("ants", text(&["[1,2]", "[1]", "{\"1\":4}", "[0,\"3\",9]"])),
+                (
+                    "seen",
+                    prop_oneof![ts().prop_map(|t| format!("[{t}]")), ts()].boxed(),
+                ),
+                ("at", ts()),
+            ],
+            key(),
+        );
+        let record = prop_oneof![zebra, impinj, nested];
+        prop_oneof![
+            record.clone(),
+            proptest::collection::vec(record, 0..4).prop_map(|r| format!("[{}]", r.join(","))),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn the_fast_parse_decodes_records_exactly_as_the_full_parse(
+            text in near_record_text(),
+            flip in proptest::option::of((any::<prop::sample::Index>(), any::<u8>())),
+        ) {
+            let mut bytes = text.into_bytes();
+            if let Some((at, byte)) = flip {
+                let at = at.index(bytes.len().max(1));
+                if let Some(b) = bytes.get_mut(at) {
+                    *b = byte;
+                }
+            }
+            for codec in fast_codecs() {
+                prop_assert_eq!(
+                    codec.decode(&bytes, &ctx(), now()),
+                    codec.decode_parsed(&bytes, &ctx(), now())
+                );
+            }
+        }
+
+        #[test]
+        fn the_fast_parse_decodes_exactly_as_the_full_parse(
+            text in json_text(),
+            flip in proptest::option::of((any::<prop::sample::Index>(), any::<u8>())),
+        ) {
+            let mut bytes = text.into_bytes();
+            if let Some((at, byte)) = flip {
+                let at = at.index(bytes.len().max(1));
+                if let Some(b) = bytes.get_mut(at) {
+                    *b = byte;
+                }
+            }
+            for codec in fast_codecs() {
+                prop_assert_eq!(
+                    codec.decode(&bytes, &ctx(), now()),
+                    codec.decode_parsed(&bytes, &ctx(), now())
+                );
+            }
+        }
+
+        #[test]
+        fn plain_timestamps_read_as_the_lenient_parser_reads_them(
+            text in "[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}([.,][0-9]{0,11})?(Z|z|[+-][0-9]{2}:?[0-9]{2}|[+-][0-9]{2}|)"
+        ) {
+            if let Some(fast) = parse_plain_rfc3339(&text) {
+                prop_assert_eq!(Some(fast), parse_lenient_rfc3339(&text));
+            }
+        }
+    }
+
+    #[test]
+    fn plain_timestamps_take_the_fast_way() {
+        for (text, expected) in [
+            ("2026-11-22T10:15:30.123Z", "2026-11-22T10:15:30.123Z"),
+            ("2023-04-03T21:50:16.699+0200", "2023-04-03T19:50:16.699Z"),
+            (
+                "2021-02-02T22:18:35.658476625Z",
+                "2021-02-02T22:18:35.658476625Z",
+            ),
+            ("2024-01-01 00:30:00-01:30", "2024-01-01T02:00:00Z"),
+        ] {
+            assert_eq!(parse_plain_rfc3339(text), Some(utc(expected)), "{text}");
+        }
+        for text in [
+            "2024-12-31T23:59:60Z",
+            "2024-05-10T08:00:01.1+02",
+            "2024-02-30T00:00:00Z",
+        ] {
+            assert_eq!(parse_plain_rfc3339(text), None, "{text}");
         }
     }
 }
