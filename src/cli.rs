@@ -153,10 +153,15 @@ pub fn bench_sync(dir: &Path, events: usize) -> anyhow::Result<()> {
 }
 
 /// `storegate bench mqtt`.
-pub fn bench_mqtt(dir: &Path, reads: usize, rounds: usize) -> anyhow::Result<()> {
+pub fn bench_mqtt(
+    dir: &Path,
+    reads: usize,
+    rounds: usize,
+    bare_parses_json: bool,
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let f = runtime
-        .block_on(bench::mqtt::run(dir, reads, rounds))
+        .block_on(bench::mqtt::run(dir, reads, rounds, bare_parses_json))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let list = |v: &[f64]| {
         v.iter()
@@ -180,9 +185,14 @@ pub fn bench_mqtt(dir: &Path, reads: usize, rounds: usize) -> anyhow::Result<()>
         f.first_sightings_per_s
     );
     println!(
-        "  bare rumqttc subscriber     {:>10.0} reads/s  median (rounds: {})",
+        "  bare rumqttc subscriber     {:>10.0} reads/s  median (rounds: {}{})",
         f.bare_median(),
-        list(&f.bare_per_s)
+        list(&f.bare_per_s),
+        if bare_parses_json {
+            "; each payload parsed to a serde_json::Value"
+        } else {
+            ""
+        }
     );
     println!(
         "  storegate end to end        {:>10.0} reads/s  median (rounds: {}; broker -> parsed -> tag state, PUBACK after)",

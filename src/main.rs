@@ -131,6 +131,10 @@ enum BenchCommand {
         /// Rounds of each, bare subscriber and agent taking turns.
         #[arg(long, default_value_t = 5)]
         rounds: usize,
+        /// The bare subscriber also parses each payload into a JSON value,
+        /// the least any consumer of the reads does.
+        #[arg(long)]
+        bare_parses_json: bool,
     },
     /// Time from a committed price change to the label update leaving.
     Labels {
@@ -241,9 +245,12 @@ fn main() -> ExitCode {
         }),
         Command::Bench(BenchCommand::Sync { dir, events }) => cli::bench_sync(&dir, events),
         Command::Bench(BenchCommand::Startup { dir, events }) => cli::bench_startup(&dir, events),
-        Command::Bench(BenchCommand::Mqtt { dir, reads, rounds }) => {
-            cli::bench_mqtt(&dir, reads.max(1), rounds.max(1))
-        }
+        Command::Bench(BenchCommand::Mqtt {
+            dir,
+            reads,
+            rounds,
+            bare_parses_json,
+        }) => cli::bench_mqtt(&dir, reads.max(1), rounds.max(1), bare_parses_json),
         Command::Bench(BenchCommand::Labels { dir, changes }) => {
             cli::bench_labels(&dir, changes.max(1))
         }

@@ -128,15 +128,19 @@ fn publisher(
 }
 
 /// The limit: a plain subscriber counting messages (rumqttc acknowledges
-/// them itself).
+/// them itself), parsing each into a JSON value if asked.
 struct Bare {
     addr: std::net::SocketAddr,
+    parses_json: bool,
     eventloop: rumqttc::EventLoop,
     _client: AsyncClient,
 }
 
 impl Bare {
-    async fn connect(addr: std::net::SocketAddr) -> Result<Bare, Box<dyn std::error::Error>> {
+    async fn connect(
+        addr: std::net::SocketAddr,
+        parses_json: bool,
+    ) -> Result<Bare, Box<dyn std::error::Error>> {
         let mut opts = MqttOptions::new("bench-bare", addr.ip().to_string(), addr.port());
         opts.set_keep_alive(Duration::from_secs(30));
         let (client, mut eventloop) = AsyncClient::new(opts, 1000);
@@ -149,6 +153,7 @@ impl Bare {
         }
         Ok(Bare {
             addr,
+            parses_json,
             eventloop,
             _client: client,
         })
@@ -159,7 +164,10 @@ impl Bare {
         let publisher = publisher(self.addr, "bench/bare", first, n);
         let mut got = 0;
         while got < n {
-            if let Event::Incoming(Packet::Publish(_)) = self.eventloop.poll().await? {
+            if let Event::Incoming(Packet::Publish(p)) = self.eventloop.poll().await? {
+                if self.parses_json {
+                    serde_json::from_slice::<serde_json::Value>(&p.payload)?;
+                }
                 got += 1;
             }
         }
@@ -261,11 +269,12 @@ pub async fn run(
     dir: &std::path::Path,
     reads: usize,
     rounds: usize,
+    bare_parses_json: bool,
 ) -> Result<MqttFigures, Box<dyn std::error::Error>> {
     std::fs::create_dir_all(dir)?;
     let addr = free_addr()?;
     crate::devices::broker::start_embedded(addr)?;
-    let mut bare = Bare::connect(addr).await?;
+    let mut bare = Bare::connect(addr, bare_parses_json).await?;
     let mut agent = Agent::start(addr, dir).await?;
     let first_sightings_per_s = agent.round(0, TAGS).await?;
     let mut figures = MqttFigures {
