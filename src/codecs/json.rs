@@ -314,15 +314,18 @@ impl Path {
     /// The value at this path, if any. A numeric segment indexes an array
     /// (and is an ordinary key in an object).
     fn lookup<'a>(&self, value: &'a Value) -> Option<&'a Value> {
-        let mut current = value;
-        for segment in &self.segments {
-            current = match current {
-                Value::Object(map) => map.get(segment)?,
-                Value::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
-                _ => return None,
-            };
-        }
-        Some(current)
+        self.segments
+            .iter()
+            .try_fold(value, |current, segment| step(current, segment))
+    }
+}
+
+/// One segment of a path into `value`.
+fn step<'a>(value: &'a Value, segment: &str) -> Option<&'a Value> {
+    match value {
+        Value::Object(map) => map.get(segment),
+        Value::Array(items) => items.get(segment.parse::<usize>().ok()?),
+        _ => None,
     }
 }
 

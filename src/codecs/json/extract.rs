@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
-use super::{Path, Record};
+use super::{Path, Record, step};
 
 /// The `visit_*` methods of a visitor for every JSON scalar (boolean,
 /// number, string, null), each giving `$value`: the value has already been
@@ -101,12 +101,7 @@ impl PathTree {
             slots[slot] = Some(value.clone());
         }
         for (key, child) in &self.children {
-            let found = match value {
-                Value::Object(map) => map.get(key),
-                Value::Array(items) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
-                _ => None,
-            };
-            if let Some(found) = found {
+            if let Some(found) = step(value, key) {
                 child.fill(found, slots);
             }
         }
