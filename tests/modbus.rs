@@ -128,7 +128,7 @@ async fn catalog(store: &Store, items: &[(&str, i64, i64)]) {
 /// the same device TOML); the store's own writer then has no handle left
 /// and stops, so there is still exactly one writer.
 fn with_thresholds(store: &mut Store, device_toml: &str) {
-    let profiles = ProfileSet::load(Path::new("/nonexistent")).unwrap();
+    let profiles = ProfileSet::builtin().unwrap();
     let text = format!("store_id = \"t\"\n[[device]]\n{device_toml}");
     let config = Config::parse(&text, Path::new("test.toml"), &profiles.names()).unwrap();
     let conn = db::open_write(&store.db, storegate::config::Durability::Full).unwrap();

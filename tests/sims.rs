@@ -102,7 +102,7 @@ client_id = "storegate-sim-test"
             data = dir.path().display(),
             api = free_port(),
         );
-        let profiles = ProfileSet::load(Path::new("/nonexistent")).unwrap();
+        let profiles = ProfileSet::builtin().unwrap();
         let config = Config::parse(&text, Path::new("sims.toml"), &profiles.names())
             .unwrap_or_else(|e| panic!("{e}"));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -43,8 +43,7 @@ pub async fn run(
         shutdown.clone(),
     )
     .await?;
-    let profiles =
-        ProfileSet::load(std::path::Path::new("/nonexistent")).map_err(|e| format!("{e:?}"))?;
+    let profiles = ProfileSet::builtin().map_err(|e| format!("{e:?}"))?;
     let config = Config::parse(
         "store_id = \"bench\"\n[[device]]\nid = \"esl\"\nprofile = \"esl-mqtt\"\ntransport = \"mqtt\"\ntopic = \"bench/esl\"\n",
         std::path::Path::new("bench.toml"),

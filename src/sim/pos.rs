@@ -139,7 +139,7 @@ mod tests {
 
     #[test]
     fn receipts_decode_with_the_agents_profile() {
-        let set = ProfileSet::load(std::path::Path::new("/nonexistent")).unwrap();
+        let set = ProfileSet::builtin().unwrap();
         let Codec::Lines(params) = &set.get("pos-escpos-journal").unwrap().codec else {
             panic!("pos-escpos-journal is a lines profile");
         };
