@@ -1229,11 +1229,7 @@ fn parse_any_ts(text: &str) -> Option<DateTime<Utc>> {
 /// this accepts; a property test holds them to it).
 fn parse_plain_rfc3339(t: &str) -> Option<DateTime<Utc>> {
     let b = t.as_bytes();
-    let digits = |at: std::ops::Range<usize>| -> Option<u32> {
-        b.get(at)?.iter().try_fold(0u32, |n, &c| {
-            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
-        })
-    };
+    let digits = |at: std::ops::Range<usize>| decimal(b.get(at)?);
     let punctuation_ok = b.len() >= 20
         && b[4] == b'-'
         && b[7] == b'-'
@@ -1258,12 +1254,8 @@ fn parse_plain_rfc3339(t: &str) -> Option<DateTime<Utc>> {
     let (sign, oh, om) = match rest {
         [b'Z' | b'z'] => (1, 0, 0),
         [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] | [sign @ (b'+' | b'-'), h1, h2, m1, m2] => {
-            let two = |a: u8, b: u8| {
-                (a.is_ascii_digit() && b.is_ascii_digit())
-                    .then(|| i64::from((a - b'0') * 10 + (b - b'0')))
-            };
             let sign = if *sign == b'-' { -1 } else { 1 };
-            (sign, two(*h1, *h2)?, two(*m1, *m2)?)
+            (sign, decimal(&[*h1, *h2])?, decimal(&[*m1, *m2])?)
         }
         _ => return None,
     };
@@ -1273,8 +1265,16 @@ fn parse_plain_rfc3339(t: &str) -> Option<DateTime<Utc>> {
     }
     let local = chrono::NaiveDate::from_ymd_opt(i32::try_from(year).ok()?, month, day)?
         .and_hms_nano_opt(hour, minute, second, nanos)?;
-    let utc = local.checked_sub_signed(chrono::Duration::seconds(sign * (oh * 3600 + om * 60)))?;
+    let offset_s = sign * i64::from(oh * 3600 + om * 60);
+    let utc = local.checked_sub_signed(chrono::Duration::seconds(offset_s))?;
     Some(Utc.from_utc_datetime(&utc))
+}
+
+/// ASCII decimal digits as a number; `None` if any byte is not a digit.
+fn decimal(digits: &[u8]) -> Option<u32> {
+    digits.iter().try_fold(0u32, |n, &c| {
+        c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+    })
 }
 
 /// Any RFC 3339-like time `parse_ts` accepts, normalised and handed to
