@@ -6,6 +6,8 @@
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
+pub mod bounds;
+
 /// Journal sequence number: strictly increasing, assigned at commit.
 pub type Seq = i64;
 

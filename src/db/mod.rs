@@ -62,6 +62,38 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether trying the same work again later may succeed: the storage
+    /// is full, failing or busy, or the writer is gone. Every other error
+    /// is about the input itself (a value out of bounds, a constraint, a
+    /// type SQLite cannot store), and input that fails that way is
+    /// quarantined or refused, never retried (DESIGN invariant 9).
+    pub fn is_retryable(&self) -> bool {
+        use rusqlite::ErrorCode as C;
+        match self {
+            StoreError::Sqlite { source, .. } | StoreError::Open { source, .. } => matches!(
+                source.sqlite_error_code(),
+                Some(
+                    C::DiskFull
+                        | C::SystemIoFailure
+                        | C::DatabaseBusy
+                        | C::DatabaseLocked
+                        | C::CannotOpen
+                        | C::ReadOnly
+                        | C::OutOfMemory
+                        | C::FileLockingProtocolFailed
+                )
+            ),
+            StoreError::CreateDir { .. }
+            | StoreError::NotWritable { .. }
+            | StoreError::Commit(_)
+            | StoreError::WriterStopped
+            | StoreError::QuotaFull => true,
+            StoreError::NewerSchema { .. }
+            | StoreError::Corrupt { .. }
+            | StoreError::Rejected(_) => false,
+        }
+    }
+
     /// Whether the disk (or the configured size limit) is full: the caller
     /// keeps its input and tries later, the device stays unacknowledged.
     pub fn is_disk_full(&self) -> bool {

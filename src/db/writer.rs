@@ -116,6 +116,9 @@ impl WriteTx<'_> {
     }
 
     fn append_prepared(&mut self, p: PreparedEvent, depth: usize) -> Result<Appended, StoreError> {
+        p.event.body.check_bounds().map_err(|reason| {
+            StoreError::Rejected(format!("{} event refused: {reason}", p.event.body.kind()))
+        })?;
         let seq = self.next_seq;
         let ts_ms = p.event.ts.timestamp_millis();
         if let Some(key) = &p.natural_key {
@@ -170,6 +173,32 @@ impl WriteTx<'_> {
             seq,
             duplicate: false,
         })
+    }
+
+    /// Run `f` in a savepoint of its own: when it fails, what it wrote
+    /// (journal rows and their projections) is rolled back and the error
+    /// returned, while the rest of the transaction goes on. Ingest uses it
+    /// to quarantine one unit of input that cannot be journaled without
+    /// holding up the others committed with it.
+    pub fn attempt<R>(
+        &mut self,
+        f: impl FnOnce(&mut WriteTx<'_>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        run_cached(self.conn, "SAVEPOINT attempt").ctx("starting a savepoint")?;
+        let seq_before = self.next_seq;
+        match f(self) {
+            Ok(value) => {
+                run_cached(self.conn, "RELEASE attempt").ctx("releasing a savepoint")?;
+                Ok(value)
+            }
+            Err(e) => {
+                self.next_seq = seq_before;
+                run_cached(self.conn, "ROLLBACK TO attempt")
+                    .and_then(|()| run_cached(self.conn, "RELEASE attempt"))
+                    .ctx("rolling back a savepoint")?;
+                Err(e)
+            }
+        }
     }
 
     /// Keep input that did not parse, with its raw bytes. Bounded: the

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 
 use super::health::HealthBoard;
 use crate::codecs::{Decoded, TagRead};
-use crate::db::{StoreError, Writer};
+use crate::db::{StoreError, WriteTx, Writer};
 use crate::domain::{catalog, rfid::TagTracker};
 use crate::event::{EventBody, NewEvent};
 use crate::sync::retention::Quota;
@@ -197,22 +197,32 @@ impl Ingest {
             groups,
             quarantine,
         } = unit.clone();
-        let source = source.clone();
+        let device = source.device.clone();
+        let zone = source.zone.clone();
         let tags = self.tags.clone();
         let heard = (self.clock)();
         let result = self
             .writer
             .transact(move |w| {
                 let mut done = Delivered::default();
-                for group in groups {
-                    for (ts, mut body) in group {
-                        resolve_sku(w.conn(), &mut body)?;
-                        let a = w.append(NewEvent::new(ts, source.device.clone(), body))?;
-                        if a.duplicate {
-                            done.duplicates += 1;
-                        } else {
-                            done.events += 1;
+                let mut refused = Vec::new();
+                let mut transition_refused = false;
+                for group in &groups {
+                    // A group (one receipt, one message's events) that
+                    // cannot be journaled for a reason retrying cannot fix
+                    // is quarantined with that reason; the rest commits.
+                    match w.attempt(|w| append_group(w, &device, group)) {
+                        Ok(d) => {
+                            done.events += d.events;
+                            done.duplicates += d.duplicates;
                         }
+                        Err(e) if !e.is_retryable() => {
+                            let reason = format!("cannot be journaled: {e}");
+                            w.quarantine(&device, &reason, &group_json(group))?;
+                            done.quarantined += 1;
+                            refused.push(reason);
+                        }
+                        Err(e) => return Err(e),
                     }
                 }
                 if !reads.is_empty() {
@@ -225,29 +235,49 @@ impl Ingest {
                         let mut tracker = tags.lock().unwrap_or_else(|p| p.into_inner());
                         reads
                             .iter()
-                            .filter_map(|r| {
-                                tracker.observe(r, &source.device, &source.zone, heard, &lookup)
-                            })
+                            .filter_map(|r| tracker.observe(r, &device, &zone, heard, &lookup))
                             .collect()
                     };
                     for t in transitions {
-                        w.append(t)?;
-                        done.events += 1;
+                        match w.attempt(|w| w.append(t.clone())) {
+                            Ok(_) => done.events += 1,
+                            Err(e) if !e.is_retryable() => {
+                                let reason = format!("cannot be journaled: {e}");
+                                let raw = group_json(&[(t.ts, t.body)]);
+                                w.quarantine(&device, &reason, &raw)?;
+                                done.quarantined += 1;
+                                refused.push(reason);
+                                transition_refused = true;
+                            }
+                            Err(e) => return Err(e),
+                        }
                     }
                 }
                 for (reason, raw) in &quarantine {
-                    w.quarantine(&source.device, reason, raw)?;
+                    w.quarantine(&device, reason, raw)?;
                     done.quarantined += 1;
                 }
-                Ok(done)
+                Ok((done, refused, transition_refused))
             })
             .await;
-        if result.is_err() {
-            // The tracker may have moved on for transitions that were not
-            // stored: get back in step with what the database holds.
+        let tracker_ahead = match &result {
+            Ok((_, refused, transition_refused)) => {
+                if !refused.is_empty() {
+                    self.health.frames(&source.device, 0, refused.len() as u64);
+                }
+                for reason in refused {
+                    self.log_bad(&source.device, reason);
+                }
+                *transition_refused
+            }
+            Err(_) => true,
+        };
+        if tracker_ahead {
+            // The tracker moved on for transitions that were not stored:
+            // get back in step with what the database holds.
             self.reload_tags().await;
         }
-        result
+        result.map(|(done, _, _)| done)
     }
 
     /// Housekeeping of the tag table: journal `tag_departed` for tags not
@@ -318,6 +348,41 @@ impl Ingest {
         }
         b.last = Some(now);
     }
+}
+
+/// Journal one group of decoded events (a receipt, one message's events).
+fn append_group(
+    w: &mut WriteTx<'_>,
+    device: &str,
+    group: &[(DateTime<Utc>, EventBody)],
+) -> Result<Delivered, StoreError> {
+    let mut done = Delivered::default();
+    for (ts, body) in group {
+        let mut body = body.clone();
+        resolve_sku(w.conn(), &mut body)?;
+        if w.append(NewEvent::new(*ts, device, body))?.duplicate {
+            done.duplicates += 1;
+        } else {
+            done.events += 1;
+        }
+    }
+    Ok(done)
+}
+
+/// A group of events as JSON, kept in the quarantine when the group could
+/// not be journaled (the decoded form: the raw bytes are gone by then).
+fn group_json(group: &[(DateTime<Utc>, EventBody)]) -> Vec<u8> {
+    let events: Vec<serde_json::Value> = group
+        .iter()
+        .map(|(ts, body)| {
+            let mut v = serde_json::to_value(body).unwrap_or_default();
+            if let Some(m) = v.as_object_mut() {
+                m.insert("ts".into(), crate::event::format_ts(ts).into());
+            }
+            v
+        })
+        .collect();
+    serde_json::to_vec(&events).unwrap_or_default()
 }
 
 /// Fill in SKUs the device could not know: a sale line that named only a

@@ -34,12 +34,30 @@ pub fn apply(conn: &Connection, event: &Event) -> Result<Option<NewEvent>, Store
     conn.prepare_cached("INSERT INTO stock_moves (seq, sku, delta) VALUES (?1, ?2, ?3)")
         .and_then(|mut st| st.execute(params![event.seq, sku, delta]))
         .ctx("recording a stock move")?;
-    conn.prepare_cached(
-        "INSERT INTO stock (sku, on_hand) VALUES (?1, ?2)
-         ON CONFLICT (sku) DO UPDATE SET on_hand = on_hand + excluded.on_hand",
-    )
-    .and_then(|mut st| st.execute(params![sku, delta]))
-    .ctx("moving stock")?;
+    // SQLite turns an integer sum that overflows into a float; reading it
+    // back as an integer is how the overflow shows, and the event is then
+    // refused rather than stored as a wrong figure.
+    let on_hand = conn
+        .prepare_cached(
+            "INSERT INTO stock (sku, on_hand) VALUES (?1, ?2)
+             ON CONFLICT (sku) DO UPDATE SET on_hand = on_hand + excluded.on_hand
+             RETURNING on_hand",
+        )
+        .and_then(|mut st| st.query_row(params![sku, delta], |r| r.get::<_, i64>(0)));
+    match on_hand {
+        Ok(_) => {}
+        Err(rusqlite::Error::InvalidColumnType(..)) => {
+            return Err(StoreError::Rejected(format!(
+                "on hand of {sku} would leave the integer range with a move of {delta}"
+            )));
+        }
+        Err(source) => {
+            return Err(StoreError::Sqlite {
+                context: "moving stock",
+                source,
+            });
+        }
+    }
     low_stock_check(conn, &event.device, sku)
 }
 
@@ -163,7 +181,11 @@ pub fn recompute(conn: &Connection, sku: &str) -> Result<i64, StoreError> {
         )
         .and_then(|mut st| st.query_row(params![sku, through], |r| r.get(0)))
         .ctx("summing stock moves")?;
-    let on_hand = base + moves;
+    let on_hand = base.checked_add(moves).ok_or_else(|| {
+        StoreError::Rejected(format!(
+            "on hand of {sku} would leave the integer range ({base} + {moves})"
+        ))
+    })?;
     conn.prepare_cached(
         "INSERT INTO stock (sku, on_hand) VALUES (?1, ?2) ON CONFLICT (sku) DO UPDATE SET on_hand = excluded.on_hand",
     )

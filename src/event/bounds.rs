@@ -1,0 +1,198 @@
+//! What a journaled event may hold: the bounds every quantity, amount and
+//! identifier must stay within, wherever the event came from (a device, the
+//! local API, a projection). The journal writer refuses an event outside
+//! them with [`StoreError::Rejected`](crate::db::StoreError::Rejected), a
+//! reason that retrying cannot fix, so ingest quarantines it and the API
+//! answers 4xx. Codecs and handlers check the same bounds earlier, to name
+//! the field in their message.
+//!
+//! The bounds are far beyond any real store and small enough that every
+//! sum the projections make stays inside `i64`: a line total
+//! (`MAX_QTY * MAX_PRICE_MINOR`) and a SKU's on-hand after billions of
+//! moves.
+
+use super::EventBody;
+
+/// Most units one event may move or count: a receipt line, a delivery
+/// line, an adjustment or a count.
+pub const MAX_QTY: i64 = 1_000_000;
+
+/// Highest unit price in minor units (10^12: ten billion of a currency
+/// with cents, a trillion of one without).
+pub const MAX_PRICE_MINOR: i64 = 1_000_000_000_000;
+
+/// Longest identifier (SKU, GTIN, EPC, receipt, delivery, session, label,
+/// zone, device) in bytes. GS1 keys are at most 70 characters.
+pub const MAX_ID_LEN: usize = 128;
+
+/// Longest free text (a reason, an alert message) in bytes.
+pub const MAX_TEXT_LEN: usize = 4096;
+
+/// Heaviest shelf reading, in grams (a tonne).
+pub const MAX_GRAMS: i64 = 1_000_000;
+
+/// Why a value is out of bounds, naming the field.
+pub type OutOfBounds = String;
+
+/// `Ok` when `qty` is a quantity an event may carry.
+pub fn check_qty(field: &str, qty: i64) -> Result<(), OutOfBounds> {
+    if qty.unsigned_abs() > MAX_QTY as u64 {
+        return Err(format!(
+            "{field} {qty} is beyond the {MAX_QTY} units one event may carry"
+        ));
+    }
+    Ok(())
+}
+
+/// `Ok` when `minor` is a unit price an event may carry.
+pub fn check_price(field: &str, minor: i64) -> Result<(), OutOfBounds> {
+    if !(0..=MAX_PRICE_MINOR).contains(&minor) {
+        return Err(format!(
+            "{field} {minor} is not a price (0 to {MAX_PRICE_MINOR} minor units)"
+        ));
+    }
+    Ok(())
+}
+
+/// `Ok` when `id` is a usable identifier: not empty, at most
+/// [`MAX_ID_LEN`] bytes, no control characters.
+pub fn check_id(field: &str, id: &str) -> Result<(), OutOfBounds> {
+    if id.is_empty() {
+        return Err(format!("{field} is empty"));
+    }
+    check_text_len(field, id, MAX_ID_LEN)?;
+    if id.chars().any(char::is_control) {
+        return Err(format!("{field} contains control characters"));
+    }
+    Ok(())
+}
+
+fn check_text_len(field: &str, text: &str, max: usize) -> Result<(), OutOfBounds> {
+    if text.len() > max {
+        return Err(format!(
+            "{field} is {} bytes long; at most {max} are allowed",
+            text.len()
+        ));
+    }
+    Ok(())
+}
+
+fn check_opt_id(field: &str, id: Option<&str>) -> Result<(), OutOfBounds> {
+    id.map_or(Ok(()), |id| check_id(field, id))
+}
+
+impl EventBody {
+    /// Whether the event stays within the bounds above. Identifiers a
+    /// device could not know (an empty SKU resolved later) are checked
+    /// where they are required.
+    pub fn check_bounds(&self) -> Result<(), OutOfBounds> {
+        match self {
+            EventBody::Sale(l) | EventBody::Return(l) => {
+                check_id("receipt_id", &l.receipt_id)?;
+                check_id("sku", &l.sku)?;
+                check_opt_id("gtin", l.gtin.as_deref())?;
+                if l.qty <= 0 {
+                    return Err(format!("qty {} is not a positive quantity", l.qty));
+                }
+                check_qty("qty", l.qty)?;
+                check_price("unit_price_minor", l.unit_price_minor)?;
+                check_id("currency", &l.currency)?;
+                check_text_len("pos", &l.pos, MAX_ID_LEN)
+            }
+            EventBody::Receipt(r) => {
+                check_id("delivery_id", &r.delivery_id)?;
+                check_id("sku", &r.sku)?;
+                check_qty("qty", r.qty)
+            }
+            EventBody::Adjustment(a) => {
+                check_id("sku", &a.sku)?;
+                check_qty("delta", a.delta)?;
+                check_text_len("reason", &a.reason, MAX_TEXT_LEN)
+            }
+            EventBody::Count(c) => {
+                check_id("session_id", &c.session_id)?;
+                check_id("sku", &c.sku)?;
+                check_text_len("zone", &c.zone, MAX_ID_LEN)?;
+                check_qty("counted", c.counted)?;
+                check_qty("expected", c.expected)
+            }
+            EventBody::TagArrived(t) | EventBody::TagMoved(t) | EventBody::TagDeparted(t) => {
+                check_id("epc", &t.epc)?;
+                check_text_len("zone", &t.zone, MAX_ID_LEN)
+            }
+            EventBody::ShelfWeight(w) => {
+                if w.grams.unsigned_abs() > MAX_GRAMS as u64 {
+                    return Err(format!("grams {} is beyond {MAX_GRAMS}", w.grams));
+                }
+                w.units_est.map_or(Ok(()), |u| check_qty("units_est", u))
+            }
+            EventBody::LabelAck(a) => check_id("label_id", &a.label_id),
+            EventBody::PriceConflict(c) => {
+                check_price("pos_price_minor", c.pos_price_minor)?;
+                check_price("shelf_price_minor", c.shelf_price_minor)
+            }
+            EventBody::Alert(a) => check_text_len("message", &a.message, MAX_TEXT_LEN),
+            EventBody::Reading(r) => {
+                if !r.value.is_finite() {
+                    return Err(format!("{} reading {} is not a number", r.name, r.value));
+                }
+                check_text_len("name", &r.name, MAX_ID_LEN)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Adjustment, Reading};
+
+    fn adjustment(delta: i64, sku: &str) -> EventBody {
+        EventBody::Adjustment(Adjustment {
+            sku: sku.into(),
+            delta,
+            reason: "damaged".into(),
+            by: None,
+        })
+    }
+
+    #[test]
+    fn quantities_beyond_the_bounds_are_refused_with_the_field_named() {
+        assert_eq!(adjustment(-MAX_QTY, "A").check_bounds(), Ok(()));
+        let err = adjustment(i64::MIN, "A").check_bounds().unwrap_err();
+        assert!(
+            err.starts_with("delta -9223372036854775808 is beyond"),
+            "{err}"
+        );
+        assert!(adjustment(MAX_QTY + 1, "A").check_bounds().is_err());
+    }
+
+    #[test]
+    fn identifiers_must_be_short_printable_and_present() {
+        assert!(adjustment(1, "").check_bounds().is_err());
+        assert!(adjustment(1, "A\0B").check_bounds().is_err());
+        assert!(
+            adjustment(1, &"x".repeat(MAX_ID_LEN + 1))
+                .check_bounds()
+                .is_err()
+        );
+        assert_eq!(
+            adjustment(1, &"x".repeat(MAX_ID_LEN)).check_bounds(),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_reading_must_be_a_number() {
+        let r = |value| {
+            EventBody::Reading(Reading {
+                name: "temperature".into(),
+                value,
+                unit: "C".into(),
+            })
+        };
+        assert!(r(f64::NAN).check_bounds().is_err());
+        assert!(r(f64::INFINITY).check_bounds().is_err());
+        assert_eq!(r(4.5).check_bounds(), Ok(()));
+    }
+}
