@@ -16,6 +16,7 @@ use crate::db::{self, Writer};
 use crate::devices::health::HealthBoard;
 use crate::devices::label_sender::{self, Routes};
 use crate::devices::{self, DeviceSpec, Ingest, Shutdown, mqtt};
+use crate::domain::privacy::MemberKey;
 use crate::domain::{Projections, rfid::TagTracker};
 use crate::metrics::{Metrics, Sources};
 use crate::notify::{self, Notifier, Timing};
@@ -86,8 +87,9 @@ pub async fn run_until(
     }
     let health = HealthBoard::default();
     let quota = Quota::default();
-    let ingest =
-        Ingest::new(writer.clone(), health.clone(), tags.clone()).with_quota(quota.clone());
+    let member_key = MemberKey::load(&writer).await?;
+    let ingest = Ingest::new(writer.clone(), health.clone(), tags.clone(), member_key)
+        .with_quota(quota.clone());
     let (trigger, shutdown) = devices::shutdown_pair();
 
     let specs: Vec<DeviceSpec> = config

@@ -132,9 +132,10 @@ fn with_thresholds(store: &mut Store, device_toml: &str) {
     let text = format!("store_id = \"t\"\n[[device]]\n{device_toml}");
     let config = Config::parse(&text, Path::new("test.toml"), &profiles.names()).unwrap();
     let conn = db::open_write(&store.db, storegate::config::Durability::Full).unwrap();
+    let member_key = storegate::domain::privacy::member_key(&conn).unwrap();
     let (writer, _thread) = Writer::spawn(conn, Box::new(Projections::new(&config))).unwrap();
     let tags = Arc::new(Mutex::new(TagTracker::new(5000, 600)));
-    store.ingest = Ingest::new(writer.clone(), store.health.clone(), tags);
+    store.ingest = Ingest::new(writer.clone(), store.health.clone(), tags, member_key);
     store.writer = writer;
 }
 

@@ -194,10 +194,11 @@ impl Agent {
     ) -> Result<Agent, Box<dyn std::error::Error>> {
         let path = dir.join("bench-mqtt.db");
         let conn = super::fresh_db(&path, Durability::Full)?;
+        let member_key = crate::domain::privacy::member_key(&conn)?;
         let (writer, thread) = Writer::spawn(conn, Box::new(Projections::default()))?;
         let health = HealthBoard::default();
         let tags = Arc::new(Mutex::new(TagTracker::new(TAGS as u64, 600)));
-        let ingest = Ingest::new(writer.clone(), health.clone(), tags);
+        let ingest = Ingest::new(writer.clone(), health.clone(), tags, member_key);
         let (trigger, shutdown) = devices::shutdown_pair();
         let mqtt_config = MqttConfig {
             broker: Broker::External {

@@ -93,15 +93,17 @@ pub async fn offline_disk(
     let db_path = dir.join("offline.db");
     // `normal` only spares the fsyncs; the bytes on disk are the same.
     let conn = fresh_db(&db_path, Durability::Normal)?;
+    let member_key = crate::domain::privacy::member_key(&conn)?;
     let (writer, thread) = Writer::spawn(conn, Box::new(Projections::default()))?;
     let tags = Arc::new(Mutex::new(TagTracker::new(5000, 600)));
     let start: DateTime<Utc> = DateTime::from_timestamp(1_767_225_600, 0).unwrap_or_default();
     // Reads are received on the simulated clock.
     let clock_ms = Arc::new(AtomicI64::new(start.timestamp_millis()));
-    let ingest = Ingest::new(writer.clone(), HealthBoard::default(), tags).with_clock({
-        let clock_ms = clock_ms.clone();
-        Arc::new(move || crate::event::ts_from_millis(clock_ms.load(Ordering::Relaxed)))
-    });
+    let ingest =
+        Ingest::new(writer.clone(), HealthBoard::default(), tags, member_key).with_clock({
+            let clock_ms = clock_ms.clone();
+            Arc::new(move || crate::event::ts_from_millis(clock_ms.load(Ordering::Relaxed)))
+        });
     let sources: Vec<Source> = ZONES
         .iter()
         .map(|z| Source {

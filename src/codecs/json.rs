@@ -59,7 +59,7 @@ use sha2::Sha256;
 
 use super::{Decoded, TagRead};
 use crate::domain::money::{decimal_to_minor, json_number_to_minor};
-use crate::event::{EventBody, SaleLine, ts_from_millis};
+use crate::event::{EventBody, SaleLine, bounds, ts_from_millis};
 
 mod extract;
 use extract::PathTree;
@@ -659,7 +659,15 @@ impl JsonCodec {
         if let Some(out) = self.decode_extracted(payload, now) {
             return out;
         }
-        self.decode_parsed(payload, ctx, now)
+        let mut out = self.decode_parsed(payload, ctx, now);
+        if let Mapping::Pos(m) = &self.mapping {
+            for item in &mut out.items {
+                if let Decoded::Bad { raw, .. } = item {
+                    redact_pos_raw(raw, m, &ctx.member_key);
+                }
+            }
+        }
+        out
     }
 
     /// RFID messages whose every record decodes, by the fast parse of
@@ -982,11 +990,22 @@ fn sale_line(m: &PosMapping, line: &Value, currency: &str) -> Result<LineValues,
         if qty == 0 || qty == i64::MIN {
             return Err(format!("{qty} is not a quantity"));
         }
+        if qty.unsigned_abs() > bounds::MAX_QTY as u64 {
+            return Err(format!(
+                "{qty} is beyond the {} units one line may carry",
+                bounds::MAX_QTY
+            ));
+        }
         Ok(qty)
     })?;
     let non_negative = |minor: i64| {
         if minor < 0 {
             Err(format!("negative price {minor}"))
+        } else if minor > bounds::MAX_PRICE_MINOR {
+            Err(format!(
+                "{minor} is not a price (at most {} minor units)",
+                bounds::MAX_PRICE_MINOR
+            ))
         } else {
             Ok(minor)
         }
@@ -1351,6 +1370,67 @@ fn epoch(value: f64) -> Option<DateTime<Utc>> {
         return None;
     }
     Utc.timestamp_millis_opt(millis.round() as i64).single()
+}
+
+/// Keys of POS input that may hold a customer's identity, besides the
+/// profile's own `member_id` path: matched case-insensitively as parts of
+/// a key, since a till may send one the profile does not read.
+const CUSTOMER_KEY_PARTS: [&str; 4] = ["member", "loyalty", "customer", "card"];
+
+/// The raw bytes of bad POS input as the quarantine keeps them (DESIGN
+/// invariant 11): every value under a member id key (the profile's, or a
+/// key like [`CUSTOMER_KEY_PARTS`]) replaced by its keyed hash. Input that
+/// is not JSON is not kept at all, since a member id in it cannot be found;
+/// the reason and the size still say what was wrong.
+fn redact_pos_raw(raw: &mut Vec<u8>, m: &PosMapping, key: &[u8]) {
+    let Ok(mut value) = serde_json::from_slice::<Value>(raw) else {
+        raw.clear();
+        return;
+    };
+    let own: Vec<&str> = m
+        .member_id
+        .iter()
+        .flat_map(|f| f.sources.iter())
+        .filter_map(|s| s.path.text.rsplit('.').next())
+        .collect();
+    // Bytes without a customer key stay as the till sent them.
+    if redact_customer_values(&mut value, &own, key) {
+        *raw = serde_json::to_vec(&value).unwrap_or_default();
+    }
+}
+
+/// Replace customer values in place; returns whether there were any.
+fn redact_customer_values(value: &mut Value, own: &[&str], key: &[u8]) -> bool {
+    let mut found = false;
+    match value {
+        Value::Object(map) => {
+            for (name, v) in map.iter_mut() {
+                let lower = name.to_ascii_lowercase();
+                let customer = own.contains(&name.as_str())
+                    || CUSTOMER_KEY_PARTS.iter().any(|p| lower.contains(p));
+                if customer {
+                    let text = match &*v {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    *v = Value::String(match keyed_hash(key, &text) {
+                        Some(h) => format!("hashed:{h}"),
+                        None => "removed".into(),
+                    });
+                    found = true;
+                } else {
+                    found |= redact_customer_values(v, own, key);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for v in items {
+                found |= redact_customer_values(v, own, key);
+            }
+        }
+        _ => {}
+    }
+    found
 }
 
 /// First 32 hex digits of HMAC-SHA256(key, member id).
@@ -2093,6 +2173,54 @@ mod tests {
         let payload = r#"{"receipt_id":"R-5","currency":"EUR","member_id":"","lines":[{"sku":"A","qty":1,"unit_price_minor":1}]}"#;
         let events = receipt_events(&decode(&codec, payload));
         assert_eq!(sale(&events[0].1).member_hash, None);
+    }
+
+    #[test]
+    fn quarantined_pos_input_keeps_no_member_id() {
+        let codec = codec(POS, ProfileKind::Pos);
+        let raws = |payload: &str| -> Vec<String> {
+            decode(&codec, payload)
+                .items
+                .iter()
+                .filter_map(|i| match i {
+                    Decoded::Bad { raw, .. } => Some(String::from_utf8_lossy(raw).into_owned()),
+                    _ => None,
+                })
+                .collect()
+        };
+        // A bad line: the receipt is quarantined, its member id hashed, as
+        // is a loyalty number under a key the profile does not read.
+        let payload = r#"{"receipt_id":"R-5","currency":"EUR","member_id":"MEMBER-12345","extra":{"LoyaltyCard":99887766},"lines":[{"sku":"A","qty":"many","unit_price_minor":1}]}"#;
+        let kept = raws(payload);
+        assert_eq!(kept.len(), 1);
+        assert!(
+            !kept[0].contains("MEMBER-12345") && !kept[0].contains("99887766"),
+            "{kept:?}"
+        );
+        assert!(
+            kept[0].contains("hashed:") && kept[0].contains("R-5"),
+            "{kept:?}"
+        );
+        // Not JSON: nothing of it is kept.
+        assert_eq!(
+            raws(r#"{"member_id":"MEMBER-12345","lines":["#),
+            vec![String::new()]
+        );
+    }
+
+    #[test]
+    fn pos_quantities_and_prices_beyond_the_bounds_are_refused_at_decode() {
+        let codec = codec(POS, ProfileKind::Pos);
+        let line =
+            |line: &str| format!(r#"{{"receipt_id":"R-9","currency":"EUR","lines":[{line}]}}"#);
+        let reason = |line_json: &str| reasons(&decode(&codec, &line(line_json)))[0].clone();
+        let r = reason(r#"{"sku":"A","qty":-9223372036854775807,"unit_price_minor":1}"#);
+        assert!(r.starts_with("line 1: qty") && r.contains("beyond"), "{r}");
+        let r = reason(r#"{"sku":"A","qty":1,"unit_price_minor":9223372036854775807}"#);
+        assert!(
+            r.contains("unit_price_minor") && r.contains("not a price"),
+            "{r}"
+        );
     }
 
     #[test]

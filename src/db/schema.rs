@@ -212,6 +212,11 @@ pub const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
 
     "#,
+    // 4: the quarantine keeps only the head of large input; `size` is how
+    // large it was (NULL for rows from before).
+    r#"
+    ALTER TABLE quarantine ADD COLUMN size INTEGER;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -28,6 +28,15 @@ pub const MAX_GROUP_EVENTS: usize = 1024;
 pub const QUEUE_DEPTH: usize = 4096;
 /// Quarantine rows kept; older ones are deleted as new ones arrive.
 pub const QUARANTINE_MAX_ROWS: i64 = 10_000;
+/// Bytes of raw input and reasons the quarantine keeps at most.
+pub const QUARANTINE_MAX_BYTES: i64 = 8 * 1024 * 1024;
+/// Head of the raw input kept per quarantined unit: enough to see what
+/// the device sent, not enough for a garbage stream to fill the disk.
+pub const QUARANTINE_RAW_BYTES: usize = 4096;
+/// Longest reason kept.
+const QUARANTINE_REASON_BYTES: usize = 1024;
+/// The quarantine is trimmed every this many rows.
+const QUARANTINE_TRIM_EVERY: i64 = 100;
 /// How deep projections may derive events from derived events.
 const MAX_DERIVATION_DEPTH: usize = 4;
 
@@ -201,33 +210,74 @@ impl WriteTx<'_> {
         }
     }
 
-    /// Keep input that did not parse, with its raw bytes. Bounded: the
-    /// oldest rows go when there are more than [`QUARANTINE_MAX_ROWS`].
+    /// Keep input that did not parse, with the head of its raw bytes (at
+    /// most [`QUARANTINE_RAW_BYTES`]) and its full size. Bounded in rows
+    /// and bytes (see [`trim_quarantine`]).
     pub fn quarantine(&mut self, device: &str, reason: &str, raw: &[u8]) -> Result<(), StoreError> {
-        let mut st = self
-            .conn
+        self.quarantine_head(device, reason, raw, raw.len())
+    }
+
+    /// [`WriteTx::quarantine`] for input whose head was cut off already
+    /// (`size` is how large the whole input was).
+    pub fn quarantine_head(
+        &mut self,
+        device: &str,
+        reason: &str,
+        head: &[u8],
+        size: usize,
+    ) -> Result<(), StoreError> {
+        let head = &head[..head.len().min(QUARANTINE_RAW_BYTES)];
+        let reason = truncate_text(reason, QUARANTINE_REASON_BYTES);
+        self.conn
             .prepare_cached(
-                "INSERT INTO quarantine (at_ms, device, reason, raw) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO quarantine (at_ms, device, reason, raw, size) VALUES (?1, ?2, ?3, ?4, ?5)",
             )
-            .ctx("preparing a quarantine insert")?;
-        st.execute(params![
-            chrono::Utc::now().timestamp_millis(),
-            device,
-            reason,
-            raw
-        ])
-        .ctx("quarantining input")?;
-        let id = self.conn.last_insert_rowid();
-        if id % 100 == 0 {
-            self.conn
-                .execute(
-                    "DELETE FROM quarantine WHERE id <= ?1",
-                    [id - QUARANTINE_MAX_ROWS],
-                )
-                .ctx("trimming the quarantine")?;
+            .and_then(|mut st| {
+                st.execute(params![
+                    chrono::Utc::now().timestamp_millis(),
+                    device,
+                    reason,
+                    head,
+                    size as i64
+                ])
+            })
+            .ctx("quarantining input")?;
+        if self.conn.last_insert_rowid() % QUARANTINE_TRIM_EVERY == 0 {
+            trim_quarantine(self.conn, QUARANTINE_MAX_ROWS, QUARANTINE_MAX_BYTES)?;
         }
         Ok(())
     }
+}
+
+/// Keep the newest quarantine rows within `max_rows` and `max_bytes` (raw
+/// bytes and reasons); returns the rows deleted.
+pub fn trim_quarantine(
+    conn: &Connection,
+    max_rows: i64,
+    max_bytes: i64,
+) -> Result<usize, StoreError> {
+    conn.prepare_cached(
+        "DELETE FROM quarantine WHERE id <= (
+           SELECT max(id) FROM (
+             SELECT id, row_number() OVER w AS n,
+                    sum(length(raw) + length(reason)) OVER w AS bytes
+             FROM quarantine WINDOW w AS (ORDER BY id DESC)
+           ) WHERE n > ?1 OR bytes > ?2)",
+    )
+    .and_then(|mut st| st.execute(params![max_rows, max_bytes]))
+    .ctx("trimming the quarantine")
+}
+
+/// `text` cut to at most `max` bytes, on a character boundary.
+fn truncate_text(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// Counters the writer keeps for metrics and the watchdog.

@@ -13,7 +13,9 @@ use chrono::{DateTime, Utc};
 
 use super::health::HealthBoard;
 use crate::codecs::{Decoded, TagRead};
+use crate::db::writer::QUARANTINE_RAW_BYTES;
 use crate::db::{StoreError, WriteTx, Writer};
+use crate::domain::privacy::MemberKey;
 use crate::domain::{catalog, rfid::TagTracker};
 use crate::event::{EventBody, NewEvent};
 use crate::sync::retention::Quota;
@@ -30,7 +32,8 @@ const FLUSH_CHUNK: usize = 1024;
 pub struct Unit {
     reads: Vec<TagRead>,
     groups: Vec<Vec<(DateTime<Utc>, EventBody)>>,
-    quarantine: Vec<(String, Vec<u8>)>,
+    /// Reason, the head of the raw input, and its full size.
+    quarantine: Vec<(String, Vec<u8>, usize)>,
 }
 
 impl Unit {
@@ -75,7 +78,7 @@ pub struct Ingest {
     tags: Arc<Mutex<TagTracker>>,
     bursts: Arc<Mutex<HashMap<String, Burst>>>,
     quota: Quota,
-    member_key: Arc<Vec<u8>>,
+    member_key: MemberKey,
     clock: Clock,
 }
 
@@ -84,14 +87,21 @@ pub struct Ingest {
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
 impl Ingest {
-    pub fn new(writer: Writer, health: HealthBoard, tags: Arc<Mutex<TagTracker>>) -> Self {
+    /// `member_key` is the store's own (see [`MemberKey::load`]): codecs
+    /// hash loyalty member ids with it.
+    pub fn new(
+        writer: Writer,
+        health: HealthBoard,
+        tags: Arc<Mutex<TagTracker>>,
+        member_key: MemberKey,
+    ) -> Self {
         Ingest {
             writer,
             health,
             tags,
             bursts: Arc::default(),
             quota: Quota::default(),
-            member_key: Arc::default(),
+            member_key,
             clock: Arc::new(Utc::now),
         }
     }
@@ -102,13 +112,8 @@ impl Ingest {
     }
 
     /// The key codecs hash loyalty member ids with (see domain::privacy).
-    pub fn with_member_key(mut self, key: Vec<u8>) -> Self {
-        self.member_key = Arc::new(key);
-        self
-    }
-
     pub fn member_key(&self) -> &[u8] {
-        &self.member_key
+        self.member_key.as_bytes()
     }
 
     /// Refuse input while the disk quota is exhausted by events that must
@@ -158,10 +163,15 @@ impl Ingest {
                     ok += r.len() as u64;
                     unit.reads.extend(r);
                 }
-                Decoded::Bad { reason, raw } => {
+                Decoded::Bad { reason, mut raw } => {
                     bad += 1;
                     self.log_bad(&source.device, &reason);
-                    unit.quarantine.push((reason, raw));
+                    // Only the head is kept: a queue of large bad
+                    // messages must not hold them whole in memory.
+                    let size = raw.len();
+                    raw.truncate(QUARANTINE_RAW_BYTES);
+                    raw.shrink_to_fit();
+                    unit.quarantine.push((reason, raw, size));
                 }
             }
         }
@@ -253,8 +263,8 @@ impl Ingest {
                         }
                     }
                 }
-                for (reason, raw) in &quarantine {
-                    w.quarantine(&device, reason, raw)?;
+                for (reason, head, size) in &quarantine {
+                    w.quarantine_head(&device, reason, head, *size)?;
                     done.quarantined += 1;
                 }
                 Ok((done, refused, transition_refused))

@@ -7,10 +7,34 @@
 use rand::RngCore;
 use rusqlite::{Connection, OptionalExtension};
 
-use crate::db::{SqlContext, StoreError};
+use crate::db::{SqlContext, StoreError, Writer};
 
-/// The store's member-id hashing key, created on first use.
-pub fn member_key(conn: &Connection) -> Result<Vec<u8>, StoreError> {
+/// The store's secret for hashing loyalty member ids. Only [`member_key`]
+/// makes one, from the database, so ingest cannot run with a key every
+/// store shares (an empty one, as it once did). Its `Debug` shows nothing.
+#[derive(Clone)]
+pub struct MemberKey(Vec<u8>);
+
+impl MemberKey {
+    /// The store's key, created in the database on first use.
+    pub async fn load(writer: &Writer) -> Result<MemberKey, StoreError> {
+        writer.transact(|w| member_key(w.conn())).await
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for MemberKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemberKey(..)")
+    }
+}
+
+/// The store's member-id hashing key, created on first use and kept in
+/// the `settings` table (so it travels with backups of the database).
+pub fn member_key(conn: &Connection) -> Result<MemberKey, StoreError> {
     let existing: Option<String> = conn
         .query_row(
             "SELECT value FROM settings WHERE key = 'member_key'",
@@ -23,7 +47,7 @@ pub fn member_key(conn: &Connection) -> Result<Vec<u8>, StoreError> {
         .and_then(|h| hex::decode(h).ok())
         .filter(|k| k.len() == 32)
     {
-        return Ok(k);
+        return Ok(MemberKey(k));
     }
     let mut key = vec![0u8; 32];
     rand::rng().fill_bytes(&mut key);
@@ -32,5 +56,5 @@ pub fn member_key(conn: &Connection) -> Result<Vec<u8>, StoreError> {
         [hex::encode(&key)],
     )
     .ctx("storing the member key")?;
-    Ok(key)
+    Ok(MemberKey(key))
 }

@@ -1,18 +1,24 @@
 //! Retention and the disk quota (DESIGN invariant 8).
 //!
 //! Acknowledged events stay `journal_retention_h` for `GET /v1/events`,
-//! then are trimmed. When the database outgrows `disk_quota_mb` while the
-//! store is offline, *unacknowledged* events are dropped in this order:
+//! then are trimmed. When the database outgrows `disk_quota_mb`, space is
+//! made in this order, one chunk per round:
 //!
-//! 1. `tag_arrived`, `tag_moved`, `tag_departed`, `reading`, `shelf_weight`
-//! 2. `label_ack`
+//! 1. the quarantine (bad input kept for inspection), oldest first;
+//! 2. events central acknowledged, oldest first, even inside the retention;
+//! 3. *unacknowledged* `tag_arrived`, `tag_moved`, `tag_departed`,
+//!    `reading`, `shelf_weight`;
+//! 4. unacknowledged `label_ack`.
 //!
 //! Sales, returns, receipts, adjustments, counts, price conflicts and
 //! alerts are never dropped. If only those remain and the quota is still
 //! exceeded, a `disk_quota` alert opens and device input is refused
-//! ([`Quota::is_full`]) until space returns: devices are not acknowledged,
-//! so MQTT brokers keep their messages. Every drop is recorded in
-//! `dropped_ranges` and reported with an `events_dropped` alert.
+//! ([`Quota::is_full`]) until central takes the backlog: devices are not
+//! acknowledged, so MQTT brokers keep their messages. With no backlog,
+//! refusing input would free nothing: the alert then says the quota is too
+//! small for what the store keeps, and input goes on. Every drop of an
+//! unacknowledged event is recorded in `dropped_ranges` and reported with
+//! an `events_dropped` alert.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,6 +45,8 @@ pub const DROP_ORDER: [&[&str]; 2] = [
 
 /// Events dropped per round, so one round never holds the writer long.
 const DROP_CHUNK: i64 = 5000;
+/// Quarantine rows trimmed per round under the quota.
+const QUARANTINE_CHUNK: i64 = 1000;
 /// Natural keys are kept this long (redeliveries come within minutes or
 /// hours; a week is generous).
 const NATURAL_KEY_DAYS: i64 = 7;
@@ -91,12 +99,58 @@ pub fn trim(w: &mut WriteTx<'_>, retention_h: u64, store_only: bool) -> Result<u
     Ok(n)
 }
 
-/// Enforce the quota once: drop one chunk of the lowest class present.
-/// Returns `(dropped, still_over)`.
-pub fn enforce(w: &mut WriteTx<'_>, quota_bytes: u64) -> Result<(usize, bool), StoreError> {
+/// What one round of [`enforce`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Enforced {
+    /// Quarantine rows and acknowledged events removed.
+    pub trimmed: usize,
+    /// Unacknowledged events dropped.
+    pub dropped: usize,
+    /// Still over the quota after this round.
+    pub still_over: bool,
+    /// Unacknowledged events left.
+    pub backlog: i64,
+}
+
+/// Enforce the quota once: remove one chunk of the first class present in
+/// the order of the module documentation.
+pub fn enforce(w: &mut WriteTx<'_>, quota_bytes: u64) -> Result<Enforced, StoreError> {
+    let mut done = Enforced::default();
     if used_bytes(w.conn())? <= quota_bytes {
-        return Ok((0, false));
+        return Ok(done);
     }
+    let trimmed = w
+        .conn()
+        .prepare_cached(
+            "DELETE FROM quarantine WHERE id IN (SELECT id FROM quarantine ORDER BY id LIMIT ?1)",
+        )
+        .and_then(|mut st| st.execute([QUARANTINE_CHUNK]))
+        .ctx("trimming the quarantine for the quota")?;
+    let trimmed = if trimmed > 0 {
+        trimmed
+    } else {
+        w.conn()
+            .prepare_cached(
+                "DELETE FROM journal WHERE seq IN (SELECT seq FROM journal
+                   WHERE seq <= (SELECT last_acked_seq FROM sync_state WHERE id = 1)
+                   ORDER BY seq LIMIT ?1)",
+            )
+            .and_then(|mut st| st.execute([DROP_CHUNK]))
+            .ctx("trimming acknowledged events for the quota")?
+    };
+    if trimmed > 0 {
+        done.trimmed = trimmed;
+        done.still_over = used_bytes(w.conn())? > quota_bytes;
+        return Ok(done);
+    }
+    done.backlog = w
+        .conn()
+        .query_row(
+            "SELECT count(*) FROM journal WHERE seq > (SELECT last_acked_seq FROM sync_state WHERE id = 1)",
+            [],
+            |r| r.get(0),
+        )
+        .ctx("counting the backlog")?;
     for class in DROP_ORDER {
         let kinds = serde_json::to_string(class).unwrap_or_default();
         let seqs: Vec<i64> = {
@@ -152,9 +206,13 @@ pub fn enforce(w: &mut WriteTx<'_>, quota_bytes: u64) -> Result<(usize, bool), S
             context,
         )?;
         alerts::resolve(w, "agent", "events_dropped", &subject, "recorded".into())?;
-        return Ok((seqs.len(), used_bytes(w.conn())? > quota_bytes));
+        done.dropped = seqs.len();
+        done.backlog -= seqs.len() as i64;
+        done.still_over = used_bytes(w.conn())? > quota_bytes;
+        return Ok(done);
     }
-    Ok((0, true))
+    done.still_over = true;
+    Ok(done)
 }
 
 /// Contiguous runs of journal seqs among `seqs` (sorted): a run may only
@@ -190,6 +248,7 @@ pub async fn run(
     mut shutdown: Shutdown,
 ) {
     let quota_bytes = quota_mb * 1024 * 1024;
+    let mut last_state = QuotaState::Under;
     loop {
         let mut busy = false;
         let r = writer
@@ -200,18 +259,32 @@ pub async fn run(
             Err(e) => tracing::warn!(error = %e, "trimming the journal failed"),
         }
         match writer.transact(move |w| enforce(w, quota_bytes)).await {
-            Ok((dropped, still_over)) => {
-                if dropped > 0 {
+            Ok(round) => {
+                if round.dropped > 0 {
                     tracing::warn!(
-                        dropped,
+                        dropped = round.dropped,
                         "disk quota: dropped unacknowledged low-value events"
                     );
-                    busy = true;
                 }
-                let full = still_over && dropped == 0;
-                if full != quota.is_full() {
+                if round.trimmed > 0 {
+                    tracing::info!(
+                        trimmed = round.trimmed,
+                        "disk quota: trimmed quarantine rows or acknowledged events"
+                    );
+                }
+                busy |= round.dropped > 0 || round.trimmed > 0;
+                let state = match (busy, round.still_over, round.backlog > 0) {
+                    (false, true, true) => QuotaState::Full,
+                    (false, true, false) => QuotaState::TooSmall,
+                    _ => QuotaState::Under,
+                };
+                // Refusing input only helps while central can take a
+                // backlog; otherwise it would stop the store for nothing.
+                let full = state == QuotaState::Full;
+                if full != quota.is_full() || state != last_state {
                     quota.set(full);
-                    set_full_alert(&writer, full, quota_mb).await;
+                    set_quota_alert(&writer, state, quota_mb).await;
+                    last_state = state;
                 }
             }
             Err(e) => tracing::warn!(error = %e, "enforcing the disk quota failed"),
@@ -227,24 +300,44 @@ pub async fn run(
     }
 }
 
-async fn set_full_alert(writer: &Writer, full: bool, quota_mb: u64) {
+/// Where the database stands against `disk_quota_mb`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QuotaState {
+    Under,
+    /// Over, and only events that are never dropped are left: input is
+    /// refused until central takes the backlog.
+    Full,
+    /// Over with no backlog: nothing left to trim or drop takes the space.
+    TooSmall,
+}
+
+async fn set_quota_alert(writer: &Writer, state: QuotaState, quota_mb: u64) {
     let r = writer
         .transact(move |w| {
-            if full {
-                tracing::error!(quota_mb, "disk quota exhausted by events that are never dropped; refusing device input until space returns");
-                alerts::raise(
-                    w,
-                    "agent",
-                    "disk_quota",
-                    "journal",
-                    Severity::Critical,
-                    format!("disk quota of {quota_mb} MB reached by events that are never dropped; devices are not acknowledged until central takes the backlog"),
-                    serde_json::Map::new(),
-                )?;
-            } else {
-                alerts::resolve(w, "agent", "disk_quota", "journal", "back under the disk quota".into())?;
-            }
-            Ok(())
+            let message = match state {
+                QuotaState::Under => {
+                    return alerts::resolve(w, "agent", "disk_quota", "journal", "back under the disk quota".into());
+                }
+                QuotaState::Full => {
+                    tracing::error!(quota_mb, "disk quota exhausted by events that are never dropped; refusing device input until central takes the backlog");
+                    format!("disk quota of {quota_mb} MB reached by events that are never dropped; devices are not acknowledged until central takes the backlog (check the link to central)")
+                }
+                QuotaState::TooSmall => {
+                    tracing::error!(quota_mb, "disk quota exceeded by what the store keeps besides the backlog; input goes on: raise disk_quota_mb");
+                    format!("disk quota of {quota_mb} MB is smaller than what the store keeps besides the backlog (stock, prices, tags, recent keys); input goes on: raise disk_quota_mb")
+                }
+            };
+            // A change of state replaces the open alert's message.
+            alerts::resolve(w, "agent", "disk_quota", "journal", "state changed".into())?;
+            alerts::raise(
+                w,
+                "agent",
+                "disk_quota",
+                "journal",
+                Severity::Critical,
+                message,
+                serde_json::Map::new(),
+            )
         })
         .await;
     if let Err(e) = r {

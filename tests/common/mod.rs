@@ -37,10 +37,11 @@ impl Store {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("storegate.db");
         let conn = db::open_write(&db, Durability::Full).unwrap();
+        let member_key = storegate::domain::privacy::member_key(&conn).unwrap();
         let (writer, thread) = Writer::spawn(conn, Box::new(Projections::default())).unwrap();
         let health = HealthBoard::default();
         let tags = Arc::new(Mutex::new(TagTracker::new(5000, 600)));
-        let ingest = Ingest::new(writer.clone(), health.clone(), tags);
+        let ingest = Ingest::new(writer.clone(), health.clone(), tags, member_key);
         let (trigger, shutdown) = shutdown_pair();
         Store {
             dir,
