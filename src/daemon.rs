@@ -230,6 +230,7 @@ pub async fn run_until(
         config.disk_quota_mb,
         config.central.is_none(),
         quota,
+        health.clone(),
         shutdown.clone(),
     ));
     for spec in specs {

@@ -377,6 +377,23 @@ impl fmt::Debug for DeviceCollector {
 impl Collector for DeviceCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
         let devices = self.0.snapshot();
+        gauge(
+            &mut enc,
+            "degraded",
+            "Whether /healthz says degraded (1): a device down or not ingesting, or a store-wide problem.",
+            None,
+            i64::from(!self.0.degraded_reasons().is_empty()),
+        )?;
+        gauge_family(
+            &mut enc,
+            "store_problem",
+            "Store-wide problems that stop or threaten ingest (e.g. disk_quota), 1 while present.",
+            self.0
+                .problems()
+                .keys()
+                .map(|name| ([("problem", name.clone())], 1))
+                .collect::<Vec<_>>(),
+        )?;
         gauge_family(
             &mut enc,
             "device_up",
@@ -384,6 +401,14 @@ impl Collector for DeviceCollector {
             devices
                 .iter()
                 .map(|d| ([("device", d.id.as_str())], i64::from(d.up))),
+        )?;
+        gauge_family(
+            &mut enc,
+            "device_stuck",
+            "Whether a device's input is held because it cannot be stored (1), e.g. disk full.",
+            devices
+                .iter()
+                .map(|d| ([("device", d.id.as_str())], i64::from(d.stuck.is_some()))),
         )?;
         counter_family(
             &mut enc,

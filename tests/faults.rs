@@ -63,6 +63,34 @@ async fn wait_long<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
     common::wait_within(what, Duration::from_secs(120), f).await
 }
 
+/// Wait (up to 120 s: on a loaded machine a round may queue behind the
+/// other tests) for `f`; on a timeout, fail with what tells a stalled
+/// agent from a slow one: whether it runs, the journal head, device
+/// health and its last log lines.
+async fn wait_or_explain<T>(
+    agent: &mut Agent,
+    db: &Path,
+    what: &str,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "timed out waiting for {what}\nagent: {:?}\njournal head: {}\nhealth: {:#?}\n--- agent log (last lines) ---\n{}",
+                agent.child.try_wait(),
+                head(db),
+                persisted_health(db),
+                agent.last_log_lines(60),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn journal_events(db: &Path) -> Vec<Event> {
     let Ok(conn) = db::open_read(db) else {
         return Vec::new();
@@ -221,13 +249,13 @@ async fn hundred_sigkills_during_ingest_and_sync_lose_nothing_and_duplicate_noth
             0 => agent.wait_log("MQTT device subscribed"),
             1 => {
                 let more = 1 + (rng.next() % 400) as i64;
-                wait_for_async("events committed this round", || {
+                wait_or_explain(&mut agent, &db, "events committed this round", || {
                     (head(&db) >= start_head + more).then_some(())
                 })
                 .await
             }
             _ => {
-                wait_for_async("a push acknowledged this round", || {
+                wait_or_explain(&mut agent, &db, "a push acknowledged this round", || {
                     (sim.view("faults").acked_through > start_acked).then_some(())
                 })
                 .await
@@ -418,6 +446,14 @@ async fn a_full_disk_holds_input_unacknowledged_without_corruption_and_recovers(
         .await
         .unwrap();
     assert_eq!(health["db"], "ok", "{health}");
+    // ... and /healthz says the till is not ingesting, and why.
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert!(
+        health["reasons"]
+            .to_string()
+            .contains("device till-1 is not ingesting"),
+        "{health}"
+    );
     integrity_ok(&db);
 
     // Space comes back: everything the till sent arrives, once.
@@ -432,6 +468,13 @@ async fn a_full_disk_holds_input_unacknowledged_without_corruption_and_recovers(
     let unique: HashSet<_> = keys.iter().cloned().collect();
     assert_eq!(keys.len(), unique.len(), "a receipt journaled twice");
     assert_eq!(unique.len(), 2 * published);
+    let health: Value = reqwest::get(format!("http://{api}/healthz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok", "{health}");
     drop(agent);
     integrity_ok(&db);
     eprintln!(

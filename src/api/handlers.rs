@@ -63,7 +63,8 @@ pub async fn staff_page() -> Response {
 }
 
 /// `GET /healthz`: always 200 while the API runs; `status` says whether
-/// everything is well.
+/// everything is well, and `reasons` why not (a device down or not
+/// ingesting, the disk quota, the database).
 pub async fn healthz(State(state): State<Shared>) -> Json<Value> {
     let (up, down) = state.health.counts();
     let central = link_text(*state.link.borrow());
@@ -80,13 +81,14 @@ pub async fn healthz(State(state): State<Shared>) -> Json<Value> {
             ("error", Value::Null)
         }
     };
-    let status = if db_text == "ok" && down == 0 {
-        "ok"
-    } else {
-        "degraded"
-    };
+    let mut reasons = state.health.degraded_reasons();
+    if db_text != "ok" {
+        reasons.insert(0, "the database cannot be read".to_string());
+    }
+    let status = if reasons.is_empty() { "ok" } else { "degraded" };
     Json(json!({
         "status": status,
+        "reasons": reasons,
         "db": db_text,
         "devices": {"up": up, "down": down},
         "central": central,

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use super::Decoded;
 use crate::domain::money::{decimal_to_minor, exponent};
-use crate::event::{EventBody, SaleLine};
+use crate::event::{EventBody, SaleLine, bounds};
 
 /// Most raw bytes kept for one receipt. A receipt growing beyond this has
 /// most likely lost its end marker (wrong `receipt_end`, a cut the tap
@@ -783,6 +783,8 @@ impl LinesDecoder {
         if qty == 0 || qty.checked_abs().is_none() {
             return Err(format!("quantity {qty_text:?} is not usable"));
         }
+        bounds::check_qty("quantity", qty)?;
+        bounds::check_price("unit price", unit_price_minor)?;
         Ok(Item {
             // With only a GTIN printed, the SKU is left for the catalog
             // lookup downstream.

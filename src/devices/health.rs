@@ -25,12 +25,19 @@ pub struct DeviceHealth {
     pub reconnects: u64,
     #[serde(default)]
     pub last_error: Option<String>,
+    /// Set while the device's input cannot be stored (disk full, the
+    /// quota): it is held and retried, and the device is not ingesting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stuck: Option<String>,
 }
 
 /// Shared, cheap to clone.
 #[derive(Clone, Default)]
 pub struct HealthBoard {
     inner: Arc<Mutex<BTreeMap<String, DeviceHealth>>>,
+    /// Store-wide conditions that stop or threaten ingest (the disk
+    /// quota), by name, with what to do about them.
+    problems: Arc<Mutex<BTreeMap<String, String>>>,
 }
 
 impl HealthBoard {
@@ -55,6 +62,7 @@ impl HealthBoard {
                 frames_bad: 0,
                 reconnects: 0,
                 last_error: None,
+                stuck: None,
             },
         );
     }
@@ -86,6 +94,54 @@ impl HealthBoard {
             h.frames_bad += bad;
             h.last_frame = Some(crate::event::now_millis());
         }
+    }
+
+    /// Mark a device's input as held (`Some(why)`) or flowing again;
+    /// returns true when that is a change.
+    pub fn set_stuck(&self, id: &str, why: Option<String>) -> bool {
+        let mut map = self.lock();
+        let Some(h) = map.get_mut(id) else {
+            return false;
+        };
+        let changed = h.stuck.is_some() != why.is_some();
+        h.stuck = why;
+        changed
+    }
+
+    /// Record (`Some(message)`) or clear a store-wide problem.
+    pub fn set_problem(&self, name: &str, message: Option<String>) {
+        let mut problems = self.problems.lock().unwrap_or_else(|p| p.into_inner());
+        match message {
+            Some(m) => problems.insert(name.to_string(), m),
+            None => problems.remove(name),
+        };
+    }
+
+    /// Store-wide problems, by name.
+    pub fn problems(&self) -> BTreeMap<String, String> {
+        self.problems
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Why the store is not fully ingesting, one line per reason; empty
+    /// when all is well. The one definition `/healthz` and the metrics use.
+    pub fn degraded_reasons(&self) -> Vec<String> {
+        let mut reasons: Vec<String> = self
+            .problems()
+            .into_iter()
+            .map(|(name, message)| format!("{name}: {message}"))
+            .collect();
+        for h in self.lock().values() {
+            if let Some(why) = &h.stuck {
+                reasons.push(format!("device {} is not ingesting: {why}", h.id));
+            } else if !h.up {
+                let why = h.last_error.as_deref().unwrap_or("not connected yet");
+                reasons.push(format!("device {} is down: {why}", h.id));
+            }
+        }
+        reasons
     }
 
     pub fn get(&self, id: &str) -> Option<DeviceHealth> {

@@ -119,7 +119,11 @@ pub async fn deliver_until_stored(
 }
 
 /// Commit a sorted unit, retrying with backoff until it is stored (`true`)
-/// or shutdown comes first (`false`: nothing of it was stored).
+/// or shutdown comes first (`false`: nothing of it was stored). Only
+/// storage errors come back here (input that cannot be stored for its own
+/// sake is quarantined by [`Ingest::commit`]); while they last the device
+/// is marked stuck, which `/healthz` reports, and the episode is logged
+/// once when it starts and once when it ends.
 pub async fn commit_until_stored(
     ingest: &Ingest,
     source: &Source,
@@ -129,10 +133,16 @@ pub async fn commit_until_stored(
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     loop {
         match ingest.commit(source, unit).await {
-            Ok(_) => return true,
+            Ok(_) => {
+                if backoff.attempts() > 0 && ingest.health().set_stuck(&source.device, None) {
+                    tracing::warn!(device = %source.device, attempts = backoff.attempts(), "device input is stored again");
+                }
+                return true;
+            }
             Err(e) => {
-                if backoff.attempts() == 0 {
-                    tracing::error!(device = %source.device, error = %e, "cannot store device input; holding it and retrying");
+                let why = format!("cannot store its input ({e}); holding it and retrying");
+                if ingest.health().set_stuck(&source.device, Some(why)) {
+                    tracing::error!(device = %source.device, error = %e, "cannot store device input; holding it and retrying until storage returns (logged once per episode)");
                 }
                 if !shutdown.sleep(backoff.next_delay()).await {
                     return false;

@@ -28,6 +28,7 @@ use rusqlite::{Connection, params};
 
 use crate::db::{SqlContext, StoreError, WriteTx, Writer};
 use crate::devices::Shutdown;
+use crate::devices::health::HealthBoard;
 use crate::domain::alerts;
 use crate::event::Severity;
 
@@ -245,6 +246,7 @@ pub async fn run(
     quota_mb: u64,
     store_only: bool,
     quota: Quota,
+    health: HealthBoard,
     mut shutdown: Shutdown,
 ) {
     let quota_bytes = quota_mb * 1024 * 1024;
@@ -283,6 +285,7 @@ pub async fn run(
                 let full = state == QuotaState::Full;
                 if full != quota.is_full() || state != last_state {
                     quota.set(full);
+                    health.set_problem("disk_quota", state.problem(quota_mb));
                     set_quota_alert(&writer, state, quota_mb).await;
                     last_state = state;
                 }
@@ -311,22 +314,34 @@ enum QuotaState {
     TooSmall,
 }
 
+impl QuotaState {
+    /// What `/healthz` says about it; `None` when under the quota.
+    fn problem(self, quota_mb: u64) -> Option<String> {
+        match self {
+            QuotaState::Under => None,
+            QuotaState::Full => Some(format!(
+                "the disk quota of {quota_mb} MB is reached by events that are never dropped; devices are not acknowledged until central takes the backlog (check the link to central)"
+            )),
+            QuotaState::TooSmall => Some(format!(
+                "the disk quota of {quota_mb} MB is smaller than what the store keeps besides the backlog (stock, prices, tags, recent keys); input goes on: raise disk_quota_mb"
+            )),
+        }
+    }
+}
+
 async fn set_quota_alert(writer: &Writer, state: QuotaState, quota_mb: u64) {
     let r = writer
         .transact(move |w| {
-            let message = match state {
-                QuotaState::Under => {
-                    return alerts::resolve(w, "agent", "disk_quota", "journal", "back under the disk quota".into());
-                }
-                QuotaState::Full => {
-                    tracing::error!(quota_mb, "disk quota exhausted by events that are never dropped; refusing device input until central takes the backlog");
-                    format!("disk quota of {quota_mb} MB reached by events that are never dropped; devices are not acknowledged until central takes the backlog (check the link to central)")
-                }
-                QuotaState::TooSmall => {
-                    tracing::error!(quota_mb, "disk quota exceeded by what the store keeps besides the backlog; input goes on: raise disk_quota_mb");
-                    format!("disk quota of {quota_mb} MB is smaller than what the store keeps besides the backlog (stock, prices, tags, recent keys); input goes on: raise disk_quota_mb")
-                }
+            let Some(message) = state.problem(quota_mb) else {
+                return alerts::resolve(
+                    w,
+                    "agent",
+                    "disk_quota",
+                    "journal",
+                    "back under the disk quota".into(),
+                );
             };
+            tracing::error!(quota_mb, "{message}");
             // A change of state replaces the open alert's message.
             alerts::resolve(w, "agent", "disk_quota", "journal", "state changed".into())?;
             alerts::raise(

@@ -80,6 +80,9 @@ impl Peer {
     pub async fn connect(port: u16, id: &str) -> Peer {
         let mut options = MqttOptions::new(id, "127.0.0.1", port);
         options.set_keep_alive(Duration::from_secs(30));
+        // Devices may send (and tests send) far more than rumqttc's 10 KiB
+        // default.
+        options.set_max_packet_size(64 * 1024 * 1024, 64 * 1024 * 1024);
         let (client, mut eventloop) = AsyncClient::new(options, 100);
         let (tx, packets) = mpsc::unbounded_channel();
         tokio::spawn(async move {

@@ -303,6 +303,14 @@ impl Agent {
         });
     }
 
+    /// The last `n` lines of the agent's log, for diagnostics on a
+    /// timeout; says so when the agent is no longer running.
+    pub fn last_log_lines(&self, n: usize) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
     /// SIGKILL: no shutdown, no final acknowledgements.
     pub fn kill(mut self) {
         self.child.kill().unwrap();
