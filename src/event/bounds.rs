@@ -1,7 +1,7 @@
 //! What a journaled event may hold: the bounds every quantity, amount and
 //! identifier must stay within, wherever the event came from (a device, the
 //! local API, a projection). The journal writer refuses an event outside
-//! them with [`StoreError::Rejected`](crate::db::StoreError::Rejected), a
+//! them as `StoreError::Rejected`, a
 //! reason that retrying cannot fix, so ingest quarantines it and the API
 //! answers 4xx. Codecs and handlers check the same bounds earlier, to name
 //! the field in their message.
