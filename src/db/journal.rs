@@ -2,9 +2,8 @@
 
 use rusqlite::{Connection, OptionalExtension};
 
-use super::writer::event_from_row;
 use super::{SqlContext, StoreError};
-use crate::event::{Event, Seq};
+use crate::event::{Event, EventBody, Seq};
 
 /// The last seq ever assigned (0 for an empty journal), even if trimmed.
 pub fn head(conn: &Connection) -> Result<Seq, StoreError> {
@@ -57,4 +56,21 @@ pub fn counts_per_kind(conn: &Connection) -> Result<Vec<(String, i64)>, StoreErr
 pub fn quarantined(conn: &Connection) -> Result<i64, StoreError> {
     conn.query_row("SELECT count(*) FROM quarantine", [], |r| r.get(0))
         .ctx("counting quarantined input")
+}
+
+/// Read one journal row back into an event.
+pub fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Event, StoreError>> {
+    let seq: Seq = row.get(0)?;
+    let ts_ms: i64 = row.get(1)?;
+    let device: String = row.get(2)?;
+    let kind: String = row.get(3)?;
+    let data: String = row.get(4)?;
+    Ok(EventBody::from_parts(&kind, &data)
+        .map(|body| Event {
+            seq,
+            ts: crate::event::ts_from_millis(ts_ms),
+            device,
+            body,
+        })
+        .map_err(|source| StoreError::Corrupt { seq, source }))
 }

@@ -3,6 +3,7 @@
 //! (API, status, sync) never block the writer.
 
 pub mod journal;
+pub mod latency;
 pub mod schema;
 pub mod writer;
 

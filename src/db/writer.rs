@@ -20,7 +20,7 @@ use rusqlite::{Connection, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{SqlContext, StoreError};
-use crate::event::{Event, EventBody, NewEvent, Seq};
+use crate::event::{Event, NewEvent, Seq};
 
 /// Most events committed in one transaction.
 pub const MAX_GROUP_EVENTS: usize = 1024;
@@ -287,7 +287,7 @@ pub struct WriterStats {
     pub events: AtomicU64,
     pub failed_groups: AtomicU64,
     /// Every commit group's duration, for the `/metrics` histogram.
-    pub commit_times: crate::metrics::LatencyHistogram,
+    pub commit_times: super::latency::LatencyHistogram,
 }
 
 /// A cheap, clonable handle to submit work to the writer.
@@ -551,19 +551,3 @@ fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
-/// Read one journal row back into an event.
-pub fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Event, StoreError>> {
-    let seq: Seq = row.get(0)?;
-    let ts_ms: i64 = row.get(1)?;
-    let device: String = row.get(2)?;
-    let kind: String = row.get(3)?;
-    let data: String = row.get(4)?;
-    Ok(EventBody::from_parts(&kind, &data)
-        .map(|body| Event {
-            seq,
-            ts: crate::event::ts_from_millis(ts_ms),
-            device,
-            body,
-        })
-        .map_err(|source| StoreError::Corrupt { seq, source }))
-}
