@@ -7,6 +7,7 @@ use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
 pub mod bounds;
+pub mod device;
 
 /// Journal sequence number: strictly increasing, assigned at commit.
 pub type Seq = i64;

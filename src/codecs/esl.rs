@@ -17,32 +17,7 @@ use serde_json::{Map, Value};
 
 use crate::event::LabelStatus;
 
-/// What one label should show: the outbound half of both ESL codecs,
-/// built when the effective price of a SKU changes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LabelUpdate {
-    pub label_id: String,
-    pub sku: String,
-    pub name: String,
-    /// The regular price in minor units of `currency`.
-    pub price_minor: i64,
-    pub currency: String,
-    /// `price_minor` as shoppers read it (`2,49 €`), see
-    /// [`crate::domain::price_text::price_text`].
-    pub price_text: String,
-    pub promo: Option<Promo>,
-    /// Price book version; a label is confirmed only for this version.
-    pub version: i64,
-}
-
-/// A promotional price shown until `until`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Promo {
-    pub price_minor: i64,
-    #[serde(with = "crate::event::ts_format")]
-    pub until: DateTime<Utc>,
-    pub price_text: String,
-}
+pub use crate::event::device::{LabelUpdate, Promo};
 
 /// A JSON value for an error message, cut short so that a huge payload
 /// does not make a huge quarantine reason.

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-use crate::codecs::esl::LabelUpdate;
+use crate::event::device::LabelUpdate;
 use crate::db::{SqlContext, StoreError};
 use crate::domain::alerts;
 use crate::event::{Event, EventBody, LabelAck, LabelStatus, NewEvent, Severity};

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Deserialize;
 
-use crate::codecs::esl::{LabelUpdate, Promo};
+use crate::event::device::{LabelUpdate, Promo};
 use crate::db::{SqlContext, StoreError};
 use crate::domain::price_text::price_text;
 use crate::domain::sgtin::normalize_gtin;

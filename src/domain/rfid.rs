@@ -13,7 +13,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use rusqlite::{Connection, params};
 
-use crate::codecs::TagRead;
+use crate::event::device::TagRead;
 use crate::db::{SqlContext, StoreError};
 use crate::domain::sgtin;
 use crate::event::{Event, EventBody, NewEvent, TagTransition, ts_from_millis};

@@ -1,0 +1,59 @@
+//! The vocabulary between devices and the house: what a codec makes of
+//! device input ([`Decoded`], [`TagRead`]) before the journal, and what a
+//! shelf label is told to show ([`LabelUpdate`]). It lives with the events
+//! so that the domain speaks it without depending on any codec.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::EventBody;
+
+/// One raw RFID read, before the tag state table decides whether it is a
+/// transition worth journaling (spec/profiles.md "RFID semantics").
+#[derive(Debug, Clone, PartialEq)]
+pub struct TagRead {
+    /// EPC as upper-case hex.
+    pub epc: String,
+    pub antenna: Option<u32>,
+    pub rssi_dbm: Option<i32>,
+    pub ts: DateTime<Utc>,
+}
+
+/// What a codec made of one unit of input.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    /// Events to journal together, all or none (e.g. every line of one
+    /// receipt), each with its timestamp.
+    Events(Vec<(DateTime<Utc>, EventBody)>),
+    /// RFID reads for the tag state table.
+    TagReads(Vec<TagRead>),
+    /// Input that did not parse: quarantined with its raw bytes.
+    Bad { reason: String, raw: Vec<u8> },
+}
+
+/// What one label should show: the outbound half of both ESL codecs,
+/// built when the effective price of a SKU changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabelUpdate {
+    pub label_id: String,
+    pub sku: String,
+    pub name: String,
+    /// The regular price in minor units of `currency`.
+    pub price_minor: i64,
+    pub currency: String,
+    /// `price_minor` as shoppers read it (`2,49 €`), see
+    /// `domain::price_text::price_text`.
+    pub price_text: String,
+    pub promo: Option<Promo>,
+    /// Price book version; a label is confirmed only for this version.
+    pub version: i64,
+}
+
+/// A promotional price shown until `until`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Promo {
+    pub price_minor: i64,
+    #[serde(with = "crate::event::ts_format")]
+    pub until: DateTime<Utc>,
+    pub price_text: String,
+}
