@@ -11,4 +11,3 @@ pub mod registers;
 // The types codecs produce belong to the house's vocabulary, so that the
 // domain never depends on codecs.
 pub use crate::event::device::{Decoded, TagRead};
-

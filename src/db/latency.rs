@@ -52,7 +52,6 @@ impl LatencyHistogram {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -90,6 +90,7 @@ pub async fn run(
 ) {
     let client = reqwest::Client::new();
     let mut unroutable_logged = false;
+    let mut sending_failed = false;
     loop {
         let due = writer
             .transact(|w| labels::due(w.conn(), chrono::Utc::now()))
@@ -99,6 +100,7 @@ pub async fn run(
                 Vec::new()
             });
         let mut sent: Vec<(String, i64)> = Vec::new();
+        let mut failed: Vec<String> = Vec::new();
         for update in &due {
             let Some(route) = routes.route(&update.label_id) else {
                 if !unroutable_logged {
@@ -109,10 +111,24 @@ pub async fn run(
             };
             match send(route, update, hub.as_ref(), &client).await {
                 Ok(()) => sent.push((update.label_id.clone(), update.version)),
-                Err(e) => {
-                    tracing::warn!(label = %update.label_id, version = update.version, error = %e, "cannot send a label update; will retry")
-                }
+                Err(e) => failed.push(format!("{} v{}: {e}", update.label_id, update.version)),
             }
+        }
+        // One line per episode, not one per label and round: a broker
+        // that is down would otherwise log every pending label every round.
+        match (failed.first(), sending_failed) {
+            (Some(first), false) => {
+                tracing::warn!(failed = failed.len(), first = %first, "cannot send label updates; retrying (logged once until they go through)");
+                sending_failed = true;
+            }
+            (Some(first), true) => {
+                tracing::debug!(failed = failed.len(), first = %first, "label updates still failing")
+            }
+            (None, true) if !sent.is_empty() => {
+                tracing::info!(sent = sent.len(), "label updates go through again");
+                sending_failed = false;
+            }
+            _ => {}
         }
         if !sent.is_empty() {
             let n = sent.len();

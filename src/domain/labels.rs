@@ -8,9 +8,9 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-use crate::event::device::LabelUpdate;
 use crate::db::{SqlContext, StoreError};
 use crate::domain::alerts;
+use crate::event::device::LabelUpdate;
 use crate::event::{Event, EventBody, LabelAck, LabelStatus, NewEvent, Severity};
 
 /// Retry delays after a failed or timed-out update: 30 s doubling to 1 h.

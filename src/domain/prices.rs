@@ -14,10 +14,10 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Deserialize;
 
-use crate::event::device::{LabelUpdate, Promo};
 use crate::db::{SqlContext, StoreError};
 use crate::domain::price_text::price_text;
 use crate::domain::sgtin::normalize_gtin;
+use crate::event::device::{LabelUpdate, Promo};
 use crate::event::ts_from_millis;
 
 /// Central's price pull response; also the format of `storegate import prices`.

@@ -13,9 +13,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use rusqlite::{Connection, params};
 
-use crate::event::device::TagRead;
 use crate::db::{SqlContext, StoreError};
 use crate::domain::sgtin;
+use crate::event::device::TagRead;
 use crate::event::{Event, EventBody, NewEvent, TagTransition, ts_from_millis};
 
 /// One tag's row in memory. Kept small: a store may see tens of thousands
