@@ -34,7 +34,6 @@ use prometheus_client::registry::{Registry, Unit};
 use rusqlite::Connection;
 use tokio::sync::watch;
 
-use crate::api::MetricsFn;
 use crate::db::writer::WriterStats;
 use crate::db::{self, SqlContext, StoreError, Writer, journal};
 use crate::devices::health::HealthBoard;
@@ -77,6 +76,17 @@ impl Sources {
     }
 }
 
+/// Renders the `/metrics` text. Called on a blocking thread, so it may
+/// read the database.
+pub type MetricsFn = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// Every family over what the API sees by itself: sync attempts stay 0
+/// and `central_online` is left out. The daemon replaces it with one that
+/// shares the pusher's counters and the link.
+pub fn basic(db_path: PathBuf, writer: &Writer, health: HealthBoard) -> MetricsFn {
+    Metrics::new(Sources::new(db_path, writer, health)).into_fn()
+}
+
 /// The registry behind `/metrics`. Every family is produced at scrape time
 /// by a collector over [`Sources`].
 pub struct Metrics {
@@ -113,7 +123,7 @@ impl Metrics {
         out
     }
 
-    /// As the API's [`MetricsFn`].
+    /// As the function `/metrics` calls.
     pub fn into_fn(self) -> MetricsFn {
         Arc::new(move || self.render())
     }

@@ -12,7 +12,6 @@
 pub mod auth;
 pub mod error;
 mod handlers;
-pub mod metrics;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,7 +32,7 @@ use crate::sync::Link;
 
 pub use auth::{Role, Tokens};
 pub use error::{ApiError, MAX_BODY};
-pub use metrics::MetricsFn;
+pub use crate::metrics::MetricsFn;
 
 /// Longest a request may take before it is answered 503 (the default of
 /// [`ApiState::request_timeout`]).
@@ -68,7 +67,7 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    /// State with the basic metrics ([`metrics::basic`]) and the ops
+    /// State with the basic metrics ([`crate::metrics::basic`]) and the ops
     /// endpoints on the main listener.
     pub fn new(
         store_id: String,
@@ -78,7 +77,7 @@ impl ApiState {
         link: tokio::sync::watch::Receiver<Link>,
         tokens: Tokens,
     ) -> ApiState {
-        let metrics = metrics::basic(db_path.clone(), writer.clone(), health.clone());
+        let metrics = crate::metrics::basic(db_path.clone(), &writer, health.clone());
         ApiState {
             store_id,
             db_path,
