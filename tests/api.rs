@@ -181,7 +181,7 @@ async fn healthz_and_metrics_need_no_token() {
     assert_eq!(a.status, 200);
     assert_eq!(
         a.body,
-        json!({"status": "ok", "db": "ok", "devices": {"up": 0, "down": 0},
+        json!({"status": "ok", "reasons": [], "db": "ok", "devices": {"up": 0, "down": 0},
                "central": "offline", "backlog": 2})
     );
 
@@ -865,8 +865,8 @@ async fn unreadable_database_degrades_health() {
     assert_eq!(a.status, 200);
     assert_eq!(
         a.body,
-        json!({"status": "degraded", "db": "error", "devices": {"up": 0, "down": 0},
-               "central": "offline", "backlog": null})
+        json!({"status": "degraded", "reasons": ["the database cannot be read"], "db": "error",
+               "devices": {"up": 0, "down": 0}, "central": "offline", "backlog": null})
     );
     let a = api.get("/v1/skus/SKU-1001", Some(STAFF)).await;
     assert_eq!(a.status, 500);
