@@ -69,9 +69,12 @@ impl From<StoreError> for ApiError {
                     e.to_string(),
                 )
             }
+            // The detail (SQL, file paths) is for the log, not the client.
             e => {
                 tracing::error!(error = %e, "API request failed on the database");
-                Self::internal(e.to_string())
+                Self::internal(
+                    "the database failed on this request; the details are in the agent's log",
+                )
             }
         }
     }

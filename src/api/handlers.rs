@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::error::{ApiError, JsonBody};
+use super::input::{self, SkuField};
 use super::{DEVICE, Shared, read, write};
 use crate::db::{SqlContext, StoreError, journal};
 use crate::domain::counts::{self, CountLine, CountSession, ReceiptLine, RfidCount};
@@ -121,6 +122,7 @@ pub async fn sku(
     Path(code): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let code = code.trim().to_string();
+    input::id("sku_or_gtin", &code)?;
     let view = read(&state, move |conn| sku_view(conn, &code)).await?;
     Ok(Json(view))
 }
@@ -128,13 +130,7 @@ pub async fn sku(
 /// The SKU a scanned or typed code means: the code itself when it is a
 /// known SKU (in the catalog or with stock), else the SKU of that GTIN.
 fn resolve_sku(conn: &Connection, code: &str) -> Result<Option<String>, StoreError> {
-    let known: bool = conn
-        .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM catalog WHERE sku = ?1) OR EXISTS (SELECT 1 FROM stock WHERE sku = ?1)",
-        )
-        .and_then(|mut st| st.query_row([code], |r| r.get(0)))
-        .ctx("looking up a SKU")?;
-    if known {
+    if input::is_known_sku(conn, code)? {
         return Ok(Some(code.to_string()));
     }
     catalog::sku_for_gtin(conn, code)
@@ -212,20 +208,13 @@ fn new_session_id() -> String {
     )
 }
 
-/// A required text field must not be blank.
-fn required(field: &str, value: &str) -> Result<(), ApiError> {
-    if value.trim().is_empty() {
-        return Err(ApiError::bad_request(format!("{field} must not be empty")));
-    }
-    Ok(())
-}
-
-/// A SKU may appear once per request: a second line for the same SKU
-/// would be taken as a redelivery of the first (same natural key).
+/// Every line's SKU is a usable identifier, and appears once per request:
+/// a second line for the same SKU would be taken as a redelivery of the
+/// first (same natural key).
 fn unique_skus<'a>(skus: impl Iterator<Item = &'a str>) -> Result<(), ApiError> {
     let mut seen = HashSet::new();
     for (i, sku) in skus.enumerate() {
-        required(&format!("lines[{i}].sku"), sku)?;
+        input::id(&format!("lines[{i}].sku"), sku)?;
         if !seen.insert(sku) {
             return Err(ApiError::bad_request(format!(
                 "lines[{i}].sku: {sku:?} appears more than once; send one line per SKU"
@@ -239,13 +228,23 @@ fn default_method() -> String {
     "scan".into()
 }
 
+/// One line of a count as the API takes it: `new_item` vouches for a SKU
+/// the store does not know yet.
+#[derive(Debug, Deserialize)]
+pub struct CountLineRequest {
+    sku: String,
+    counted: i64,
+    #[serde(default)]
+    new_item: bool,
+}
+
 /// `POST /v1/counts` body.
 #[derive(Debug, Deserialize)]
 pub struct CountRequest {
     zone: String,
     #[serde(default = "default_method")]
     method: String,
-    lines: Vec<CountLine>,
+    lines: Vec<CountLineRequest>,
     #[serde(default)]
     apply: bool,
     #[serde(default)]
@@ -258,7 +257,8 @@ pub async fn count(
     State(state): State<Shared>,
     JsonBody(req): JsonBody<CountRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    required("zone", &req.zone)?;
+    input::id("zone", &req.zone)?;
+    input::opt_id("by", req.by.as_deref())?;
     if !matches!(req.method.as_str(), "scan" | "manual" | "rfid") {
         return Err(ApiError::bad_request(format!(
             "method: {:?} is not one of scan, manual, rfid",
@@ -269,14 +269,22 @@ pub async fn count(
         return Err(ApiError::bad_request("lines must not be empty"));
     }
     unique_skus(req.lines.iter().map(|l| l.sku.as_str()))?;
-    if let Some(i) = req.lines.iter().position(|l| l.counted < 0) {
-        return Err(ApiError::bad_request(format!(
-            "lines[{i}].counted must not be negative"
-        )));
+    for (i, line) in req.lines.iter().enumerate() {
+        if line.counted < 0 {
+            return Err(ApiError::bad_request(format!(
+                "lines[{i}].counted must not be negative"
+            )));
+        }
+        input::qty(&format!("lines[{i}].counted"), line.counted)?;
     }
     let session_id = new_session_id();
     let id = session_id.clone();
     let lines = write(&state, move |w| {
+        if let Err(e) =
+            input::known_skus(w.conn(), line_skus(&req.lines, |l| (&l.sku, l.new_item)))?
+        {
+            return Ok(Err(e));
+        }
         let session = CountSession {
             device: DEVICE,
             session_id: &id,
@@ -285,10 +293,33 @@ pub async fn count(
             apply: req.apply,
             by: req.by.as_deref(),
         };
-        counts::record_count(w, &session, &req.lines)
+        let lines: Vec<CountLine> = req
+            .lines
+            .into_iter()
+            .map(|l| CountLine {
+                sku: l.sku,
+                counted: l.counted,
+            })
+            .collect();
+        counts::record_count(w, &session, &lines).map(Ok)
     })
-    .await?;
+    .await??;
     Ok(Json(json!({"session_id": session_id, "lines": lines})))
+}
+
+/// The SKUs of a request's lines, named `lines[i].sku`.
+fn line_skus<'a, L>(
+    lines: &'a [L],
+    sku: impl Fn(&'a L) -> (&'a String, bool) + 'a,
+) -> impl Iterator<Item = SkuField<'a>> + 'a {
+    lines.iter().enumerate().map(move |(i, l)| {
+        let (sku, new_item) = sku(l);
+        SkuField {
+            field: format!("lines[{i}].sku"),
+            sku,
+            new_item,
+        }
+    })
 }
 
 /// `POST /v1/counts/rfid` body.
@@ -322,7 +353,8 @@ pub async fn rfid_count(
     State(state): State<Shared>,
     JsonBody(req): JsonBody<RfidCountRequest>,
 ) -> Result<Json<RfidCountAnswer>, ApiError> {
-    required("zone", &req.zone)?;
+    input::id("zone", &req.zone)?;
+    input::opt_id("by", req.by.as_deref())?;
     if req.from > req.to {
         return Err(ApiError::bad_request("from must not be after to"));
     }
@@ -381,6 +413,9 @@ pub struct AdjustmentRequest {
     reason: String,
     #[serde(default)]
     by: Option<String>,
+    /// Vouches that `sku` is an item this store has never had.
+    #[serde(default)]
+    new_item: bool,
 }
 
 /// `POST /v1/adjustments`: journal one stock adjustment.
@@ -388,12 +423,22 @@ pub async fn adjustment(
     State(state): State<Shared>,
     JsonBody(req): JsonBody<AdjustmentRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    required("sku", &req.sku)?;
-    required("reason", &req.reason)?;
+    input::id("sku", &req.sku)?;
+    input::text("reason", &req.reason)?;
+    input::opt_id("by", req.by.as_deref())?;
     if req.delta == 0 {
         return Err(ApiError::bad_request("delta must not be 0"));
     }
+    input::qty("delta", req.delta)?;
     let seq = write(&state, move |w| {
+        let sku = SkuField {
+            field: "sku".into(),
+            sku: &req.sku,
+            new_item: req.new_item,
+        };
+        if let Err(e) = input::known_skus(w.conn(), [sku])? {
+            return Ok(Err(e));
+        }
         counts::adjust(
             w,
             DEVICE,
@@ -402,16 +447,26 @@ pub async fn adjustment(
             &req.reason,
             req.by.as_deref(),
         )
+        .map(Ok)
     })
-    .await?;
+    .await??;
     Ok(Json(json!({ "seq": seq })))
+}
+
+/// One line of a delivery as the API takes it.
+#[derive(Debug, Deserialize)]
+pub struct ReceiptLineRequest {
+    sku: String,
+    qty: i64,
+    #[serde(default)]
+    new_item: bool,
 }
 
 /// `POST /v1/receipts` body.
 #[derive(Debug, Deserialize)]
 pub struct ReceiptRequest {
     delivery_id: String,
-    lines: Vec<ReceiptLine>,
+    lines: Vec<ReceiptLineRequest>,
 }
 
 /// `POST /v1/receipts`: book a delivery. Lines of a delivery booked before
@@ -420,20 +475,36 @@ pub async fn receipt(
     State(state): State<Shared>,
     JsonBody(req): JsonBody<ReceiptRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    required("delivery_id", &req.delivery_id)?;
+    input::id("delivery_id", &req.delivery_id)?;
     if req.lines.is_empty() {
         return Err(ApiError::bad_request("lines must not be empty"));
     }
     unique_skus(req.lines.iter().map(|l| l.sku.as_str()))?;
-    if let Some(i) = req.lines.iter().position(|l| l.qty <= 0) {
-        return Err(ApiError::bad_request(format!(
-            "lines[{i}].qty must be positive"
-        )));
+    for (i, line) in req.lines.iter().enumerate() {
+        if line.qty <= 0 {
+            return Err(ApiError::bad_request(format!(
+                "lines[{i}].qty must be positive"
+            )));
+        }
+        input::qty(&format!("lines[{i}].qty"), line.qty)?;
     }
     let booked = write(&state, move |w| {
-        counts::receive(w, DEVICE, &req.delivery_id, &req.lines)
+        if let Err(e) =
+            input::known_skus(w.conn(), line_skus(&req.lines, |l| (&l.sku, l.new_item)))?
+        {
+            return Ok(Err(e));
+        }
+        let lines: Vec<ReceiptLine> = req
+            .lines
+            .into_iter()
+            .map(|l| ReceiptLine {
+                sku: l.sku,
+                qty: l.qty,
+            })
+            .collect();
+        counts::receive(w, DEVICE, &req.delivery_id, &lines).map(Ok)
     })
-    .await?;
+    .await??;
     let lines: Vec<Value> = booked
         .into_iter()
         .map(|(sku, seq, duplicate)| json!({"sku": sku, "seq": seq, "duplicate": duplicate}))

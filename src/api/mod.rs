@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod error;
 mod handlers;
+mod input;
 pub mod metrics;
 
 use std::path::PathBuf;
