@@ -11,9 +11,12 @@
 
 pub mod auth;
 pub mod error;
+mod first_answer;
 mod handlers;
 mod input;
 pub mod metrics;
+pub mod server;
+mod tracked;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,6 +38,7 @@ use crate::sync::Link;
 pub use auth::{Role, Tokens};
 pub use error::{ApiError, MAX_BODY};
 pub use metrics::MetricsFn;
+pub use server::Limits;
 
 /// Longest a request may take before it is answered 503 (the default of
 /// [`ApiState::request_timeout`]).
@@ -66,6 +70,8 @@ pub struct ApiState {
     pub ops_on_main: bool,
     /// Longest a request may take before it is answered 503.
     pub request_timeout: Duration,
+    /// Connection cap and timeouts of the listener serving this state.
+    pub limits: Limits,
 }
 
 impl ApiState {
@@ -90,6 +96,7 @@ impl ApiState {
             metrics,
             ops_on_main: true,
             request_timeout: REQUEST_TIMEOUT,
+            limits: Limits::default(),
         }
     }
 }
@@ -158,29 +165,25 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    serve_router(router(state), listener, shutdown).await
+    let limits = state.limits.clone();
+    server::serve(router(state), listener, limits, shutdown).await
 }
 
-/// Serve only `/healthz` and `/metrics` (the `api.ops_listen` listener).
+/// Serve only `/healthz` and `/metrics` (the `api.ops_listen` listener),
+/// with at most [`server::OPS_MAX_CONNECTIONS`] connections.
 pub async fn serve_ops(
     state: ApiState,
     listener: tokio::net::TcpListener,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    serve_router(ops_router(state), listener, shutdown).await
-}
-
-async fn serve_router(
-    app: Router,
-    listener: tokio::net::TcpListener,
-    mut shutdown: Shutdown,
-) -> std::io::Result<()> {
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "local API listening");
-    }
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.wait().await })
-        .await
+    let limits = Limits {
+        max_connections: state
+            .limits
+            .max_connections
+            .min(server::OPS_MAX_CONNECTIONS),
+        ..state.limits.clone()
+    };
+    server::serve(ops_router(state), listener, limits, shutdown).await
 }
 
 /// Around every request: run it in a task of its own so that a panic
