@@ -187,7 +187,9 @@ async fn idle_and_slowloris_connections_cannot_take_the_api_down() {
     let mut probes = 0;
     let (mut max_fds, mut max_rss) = (fds_before, rss_before);
     let flood_started = Instant::now();
-    while !flood.is_finished() || flood_started.elapsed() < Duration::from_secs(5) {
+    // Until the flood is opened and past the header timeout, so that the
+    // probes also run while the server closes what it holds.
+    while !flood.is_finished() || flood_started.elapsed() < Duration::from_secs(15) {
         match probe(&http, &url).await {
             Ok(took) => worst = worst.max(took),
             Err(last) => panic!(
@@ -212,10 +214,11 @@ async fn idle_and_slowloris_connections_cannot_take_the_api_down() {
         "{opened} connections opened; {probes} probes of /healthz, slowest {worst:?}; daemon fds {fds_before} -> max {max_fds}, RSS {rss_before} -> max {max_rss} KiB"
     );
     assert!(opened >= IDLE, "only {opened} connections could be opened");
-    // The cap is half the open-file limit; the rest is the daemon's own.
+    // The cap is half the open-file limit, plus an eighth while those
+    // making room close; the rest is the daemon's own.
     let cap = (DAEMON_NOFILE / 2) as usize;
     assert!(
-        max_fds <= cap + fds_before + 16,
+        max_fds <= cap + cap / 8 + 1 + fds_before + 16,
         "the daemon held {max_fds} descriptors (cap {cap}, {fds_before} before)"
     );
     assert!(

@@ -11,11 +11,11 @@
 
 pub mod auth;
 pub mod error;
-mod first_answer;
 mod handlers;
 mod input;
 pub mod metrics;
 pub mod server;
+mod socket;
 mod tracked;
 
 use std::path::PathBuf;

@@ -7,11 +7,13 @@
 //!   went out: this is both the header timeout (slowloris) and the idle
 //!   timeout of kept-alive connections.
 //! - At most [`Limits::max_connections`] connections are open (and never
-//!   more than half the open-file limit). A connection beyond the cap
+//!   more than half the open-file limit), plus for a moment an eighth more
+//!   while those making room close. A connection beyond the cap
 //!   makes room by closing the oldest connection that is not answering a
 //!   request: first those that never sent one, then idle kept-alive ones
-//!   (gracefully). Only when every connection is in the middle of a
-//!   request is the newcomer closed unanswered.
+//!   whose answers are all written. Only when no connection can go within
+//!   100 ms (all are in the middle of a request) is the newcomer closed
+//!   unanswered.
 //! - Running out of file descriptors in `accept` closes idle connections
 //!   and retries within milliseconds, instead of sleeping.
 //! - On shutdown, requests in flight finish (for at most
@@ -33,7 +35,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
-use super::first_answer::FirstAnswer;
+use super::socket::Socket;
 use super::tracked::{Busy, Tracked};
 use crate::devices::Shutdown;
 
@@ -110,6 +112,7 @@ pub async fn serve(
     mut shutdown: Shutdown,
 ) -> io::Result<()> {
     let cap = limits.max_connections.min(fd_budget()).max(1);
+    let slack = cap / 8 + 1;
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, max_connections = cap, "local API listening");
     }
@@ -147,7 +150,14 @@ pub async fn serve(
             }
         };
         out_of_fds = false;
-        if registry.open() >= cap && !registry.shed(1) {
+        // At the cap, the oldest connection that owes nothing makes room.
+        // Those making room close within a task switch or two; should they
+        // pile up (connections coming faster than that), accepting waits
+        // for them, so the descriptors stay within the cap and a slack.
+        if registry.len() >= cap
+            && !(registry.shed(1)
+                && (registry.len() < cap + slack || registry.wait_below(cap + slack).await))
+        {
             if !refused_full {
                 tracing::warn!(
                     connections = cap,
@@ -219,8 +229,9 @@ async fn connection(
             }
         })
     };
-    let io = TokioIo::new(FirstAnswer::new(stream, state.served.clone()));
-    let conn = builder.serve_connection(io, service);
+    let socket = Socket::new(stream, state.served.clone());
+    let flushed = socket.flushed();
+    let conn = builder.serve_connection(TokioIo::new(socket), service);
     tokio::pin!(conn);
     let mut graceful = false;
     loop {
@@ -232,11 +243,14 @@ async fn connection(
                 break;
             }
             () = state.close.notified(), if !graceful => {
-                // Nothing was ever asked on it: close at once, mid-head or not.
-                if !state.served.load(Ordering::Acquire) {
+                // Nothing asked, or every answer is in the kernel's hands:
+                // nothing is owed, close at once (mid-head or not).
+                let owes = state.served.load(Ordering::Acquire)
+                    && (state.busy.load(Ordering::Acquire) > 0 || !flushed.load(Ordering::Acquire));
+                if !owes {
                     break;
                 }
-                // Finishes a request in flight (and its answer), closes if idle.
+                // Finishes the request in flight and its answer, then closes.
                 conn.as_mut().graceful_shutdown();
                 graceful = true;
             }
@@ -252,26 +266,43 @@ struct ConnState {
     served: Arc<AtomicBool>,
     /// Requests whose answer has not been written out yet.
     busy: Arc<AtomicUsize>,
-    /// Told to close (and no longer counted as open).
+    /// Told to close: not chosen again.
     closing: AtomicBool,
     close: Notify,
 }
 
 /// The open connections, oldest first.
 #[derive(Debug, Clone, Default)]
-struct Registry(Arc<Mutex<RegistryInner>>);
+struct Registry(Arc<(Mutex<RegistryInner>, Notify)>);
+
+/// How long a new connection at the cap waits for the one that makes room.
+const ROOM_WAIT: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Default)]
 struct RegistryInner {
     next_id: u64,
     conns: BTreeMap<u64, Arc<ConnState>>,
-    closing: usize,
 }
 
 impl Registry {
     fn lock(&self) -> std::sync::MutexGuard<'_, RegistryInner> {
         // The map stays consistent whatever a panicking holder did.
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.0.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wait (up to [`ROOM_WAIT`]) until fewer than `n` connections are
+    /// open; false if they still are not.
+    async fn wait_below(&self, n: usize) -> bool {
+        let deadline = tokio::time::Instant::now() + ROOM_WAIT;
+        while self.len() >= n {
+            if tokio::time::timeout_at(deadline, self.0.1.notified())
+                .await
+                .is_err()
+            {
+                return self.len() < n;
+            }
+        }
+        true
     }
 
     fn add(&self) -> (u64, Arc<ConnState>) {
@@ -285,28 +316,20 @@ impl Registry {
 
     fn remove(&self, id: u64) {
         let mut r = self.lock();
-        if let Some(c) = r.conns.remove(&id)
-            && c.closing.load(Ordering::Relaxed)
-        {
-            r.closing -= 1;
-        }
+        r.conns.remove(&id);
+        drop(r);
+        self.0.1.notify_one();
     }
 
     fn len(&self) -> usize {
         self.lock().conns.len()
     }
 
-    /// Connections not told to close.
-    fn open(&self) -> usize {
-        let r = self.lock();
-        r.conns.len() - r.closing
-    }
-
     /// Tell up to `n` connections that are not answering a request to
     /// close, oldest first, those that never sent a request before idle
     /// kept-alive ones. Returns whether any was told.
     fn shed(&self, n: usize) -> bool {
-        let mut r = self.lock();
+        let r = self.lock();
         let idle = |c: &&Arc<ConnState>| {
             !c.closing.load(Ordering::Relaxed) && c.busy.load(Ordering::Acquire) == 0
         };
@@ -325,7 +348,6 @@ impl Registry {
             c.closing.store(true, Ordering::Relaxed);
             c.close.notify_one();
         }
-        r.closing += victims.len();
         !victims.is_empty()
     }
 

@@ -1,12 +1,18 @@
-//! JSON bodies for the answers hyper writes on its own. When a request
-//! head cannot be parsed (not HTTP, a broken header, over
-//! [`MAX_HEAD_BYTES`] or [`MAX_HEADERS`]), hyper answers 400/431/414 with
-//! an empty body and closes; hyper 1.x has no hook to shape that answer.
-//! [`FirstAnswer`] sits between hyper and the socket and, on a connection
-//! that has not handed any request to the router yet, replaces such an
-//! answer with the same status and the API's JSON error body. Once a
-//! request was served it passes everything through untouched: from then
-//! on hyper's writes may hold the previous answer too.
+//! The socket of one API connection, as hyper sees it. It does two things
+//! hyper has no setting for:
+//!
+//! - JSON bodies for the answers hyper writes on its own. When a request
+//!   head cannot be parsed (not HTTP, a broken header, over
+//!   [`MAX_HEAD_BYTES`] or [`MAX_HEADERS`]), hyper answers 400/431 with an
+//!   empty body and closes; hyper 1.x has no hook to shape that answer
+//!   (hyperium/hyper#3911 is open). On a connection that has not handed
+//!   any request to the router yet, such an answer is replaced with the
+//!   same status and the API's JSON error body. Once a request was served
+//!   everything passes through untouched: from then on hyper's writes may
+//!   hold the previous answer too.
+//! - Whether everything hyper wrote has reached the kernel
+//!   ([`Socket::flushed`]): only then may the server drop a connection
+//!   without cutting an answer.
 
 use std::io;
 use std::pin::Pin;
@@ -22,24 +28,36 @@ use super::error::{code_for, error_body};
 use super::server::{MAX_HEAD_BYTES, MAX_HEADERS};
 
 /// The socket of one API connection, as hyper sees it.
-pub struct FirstAnswer {
+pub struct Socket {
     io: TcpStream,
     /// Set once a request reached the router.
     served: Arc<AtomicBool>,
+    /// Cleared while a write waits for room in the kernel's buffer.
+    flushed: Arc<AtomicBool>,
     /// Our answer, and how much of it is written.
     replacement: Option<(Vec<u8>, usize)>,
     /// hyper's own answer was replaced: the rest of it is dropped.
     replaced: bool,
 }
 
-impl FirstAnswer {
-    pub fn new(io: TcpStream, served: Arc<AtomicBool>) -> FirstAnswer {
-        FirstAnswer {
+impl Socket {
+    /// `served` is set by the server when a request reaches the router.
+    pub fn new(io: TcpStream, served: Arc<AtomicBool>) -> Socket {
+        Socket {
             io,
             served,
+            flushed: Arc::new(AtomicBool::new(true)),
             replacement: None,
             replaced: false,
         }
+    }
+
+    /// False while hyper has bytes the kernel did not take yet. Read
+    /// between polls of the connection: hyper flushes in the same poll in
+    /// which it finishes an answer, so true then means every answer so far
+    /// is in the kernel's hands.
+    pub fn flushed(&self) -> Arc<AtomicBool> {
+        self.flushed.clone()
     }
 }
 
@@ -74,7 +92,27 @@ fn json_answer(status: StatusCode) -> Vec<u8> {
     answer
 }
 
-impl AsyncRead for FirstAnswer {
+impl Socket {
+    /// Write `buf`, or our replacement of it.
+    fn write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if let Some((answer, written)) = &mut self.replacement {
+            while *written < answer.len() {
+                let n = ready!(Pin::new(&mut self.io).poll_write(cx, &answer[*written..]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                *written += n;
+            }
+            self.replacement = None;
+        }
+        if self.replaced {
+            return Poll::Ready(Ok(buf.len()));
+        }
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+}
+
+impl AsyncRead for Socket {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -84,7 +122,7 @@ impl AsyncRead for FirstAnswer {
     }
 }
 
-impl AsyncWrite for FirstAnswer {
+impl AsyncWrite for Socket {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -99,20 +137,9 @@ impl AsyncWrite for FirstAnswer {
                 this.replaced = true;
             }
         }
-        if let Some((answer, written)) = &mut this.replacement {
-            while *written < answer.len() {
-                let n = ready!(Pin::new(&mut this.io).poll_write(cx, &answer[*written..]))?;
-                if n == 0 {
-                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-                }
-                *written += n;
-            }
-            this.replacement = None;
-        }
-        if this.replaced {
-            return Poll::Ready(Ok(buf.len()));
-        }
-        Pin::new(&mut this.io).poll_write(cx, buf)
+        let result = this.write(cx, buf);
+        this.flushed.store(result.is_ready(), Ordering::Release);
+        result
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
