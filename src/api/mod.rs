@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod server;
 mod socket;
 mod tracked;
+mod writes;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -111,10 +112,10 @@ pub fn router(state: ApiState) -> Router {
     let state: Shared = Arc::new(state);
     let staff = Router::new()
         .route("/v1/skus/{code}", get(handlers::sku))
-        .route("/v1/counts", post(handlers::count))
-        .route("/v1/counts/rfid", post(handlers::rfid_count))
-        .route("/v1/adjustments", post(handlers::adjustment))
-        .route("/v1/receipts", post(handlers::receipt))
+        .route("/v1/counts", post(writes::count))
+        .route("/v1/counts/rfid", post(writes::rfid_count))
+        .route("/v1/adjustments", post(writes::adjustment))
+        .route("/v1/receipts", post(writes::receipt))
         .route("/v1/alerts", get(handlers::alerts))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

@@ -216,6 +216,9 @@ async fn connection(
     registry: Registry,
     id: u64,
 ) {
+    // Leaves the registry however the task ends, so that the count stays
+    // true.
+    let _registered = Registered { registry, id };
     let _ = stream.set_nodelay(true);
     let service = {
         let state = state.clone();
@@ -256,7 +259,18 @@ async fn connection(
             }
         }
     }
-    registry.remove(id);
+}
+
+/// A connection's place in the registry, given up when dropped.
+struct Registered {
+    registry: Registry,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.registry.remove(self.id);
+    }
 }
 
 /// What the accept loop knows of one connection.
