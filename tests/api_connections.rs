@@ -320,3 +320,43 @@ async fn at_the_cap_the_oldest_silent_connection_makes_room_for_a_probe() {
         "oldest first: {closed:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_requests_in_flight_and_is_not_held_by_half_heads() {
+    let entered = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let in_handler = entered.clone();
+    let mut api = common::api::Api::start_with(move |s| {
+        s.limits.header_timeout = Duration::from_secs(120);
+        s.metrics = Arc::new(move || {
+            in_handler.store(true, Ordering::Release);
+            std::thread::sleep(Duration::from_millis(800));
+            "# slow\n".to_string()
+        });
+    })
+    .await;
+    let addr = api.base.trim_start_matches("http://").to_string();
+    let mut half = TcpStream::connect(&addr).await.unwrap();
+    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let slow = tokio::spawn(api.http.get(format!("{}/metrics", api.base)).send());
+    // The request is in the handler (sleeping) when shutdown comes.
+    common::wait_for_async("the request in its handler", || {
+        entered.load(Ordering::Acquire).then_some(())
+    })
+    .await;
+    api.store.stop();
+    let answer = slow
+        .await
+        .unwrap()
+        .expect("the request in flight is answered");
+    assert_eq!(answer.status().as_u16(), 200);
+    assert_eq!(answer.text().await.unwrap(), "# slow\n");
+    let server = std::mem::replace(&mut api.server, tokio::spawn(async { Ok(()) }));
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the server stops although a head was never finished")
+        .unwrap()
+        .unwrap();
+    assert!(closed_within(half, Duration::from_secs(1)).await);
+}
