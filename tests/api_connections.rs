@@ -360,3 +360,43 @@ async fn shutdown_finishes_requests_in_flight_and_is_not_held_by_half_heads() {
         .unwrap();
     assert!(closed_within(half, Duration::from_secs(1)).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_its_answer_loses_the_connection() {
+    const BIG: usize = 32 * 1024 * 1024;
+    let api = common::api::Api::start_with(|s| {
+        s.limits.write_timeout = Duration::from_secs(1);
+        s.metrics = Arc::new(|| "#".repeat(BIG));
+    })
+    .await;
+    let addr = api.base.trim_start_matches("http://").to_string();
+    let mut stream = TcpStream::connect(&addr).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // The stall itself: the answer (far more than the socket buffers
+    // hold) is left unread for four times the write timeout.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut received = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received += n,
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the connection is still open after {received} bytes"
+    );
+    assert!(
+        received < BIG,
+        "the whole answer ({received} bytes) was sent"
+    );
+    // The server goes on.
+    assert_eq!(api.get("/healthz", None).await.status, 200);
+}

@@ -14,6 +14,8 @@
 //!   whose answers are all written. Only when no connection can go within
 //!   100 ms (all are in the middle of a request) is the newcomer closed
 //!   unanswered.
+//! - A client that takes no byte of its answer for
+//!   [`Limits::write_timeout`] loses the connection.
 //! - Running out of file descriptors in `accept` closes idle connections
 //!   and retries within milliseconds, instead of sleeping.
 //! - On shutdown, requests in flight finish (for at most
@@ -51,6 +53,9 @@ pub const OPS_MAX_CONNECTIONS: usize = 64;
 /// or goes idle.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Longest a client may leave its answer unread.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Largest request head hyper buffers (request line and headers); also
 /// what one slow connection can make the agent hold.
 pub const MAX_HEAD_BYTES: usize = 32 * 1024;
@@ -68,6 +73,9 @@ pub struct Limits {
     /// Time a client has to send a complete request head, from when the
     /// connection opens or its previous answer went out.
     pub header_timeout: Duration,
+    /// Longest a client may take no byte of its answer before its
+    /// connection is closed.
+    pub write_timeout: Duration,
     /// After shutdown, how long requests in flight get to finish before
     /// their connections are dropped.
     pub shutdown_grace: Duration,
@@ -78,6 +86,7 @@ impl Default for Limits {
         Limits {
             max_connections: MAX_CONNECTIONS,
             header_timeout: HEADER_TIMEOUT,
+            write_timeout: WRITE_TIMEOUT,
             shutdown_grace: super::REQUEST_TIMEOUT + Duration::from_secs(5),
         }
     }
@@ -174,6 +183,7 @@ pub async fn serve(
             builder.clone(),
             app.clone(),
             conn,
+            limits.write_timeout,
             registry.clone(),
             id,
         ));
@@ -213,6 +223,7 @@ async fn connection(
     builder: Arc<http1::Builder>,
     app: Router,
     state: Arc<ConnState>,
+    write_timeout: Duration,
     registry: Registry,
     id: u64,
 ) {
@@ -232,7 +243,7 @@ async fn connection(
             }
         })
     };
-    let socket = Socket::new(stream, state.served.clone());
+    let socket = Socket::new(stream, state.served.clone(), write_timeout);
     let flushed = socket.flushed();
     let conn = builder.serve_connection(TokioIo::new(socket), service);
     tokio::pin!(conn);

@@ -13,16 +13,21 @@
 //! - Whether everything hyper wrote has reached the kernel
 //!   ([`Socket::flushed`]): only then may the server drop a connection
 //!   without cutting an answer.
+//! - A write timeout: a client that takes no byte of its answer for
+//!   [`Limits::write_timeout`](super::Limits::write_timeout) loses the
+//!   connection, so that one that stops reading cannot hold it for ever.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use axum::http::StatusCode;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 
 use super::error::{code_for, error_body};
 use super::server::{MAX_HEAD_BYTES, MAX_HEADERS};
@@ -38,17 +43,22 @@ pub struct Socket {
     replacement: Option<(Vec<u8>, usize)>,
     /// hyper's own answer was replaced: the rest of it is dropped.
     replaced: bool,
+    write_timeout: Duration,
+    /// Running while a write waits for the client to read.
+    stalled: Option<Pin<Box<Sleep>>>,
 }
 
 impl Socket {
     /// `served` is set by the server when a request reaches the router.
-    pub fn new(io: TcpStream, served: Arc<AtomicBool>) -> Socket {
+    pub fn new(io: TcpStream, served: Arc<AtomicBool>, write_timeout: Duration) -> Socket {
         Socket {
             io,
             served,
             flushed: Arc::new(AtomicBool::new(true)),
             replacement: None,
             replaced: false,
+            write_timeout,
+            stalled: None,
         }
     }
 
@@ -139,7 +149,24 @@ impl AsyncWrite for Socket {
         }
         let result = this.write(cx, buf);
         this.flushed.store(result.is_ready(), Ordering::Release);
-        result
+        if result.is_ready() {
+            this.stalled = None;
+            return result;
+        }
+        let limit = this.write_timeout;
+        let stall = this
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if stall.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the client took nothing of its answer for {} s",
+                    limit.as_secs()
+                ),
+            )));
+        }
+        Poll::Pending
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
