@@ -7,7 +7,9 @@
 //!
 //! Every answer that is not a success carries
 //! `{"error":{"code":"...","message":"..."}}`; a request that takes longer
-//! than [`REQUEST_TIMEOUT`] (10 s) is answered 503.
+//! than [`REQUEST_TIMEOUT`] (10 s) is answered 503. Connections are served
+//! by [`server`], which bounds how many there are and how long a client
+//! may take to ask and to read ([`Limits`]).
 
 pub mod auth;
 pub mod error;

@@ -136,6 +136,7 @@ pub async fn serve(
     let mut tasks = JoinSet::new();
     let mut out_of_fds = false;
     let mut refused_full = false;
+    let mut at_cap = false;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -159,11 +160,20 @@ pub async fn serve(
             }
         };
         out_of_fds = false;
+        // Once per burst: the operator should know the API is flooded.
+        let full = registry.len() >= cap;
+        if full && !at_cap {
+            tracing::warn!(
+                connections = cap,
+                "the API is at its connection cap; closing the oldest idle connections to make room"
+            );
+        }
+        at_cap = full;
         // At the cap, the oldest connection that owes nothing makes room.
         // Those making room close within a task switch or two; should they
         // pile up (connections coming faster than that), accepting waits
         // for them, so the descriptors stay within the cap and a slack.
-        if registry.len() >= cap
+        if full
             && !(registry.shed(1)
                 && (registry.len() < cap + slack || registry.wait_below(cap + slack).await))
         {
