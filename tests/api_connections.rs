@@ -19,7 +19,8 @@ use tokio::net::TcpStream;
 const IDLE: usize = 2_000;
 /// Connections that send a request head one byte a second.
 const SLOWLORIS: usize = 1_000;
-/// The daemon's open-file limit (systemd's default soft limit).
+/// The daemon's hard open-file limit (systemd's default soft limit); it
+/// starts with a soft limit of a quarter of that, and raises it.
 const DAEMON_NOFILE: u64 = 1024;
 /// The longest `/healthz` may take to answer during the flood.
 const PROBE_DEADLINE: Duration = Duration::from_secs(3);
@@ -36,6 +37,13 @@ impl Drop for Daemon {
 
 fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
+
+/// The soft open-file limit of a process.
+fn soft_nofile(pid: u32) -> Option<u64> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -58,7 +66,7 @@ fn start_daemon(dir: &Path, port: u16) -> Daemon {
         ),
     )
     .unwrap();
-    let nofile = format!("--nofile={DAEMON_NOFILE}:{DAEMON_NOFILE}");
+    let nofile = format!("--nofile={}:{DAEMON_NOFILE}", DAEMON_NOFILE / 4);
     Daemon(
         Command::new("prlimit")
             .arg(nofile)
@@ -144,6 +152,11 @@ async fn idle_and_slowloris_connections_cannot_take_the_api_down() {
         );
     }
     let (fds_before, rss_before) = (open_fds(pid), rss_kib(pid));
+    assert_eq!(
+        soft_nofile(pid),
+        Some(DAEMON_NOFILE),
+        "the daemon raises its soft open-file limit to the hard one"
+    );
 
     // The flood: idle connections held open, slowloris ones trickling a
     // head that never ends; both stop by themselves.
