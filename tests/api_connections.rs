@@ -413,3 +413,38 @@ async fn a_client_that_stops_reading_its_answer_loses_the_connection() {
     // The server goes on.
     assert_eq!(api.get("/healthz", None).await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ops_listener_keeps_its_own_small_cap() {
+    let store = common::Store::new();
+    let (_link, link_rx) = tokio::sync::watch::channel(storegate::sync::Link::Unknown);
+    let state = storegate::api::ApiState::new(
+        "store-ops".into(),
+        store.db.clone(),
+        store.writer.clone(),
+        store.health.clone(),
+        link_rx,
+        storegate::api::Tokens::new(None, None),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let _server = tokio::spawn(storegate::api::serve_ops(
+        state,
+        listener,
+        store.shutdown.clone(),
+    ));
+    let cap = storegate::api::server::OPS_MAX_CONNECTIONS;
+    let mut silent = Vec::new();
+    for _ in 0..cap {
+        silent.push(TcpStream::connect(&addr).await.unwrap());
+    }
+    let r = reqwest::get(format!("http://{addr}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // The cap was reached: the oldest silent connection made room.
+    let oldest = silent.remove(0);
+    assert!(closed_within(oldest, Duration::from_secs(5)).await);
+    let newest = silent.pop().unwrap();
+    assert!(!closed_within(newest, Duration::from_millis(500)).await);
+}
