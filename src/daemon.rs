@@ -67,6 +67,11 @@ pub async fn run_until(
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let Setup { config, profiles } = setup;
+    // Connections, devices and the database all need descriptors; the API
+    // caps its connections at half of what this leaves.
+    if let Err(e) = crate::api::server::raise_fd_limit() {
+        tracing::warn!(error = %e, "cannot raise the open-file limit; keeping it");
+    }
     let path = config.db_path();
     let conn = db::open_write(&path, config.durability)?;
     let (writer, writer_thread) = Writer::spawn(conn, Box::new(Projections::new(&config)))?;

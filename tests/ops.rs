@@ -505,7 +505,7 @@ slots = {{ 0 = "SKU-1001" }}
     let answer = http
         .post(format!("{base}/v1/adjustments"))
         .bearer_auth("staff-1")
-        .json(&json!({"sku": "SKU-1001", "delta": -2, "reason": "damage"}))
+        .json(&json!({"sku": "SKU-1001", "delta": -2, "reason": "damage", "new_item": true}))
         .send()
         .await
         .unwrap();

@@ -69,18 +69,36 @@ impl From<StoreError> for ApiError {
                     e.to_string(),
                 )
             }
+            // The detail (SQL, file paths) is for the log, not the client.
             e => {
                 tracing::error!(error = %e, "API request failed on the database");
-                Self::internal(e.to_string())
+                Self::internal(
+                    "the database failed on this request; the details are in the agent's log",
+                )
             }
         }
     }
 }
 
+/// The JSON error body: `{"error":{"code":"...","message":"..."}}`.
+pub(crate) fn error_body(code: &str, message: &str) -> Vec<u8> {
+    serde_json::json!({"error": {"code": code, "message": message}})
+        .to_string()
+        .into_bytes()
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
-        let mut response = (self.status, Json(body)).into_response();
+        let body = error_body(self.code, &self.message);
+        let mut response = (
+            self.status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
@@ -92,7 +110,7 @@ impl IntoResponse for ApiError {
 
 /// The error code that goes with a status, for errors raised outside our
 /// handlers (axum's routing, extractors).
-fn code_for(status: StatusCode) -> &'static str {
+pub(crate) fn code_for(status: StatusCode) -> &'static str {
     match status {
         StatusCode::BAD_REQUEST => "bad_request",
         StatusCode::UNAUTHORIZED => "unauthorized",
@@ -100,6 +118,8 @@ fn code_for(status: StatusCode) -> &'static str {
         StatusCode::NOT_FOUND => "not_found",
         StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
         StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::URI_TOO_LONG => "uri_too_long",
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "headers_too_large",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
         StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
         StatusCode::SERVICE_UNAVAILABLE => "unavailable",

@@ -1,22 +1,22 @@
-//! The endpoints of spec/local-api.md. Each handler checks its input,
-//! then reads on a read-only connection or writes through the writer; the
-//! domain functions (`crate::domain`) do the actual work.
+//! The reading endpoints of spec/local-api.md (those that book stock are
+//! in [`super::writes`]). Each handler checks its input, then reads on a
+//! read-only connection; the domain functions (`crate::domain`) do the
+//! actual work.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, Method, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use rusqlite::{Connection, OptionalExtension};
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::error::{ApiError, JsonBody};
-use super::{DEVICE, Shared, read, write};
+use super::error::ApiError;
+use super::input;
+use super::{Shared, read};
 use crate::db::{SqlContext, StoreError, journal};
-use crate::domain::counts::{self, CountLine, CountSession, ReceiptLine, RfidCount};
 use crate::domain::{alerts, catalog, labels, prices, stock};
 use crate::event::{format_ts, ts_from_millis};
 use crate::sync::Link;
@@ -123,6 +123,7 @@ pub async fn sku(
     Path(code): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let code = code.trim().to_string();
+    input::id("sku_or_gtin", &code)?;
     let view = read(&state, move |conn| sku_view(conn, &code)).await?;
     Ok(Json(view))
 }
@@ -130,13 +131,7 @@ pub async fn sku(
 /// The SKU a scanned or typed code means: the code itself when it is a
 /// known SKU (in the catalog or with stock), else the SKU of that GTIN.
 fn resolve_sku(conn: &Connection, code: &str) -> Result<Option<String>, StoreError> {
-    let known: bool = conn
-        .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM catalog WHERE sku = ?1) OR EXISTS (SELECT 1 FROM stock WHERE sku = ?1)",
-        )
-        .and_then(|mut st| st.query_row([code], |r| r.get(0)))
-        .ctx("looking up a SKU")?;
-    if known {
+    if input::is_known_sku(conn, code)? {
         return Ok(Some(code.to_string()));
     }
     catalog::sku_for_gtin(conn, code)
@@ -201,246 +196,6 @@ fn last_count(conn: &Connection, sku: &str) -> Result<Option<Value>, StoreError>
         .optional()
     })
     .ctx("reading the last count")
-}
-
-/// A new count session id: `C-<UTC time to the ms>-<random>`, unique
-/// enough that two handhelds counting at the same instant do not collide
-/// (the id is part of the count events' natural key).
-fn new_session_id() -> String {
-    format!(
-        "C-{}-{:06x}",
-        Utc::now().format("%Y%m%dT%H%M%S%3fZ"),
-        rand::random::<u32>() & 0xff_ffff
-    )
-}
-
-/// A required text field must not be blank.
-fn required(field: &str, value: &str) -> Result<(), ApiError> {
-    if value.trim().is_empty() {
-        return Err(ApiError::bad_request(format!("{field} must not be empty")));
-    }
-    Ok(())
-}
-
-/// A SKU may appear once per request: a second line for the same SKU
-/// would be taken as a redelivery of the first (same natural key).
-fn unique_skus<'a>(skus: impl Iterator<Item = &'a str>) -> Result<(), ApiError> {
-    let mut seen = HashSet::new();
-    for (i, sku) in skus.enumerate() {
-        required(&format!("lines[{i}].sku"), sku)?;
-        if !seen.insert(sku) {
-            return Err(ApiError::bad_request(format!(
-                "lines[{i}].sku: {sku:?} appears more than once; send one line per SKU"
-            )));
-        }
-    }
-    Ok(())
-}
-
-fn default_method() -> String {
-    "scan".into()
-}
-
-/// `POST /v1/counts` body.
-#[derive(Debug, Deserialize)]
-pub struct CountRequest {
-    zone: String,
-    #[serde(default = "default_method")]
-    method: String,
-    lines: Vec<CountLine>,
-    #[serde(default)]
-    apply: bool,
-    #[serde(default)]
-    by: Option<String>,
-}
-
-/// `POST /v1/counts`: journal a count session (and, with `apply`, the
-/// adjustments that bring on hand to the counted figures).
-pub async fn count(
-    State(state): State<Shared>,
-    JsonBody(req): JsonBody<CountRequest>,
-) -> Result<Json<Value>, ApiError> {
-    required("zone", &req.zone)?;
-    if !matches!(req.method.as_str(), "scan" | "manual" | "rfid") {
-        return Err(ApiError::bad_request(format!(
-            "method: {:?} is not one of scan, manual, rfid",
-            req.method
-        )));
-    }
-    if req.lines.is_empty() {
-        return Err(ApiError::bad_request("lines must not be empty"));
-    }
-    unique_skus(req.lines.iter().map(|l| l.sku.as_str()))?;
-    if let Some(i) = req.lines.iter().position(|l| l.counted < 0) {
-        return Err(ApiError::bad_request(format!(
-            "lines[{i}].counted must not be negative"
-        )));
-    }
-    let session_id = new_session_id();
-    let id = session_id.clone();
-    let lines = write(&state, move |w| {
-        let session = CountSession {
-            device: DEVICE,
-            session_id: &id,
-            zone: &req.zone,
-            method: &req.method,
-            apply: req.apply,
-            by: req.by.as_deref(),
-        };
-        counts::record_count(w, &session, &req.lines)
-    })
-    .await?;
-    Ok(Json(json!({"session_id": session_id, "lines": lines})))
-}
-
-/// `POST /v1/counts/rfid` body.
-#[derive(Debug, Deserialize)]
-pub struct RfidCountRequest {
-    zone: String,
-    #[serde(with = "crate::event::ts_format")]
-    from: DateTime<Utc>,
-    #[serde(with = "crate::event::ts_format")]
-    to: DateTime<Utc>,
-    #[serde(default)]
-    apply: bool,
-    #[serde(default)]
-    by: Option<String>,
-}
-
-/// The RFID count, and the session it was recorded under when applied.
-#[derive(Debug, Serialize)]
-pub struct RfidCountAnswer {
-    #[serde(flatten)]
-    count: RfidCount,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    session_id: Option<String>,
-}
-
-/// `POST /v1/counts/rfid`: compare the tags seen in a zone and window with
-/// on hand. With `apply`, the SKUs seen are recorded as an `rfid` count
-/// and brought to the counted figures; SKUs not seen are only reported
-/// (`expected_unseen`), since a zone rarely holds all of a SKU's stock.
-pub async fn rfid_count(
-    State(state): State<Shared>,
-    JsonBody(req): JsonBody<RfidCountRequest>,
-) -> Result<Json<RfidCountAnswer>, ApiError> {
-    required("zone", &req.zone)?;
-    if req.from > req.to {
-        return Err(ApiError::bad_request("from must not be after to"));
-    }
-    let RfidCountRequest {
-        zone,
-        from,
-        to,
-        apply,
-        by,
-    } = req;
-    if !apply {
-        let count = read(&state, move |conn| {
-            Ok(counts::rfid_count(conn, &zone, from, to)?)
-        })
-        .await?;
-        return Ok(Json(RfidCountAnswer {
-            count,
-            session_id: None,
-        }));
-    }
-    let session_id = new_session_id();
-    let id = session_id.clone();
-    let count = write(&state, move |w| {
-        let mut count = counts::rfid_count(w.conn(), &zone, from, to)?;
-        let lines: Vec<CountLine> = count
-            .lines
-            .iter()
-            .map(|l| CountLine {
-                sku: l.sku.clone(),
-                counted: l.counted,
-            })
-            .collect();
-        let session = CountSession {
-            device: DEVICE,
-            session_id: &id,
-            zone: &zone,
-            method: "rfid",
-            apply: true,
-            by: by.as_deref(),
-        };
-        count.lines = counts::record_count(w, &session, &lines)?;
-        Ok(count)
-    })
-    .await?;
-    Ok(Json(RfidCountAnswer {
-        count,
-        session_id: Some(session_id),
-    }))
-}
-
-/// `POST /v1/adjustments` body.
-#[derive(Debug, Deserialize)]
-pub struct AdjustmentRequest {
-    sku: String,
-    delta: i64,
-    reason: String,
-    #[serde(default)]
-    by: Option<String>,
-}
-
-/// `POST /v1/adjustments`: journal one stock adjustment.
-pub async fn adjustment(
-    State(state): State<Shared>,
-    JsonBody(req): JsonBody<AdjustmentRequest>,
-) -> Result<Json<Value>, ApiError> {
-    required("sku", &req.sku)?;
-    required("reason", &req.reason)?;
-    if req.delta == 0 {
-        return Err(ApiError::bad_request("delta must not be 0"));
-    }
-    let seq = write(&state, move |w| {
-        counts::adjust(
-            w,
-            DEVICE,
-            &req.sku,
-            req.delta,
-            &req.reason,
-            req.by.as_deref(),
-        )
-    })
-    .await?;
-    Ok(Json(json!({ "seq": seq })))
-}
-
-/// `POST /v1/receipts` body.
-#[derive(Debug, Deserialize)]
-pub struct ReceiptRequest {
-    delivery_id: String,
-    lines: Vec<ReceiptLine>,
-}
-
-/// `POST /v1/receipts`: book a delivery. Lines of a delivery booked before
-/// come back with `duplicate: true` and are not booked again.
-pub async fn receipt(
-    State(state): State<Shared>,
-    JsonBody(req): JsonBody<ReceiptRequest>,
-) -> Result<Json<Value>, ApiError> {
-    required("delivery_id", &req.delivery_id)?;
-    if req.lines.is_empty() {
-        return Err(ApiError::bad_request("lines must not be empty"));
-    }
-    unique_skus(req.lines.iter().map(|l| l.sku.as_str()))?;
-    if let Some(i) = req.lines.iter().position(|l| l.qty <= 0) {
-        return Err(ApiError::bad_request(format!(
-            "lines[{i}].qty must be positive"
-        )));
-    }
-    let booked = write(&state, move |w| {
-        counts::receive(w, DEVICE, &req.delivery_id, &req.lines)
-    })
-    .await?;
-    let lines: Vec<Value> = booked
-        .into_iter()
-        .map(|(sku, seq, duplicate)| json!({"sku": sku, "seq": seq, "duplicate": duplicate}))
-        .collect();
-    Ok(Json(json!({ "lines": lines })))
 }
 
 /// `GET /v1/alerts?open=true`: the open alerts. Only open alerts are kept
@@ -560,27 +315,4 @@ pub async fn events(
     })
     .await?;
     Ok(Json(answer))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::http::StatusCode;
-
-    #[test]
-    fn session_ids_are_distinct() {
-        let a = new_session_id();
-        let b = new_session_id();
-        assert!(a.starts_with("C-"), "{a}");
-        assert_ne!(a, b);
-    }
-
-    #[test]
-    fn repeated_skus_are_refused() {
-        assert!(unique_skus(["a", "b"].into_iter()).is_ok());
-        let e = unique_skus(["a", "a"].into_iter()).unwrap_err();
-        assert_eq!(e.status, StatusCode::BAD_REQUEST);
-        assert!(e.message.contains("lines[1].sku"), "{}", e.message);
-        assert!(unique_skus([" "].into_iter()).is_err());
-    }
 }

@@ -7,11 +7,18 @@
 //!
 //! Every answer that is not a success carries
 //! `{"error":{"code":"...","message":"..."}}`; a request that takes longer
-//! than [`REQUEST_TIMEOUT`] (10 s) is answered 503.
+//! than [`REQUEST_TIMEOUT`] (10 s) is answered 503. Connections are served
+//! by [`server`], which bounds how many there are and how long a client
+//! may take to ask and to read ([`Limits`]).
 
 pub mod auth;
 pub mod error;
 mod handlers;
+mod input;
+pub mod server;
+mod socket;
+mod tracked;
+mod writes;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,9 +37,10 @@ use crate::devices::Shutdown;
 use crate::devices::health::HealthBoard;
 use crate::sync::Link;
 
+pub use crate::metrics::MetricsFn;
 pub use auth::{Role, Tokens};
 pub use error::{ApiError, MAX_BODY};
-pub use crate::metrics::MetricsFn;
+pub use server::Limits;
 
 /// Longest a request may take before it is answered 503 (the default of
 /// [`ApiState::request_timeout`]).
@@ -64,6 +72,8 @@ pub struct ApiState {
     pub ops_on_main: bool,
     /// Longest a request may take before it is answered 503.
     pub request_timeout: Duration,
+    /// Connection cap and timeouts of the listener serving this state.
+    pub limits: Limits,
 }
 
 impl ApiState {
@@ -88,6 +98,7 @@ impl ApiState {
             metrics,
             ops_on_main: true,
             request_timeout: REQUEST_TIMEOUT,
+            limits: Limits::default(),
         }
     }
 }
@@ -102,10 +113,10 @@ pub fn router(state: ApiState) -> Router {
     let state: Shared = Arc::new(state);
     let staff = Router::new()
         .route("/v1/skus/{code}", get(handlers::sku))
-        .route("/v1/counts", post(handlers::count))
-        .route("/v1/counts/rfid", post(handlers::rfid_count))
-        .route("/v1/adjustments", post(handlers::adjustment))
-        .route("/v1/receipts", post(handlers::receipt))
+        .route("/v1/counts", post(writes::count))
+        .route("/v1/counts/rfid", post(writes::rfid_count))
+        .route("/v1/adjustments", post(writes::adjustment))
+        .route("/v1/receipts", post(writes::receipt))
         .route("/v1/alerts", get(handlers::alerts))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -156,29 +167,25 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    serve_router(router(state), listener, shutdown).await
+    let limits = state.limits.clone();
+    server::serve(router(state), listener, limits, shutdown).await
 }
 
-/// Serve only `/healthz` and `/metrics` (the `api.ops_listen` listener).
+/// Serve only `/healthz` and `/metrics` (the `api.ops_listen` listener),
+/// with at most [`server::OPS_MAX_CONNECTIONS`] connections.
 pub async fn serve_ops(
     state: ApiState,
     listener: tokio::net::TcpListener,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    serve_router(ops_router(state), listener, shutdown).await
-}
-
-async fn serve_router(
-    app: Router,
-    listener: tokio::net::TcpListener,
-    mut shutdown: Shutdown,
-) -> std::io::Result<()> {
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "local API listening");
-    }
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.wait().await })
-        .await
+    let limits = Limits {
+        max_connections: state
+            .limits
+            .max_connections
+            .min(server::OPS_MAX_CONNECTIONS),
+        ..state.limits.clone()
+    };
+    server::serve(ops_router(state), listener, limits, shutdown).await
 }
 
 /// Around every request: run it in a task of its own so that a panic

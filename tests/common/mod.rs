@@ -4,6 +4,7 @@
 //! generous deadline, never by asserting on elapsed time.
 #![allow(dead_code)]
 
+pub mod api;
 pub mod broker;
 pub mod modbus;
 
