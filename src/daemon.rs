@@ -12,18 +12,19 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::JoinSet;
 
 use crate::config::Transport;
+use crate::db::quota::Quota;
 use crate::db::{self, Writer};
-use crate::devices::health::HealthBoard;
 use crate::devices::label_sender::{self, Routes};
 use crate::devices::{self, DeviceSpec, Ingest, Shutdown, mqtt};
 use crate::domain::privacy::MemberKey;
 use crate::domain::{Projections, rfid::TagTracker};
+use crate::health::HealthBoard;
 use crate::metrics::{Metrics, Sources};
 use crate::notify::{self, Notifier, Timing};
 use crate::setup::Setup;
 use crate::sync::pull::{Puller, What};
 use crate::sync::push::PushStats;
-use crate::sync::{self, Central, Link, retention::Quota};
+use crate::sync::{self, Central, Link};
 
 /// Errors that stop the daemon from starting.
 #[derive(Debug, thiserror::Error)]

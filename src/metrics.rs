@@ -36,8 +36,8 @@ use tokio::sync::watch;
 
 use crate::db::writer::WriterStats;
 use crate::db::{self, SqlContext, StoreError, Writer, journal};
-use crate::devices::health::HealthBoard;
 use crate::event::Seq;
+use crate::health::HealthBoard;
 use crate::sync::Link;
 use crate::sync::push::PushStats;
 

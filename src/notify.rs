@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::db::{StoreError, Writer};
-use crate::devices::Shutdown;
+use crate::shutdown::Shutdown;
 
 /// How often status is reported and the watchdog fed when systemd does
 /// not ask for more often.

@@ -33,8 +33,8 @@ use axum::routing::{get, post};
 use rusqlite::Connection;
 
 use crate::db::{self, StoreError, WriteTx, Writer};
-use crate::devices::Shutdown;
-use crate::devices::health::HealthBoard;
+use crate::health::HealthBoard;
+use crate::shutdown::Shutdown;
 use crate::sync::Link;
 
 pub use crate::metrics::MetricsFn;

@@ -39,7 +39,7 @@ use tower::ServiceExt;
 
 use super::socket::Socket;
 use super::tracked::{Busy, Tracked};
-use crate::devices::Shutdown;
+use crate::shutdown::Shutdown;
 
 /// Connections one listener keeps open at most, before the open-file
 /// limit lowers it.

@@ -19,9 +19,9 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 use crate::config::{Broker, Config, Durability, MqttConfig};
 use crate::db::Writer;
-use crate::devices::health::HealthBoard;
 use crate::devices::{self, DeviceSpec, Ingest, mqtt};
 use crate::domain::{Projections, rfid::TagTracker};
+use crate::health::HealthBoard;
 use crate::profiles::ProfileSet;
 
 /// Distinct tags in the bench's store.

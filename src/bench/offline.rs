@@ -23,11 +23,11 @@ use super::fresh_db;
 use crate::codecs::{Decoded, TagRead};
 use crate::config::Durability;
 use crate::db::{StoreError, Writer, journal};
-use crate::devices::health::HealthBoard;
 use crate::devices::ingest::{Ingest, Source};
 use crate::domain::Projections;
 use crate::domain::rfid::TagTracker;
 use crate::domain::sgtin::encode_sgtin96;
+use crate::health::HealthBoard;
 
 /// How often the simulated clock runs the tag housekeeping. The daemon
 /// runs it every 5 s of real time; once a simulated minute keeps the

@@ -4,6 +4,7 @@
 
 pub mod journal;
 pub mod latency;
+pub mod quota;
 pub mod schema;
 pub mod writer;
 

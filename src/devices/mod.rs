@@ -6,7 +6,6 @@
 //! and its own health row.
 
 pub mod broker;
-pub mod health;
 pub mod http;
 pub mod ingest;
 pub mod label_sender;
@@ -18,12 +17,12 @@ pub mod watch;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch as tokio_watch;
-
 use crate::backoff::Backoff;
 use crate::config::{DeviceConfig, Transport};
 use crate::db::StoreError;
+pub use crate::health;
 use crate::profiles::Profile;
+pub use crate::shutdown::{Shutdown, ShutdownTrigger, shutdown_pair};
 pub use ingest::{Ingest, Source};
 
 /// A configured device with its resolved profile.
@@ -63,43 +62,6 @@ pub enum DeviceError {
     Protocol(String),
     #[error("cannot store input: {0}")]
     Store(#[from] StoreError),
-}
-
-/// Tells long-running tasks to finish. Cheap to clone.
-#[derive(Clone)]
-pub struct Shutdown(tokio_watch::Receiver<bool>);
-
-/// The sending half: `trigger` once, every [`Shutdown`] sees it.
-pub struct ShutdownTrigger(tokio_watch::Sender<bool>);
-
-pub fn shutdown_pair() -> (ShutdownTrigger, Shutdown) {
-    let (tx, rx) = tokio_watch::channel(false);
-    (ShutdownTrigger(tx), Shutdown(rx))
-}
-
-impl ShutdownTrigger {
-    pub fn trigger(&self) {
-        let _ = self.0.send(true);
-    }
-}
-
-impl Shutdown {
-    pub fn is_triggered(&self) -> bool {
-        *self.0.borrow()
-    }
-
-    /// Resolves when shutdown is triggered (or the trigger is gone).
-    pub async fn wait(&mut self) {
-        let _ = self.0.wait_for(|v| *v).await;
-    }
-
-    /// Sleep, but wake early for shutdown. Returns false on shutdown.
-    pub async fn sleep(&mut self, d: Duration) -> bool {
-        tokio::select! {
-            _ = tokio::time::sleep(d) => !self.is_triggered(),
-            _ = self.wait() => false,
-        }
-    }
 }
 
 /// Deliver, retrying while the database refuses (a full disk): input that

@@ -8,8 +8,8 @@ use std::time::Duration;
 use super::client::Central;
 use super::push::Link;
 use crate::db::{StoreError, Writer};
-use crate::devices::Shutdown;
 use crate::domain::{prices, stock};
+use crate::shutdown::Shutdown;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum What {

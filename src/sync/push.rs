@@ -16,8 +16,8 @@ use super::client::{Central, PushReply};
 use super::state;
 use crate::backoff::Backoff;
 use crate::db::{SqlContext, StoreError, Writer};
-use crate::devices::Shutdown;
 use crate::event::format_ts;
+use crate::shutdown::Shutdown;
 
 /// About 4 MiB of JSON per batch at most.
 pub const MAX_BATCH_BYTES: usize = 4 << 20;

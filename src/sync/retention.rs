@@ -20,17 +20,16 @@
 //! unacknowledged event is recorded in `dropped_ranges` and reported with
 //! an `events_dropped` alert.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rusqlite::{Connection, params};
 
+use crate::db::quota::Quota;
 use crate::db::{SqlContext, StoreError, WriteTx, Writer};
-use crate::devices::Shutdown;
-use crate::devices::health::HealthBoard;
 use crate::domain::alerts;
 use crate::event::Severity;
+use crate::health::HealthBoard;
+use crate::shutdown::Shutdown;
 
 /// Drop classes, lowest value first.
 pub const DROP_ORDER: [&[&str]; 2] = [
@@ -51,19 +50,6 @@ const QUARANTINE_CHUNK: i64 = 1000;
 /// Natural keys are kept this long (redeliveries come within minutes or
 /// hours; a week is generous).
 const NATURAL_KEY_DAYS: i64 = 7;
-
-/// Shared "the quota is exhausted by events that must not be dropped".
-#[derive(Clone, Default)]
-pub struct Quota(Arc<AtomicBool>);
-
-impl Quota {
-    pub fn is_full(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-    fn set(&self, full: bool) {
-        self.0.store(full, Ordering::Relaxed);
-    }
-}
 
 /// Bytes of the database actually in use (pages minus free pages).
 pub fn used_bytes(conn: &Connection) -> Result<u64, StoreError> {

@@ -1,5 +1,7 @@
-//! Health of every device, in one board that the runner writes and the
-//! API, metrics and the offline-alert watcher read. The board is also
+//! Health of the store's ingest: every device, and store-wide problems
+//! (the disk quota), in one board that devices, ingest and retention write
+//! and the API, metrics and the offline-alert watcher read. It depends on
+//! nothing but the event vocabulary, so every part of the house may use it. The board is also
 //! persisted (see [`HealthBoard::snapshot`]) so `storegate status` in
 //! another process can show it.
 
