@@ -7,6 +7,7 @@ pub mod json;
 pub mod lines;
 pub mod m100;
 pub mod registers;
+pub(crate) mod time;
 
 use chrono::{DateTime, Utc};
 
