@@ -8,8 +8,9 @@ use std::fmt;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
-/// The `[json]` table of a firmware profile, as written. [`compile`](super::compile) checks
-/// it against the profile's kind and turns it into a [`JsonCodec`](super::JsonCodec).
+/// The `[json]` table of a firmware profile, as written.
+/// [`compile`](super::compile()) checks it against the profile's kind and
+/// turns it into a [`JsonCodec`](super::JsonCodec).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JsonParams {

@@ -73,7 +73,7 @@ pub(super) enum ReceiptEnd {
 }
 
 /// [`LinesParams`] checked and with its regexes compiled; what a
-/// [`LinesDecoder`] runs on.
+/// [`LinesDecoder`](super::LinesDecoder) runs on.
 #[derive(Debug, Clone)]
 pub struct CompiledLines {
     pub(super) strip_escpos: bool,
