@@ -28,6 +28,8 @@ pub(super) struct Field {
 impl Field {
     /// The first alternative present in `value`. JSON `null` and blank
     /// strings count as absent, so that the next alternative is tried.
+    // `#[inline]`: see `decode::tag_read`.
+    #[inline]
     pub(super) fn find<'a, R: Record + ?Sized>(
         &'a self,
         record: &'a R,
@@ -50,6 +52,7 @@ impl Field {
     /// The converted value of the first present alternative, `None` if no
     /// alternative is present. A present but invalid value is an error
     /// naming its path; the later alternatives are not tried then.
+    #[inline]
     pub(super) fn get<T, R: Record + ?Sized>(
         &self,
         value: &R,
@@ -64,6 +67,7 @@ impl Field {
     }
 
     /// Like [`Field::get`], but absence is an error too.
+    #[inline]
     pub(super) fn need<T, R: Record + ?Sized>(
         &self,
         value: &R,
@@ -75,6 +79,7 @@ impl Field {
 }
 
 /// `get` for an optional field.
+#[inline]
 pub(super) fn get_opt<T, R: Record + ?Sized>(
     field: Option<&Field>,
     value: &R,

@@ -90,6 +90,8 @@ pub(super) fn decimal_value(v: &Value, currency: &str) -> Result<i64, String> {
     }
 }
 
+// `#[inline]`: see `decode::tag_read`.
+#[inline]
 pub(super) fn epc_value(source: &CompiledSource, v: &Value) -> Result<String, String> {
     let text = match v {
         Value::String(s) => s.trim(),
@@ -133,6 +135,7 @@ fn decode_base64(text: &str) -> Option<Vec<u8>> {
     ENGINE.decode(standard).ok()
 }
 
+#[inline]
 pub(super) fn antenna_value(v: &Value) -> Result<u32, String> {
     let expected = || "expected a non-negative whole number".to_string();
     match v {
@@ -148,6 +151,7 @@ pub(super) fn antenna_value(v: &Value) -> Result<u32, String> {
 /// RSSI in dBm: the number (or numeric string) times `scale`, rounded to
 /// the nearest whole dBm with halves away from zero (-40.5 -> -41). RSSI
 /// is a measurement, not money, so a float is fine here.
+#[inline]
 pub(super) fn rssi_value(source: &CompiledSource, v: &Value) -> Result<i32, String> {
     let raw = match v {
         Value::Number(n) => n.as_f64(),
@@ -168,6 +172,7 @@ pub(super) fn rssi_value(source: &CompiledSource, v: &Value) -> Result<i32, Stri
 /// The record's timestamp truncated to milliseconds, or `now` when no `ts`
 /// field is configured. The flag is set when a configured `ts` was missing
 /// or unparsable and `now` was used instead.
+#[inline]
 pub(super) fn timestamp<R: Record + ?Sized>(
     field: Option<&Field>,
     record: &R,
