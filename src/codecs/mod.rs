@@ -7,6 +7,7 @@ pub mod json;
 pub mod lines;
 pub mod m100;
 pub mod registers;
+pub(crate) mod time;
 
 // The types codecs produce belong to the house's vocabulary, so that the
 // domain never depends on codecs.

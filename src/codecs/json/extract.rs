@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
-use super::{Path, Record, step};
+use super::path::{Path, Record, step};
 
 /// The `visit_*` methods of a visitor for every JSON scalar (boolean,
 /// number, string, null), each giving `$value`: the value has already been
