@@ -22,7 +22,6 @@ use common::broker::{Mosquitto, Peer};
 use common::modbus::{Device as ModbusDevice, serve_tcp};
 use common::{Agent, Lcg, PtyPair, free_port, wait_for_async};
 use rumqttc::Packet;
-use serde_json::Value;
 use storegate::db::{self, journal};
 use storegate::devices::health::DeviceHealth;
 use storegate::event::{Event, EventBody};
@@ -439,12 +438,7 @@ async fn a_full_disk_holds_input_unacknowledged_without_corruption_and_recovers(
         agent.child.try_wait().unwrap().is_none(),
         "the daemon exited"
     );
-    let health: Value = reqwest::get(format!("http://{api}/healthz"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = common::healthz(&api).await;
     assert_eq!(health["db"], "ok", "{health}");
     // ... and /healthz says the till is not ingesting, and why.
     assert_eq!(health["status"], "degraded", "{health}");
@@ -468,12 +462,7 @@ async fn a_full_disk_holds_input_unacknowledged_without_corruption_and_recovers(
     let unique: HashSet<_> = keys.iter().cloned().collect();
     assert_eq!(keys.len(), unique.len(), "a receipt journaled twice");
     assert_eq!(unique.len(), 2 * published);
-    let health: Value = reqwest::get(format!("http://{api}/healthz"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = common::healthz(&api).await;
     assert_eq!(health["status"], "ok", "{health}");
     drop(agent);
     integrity_ok(&db);

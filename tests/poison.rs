@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use common::broker::{Mosquitto, Peer};
 use common::{Agent, PtyPair, Store, free_port};
-use serde_json::Value;
 use storegate::codecs::Decoded;
 use storegate::db::writer::{QUARANTINE_MAX_BYTES, QUARANTINE_RAW_BYTES};
 use storegate::db::{self, journal};
@@ -121,15 +120,6 @@ async fn within_5s(agent: &Agent, what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-async fn healthz(api: &str) -> Value {
-    reqwest::get(format!("http://{api}/healthz"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_on_every_transport_never_blocks_the_good_input_behind_it() {
     let broker = Mosquitto::start();
@@ -167,9 +157,15 @@ port = {printer:?}
     agent.wait_log("MQTT device subscribed");
     let peer = Peer::connect(broker.port, "devices").await;
     let mut line = printer.open_device();
-    common::wait_for("every device up", || {
-        (healthz_blocking(&api)["devices"]["down"] == 0).then_some(())
-    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let health = common::healthz(&api).await;
+        if health["devices"]["down"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "devices not up: {health}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let mut n = 0;
     let mut next_id = |prefix: &str| {
@@ -249,7 +245,7 @@ port = {printer:?}
         quarantined.iter().any(|(_, r)| r.contains("beyond")),
         "{quarantined:#?}"
     );
-    let health = healthz(&api).await;
+    let health = common::healthz(&api).await;
     assert_eq!(health["status"], "ok", "{health}");
     let log = std::fs::read_to_string(&agent.log).unwrap();
     assert!(!log.contains("holding it and retrying"), "{log}");
@@ -268,26 +264,29 @@ port = {printer:?}
     assert!(!log.contains("holding it and retrying"), "{log}");
 }
 
-/// `/healthz` from a non-async context.
-fn healthz_blocking(api: &str) -> Value {
-    let api = api.to_string();
-    std::thread::spawn(move || {
-        let stream = std::net::TcpStream::connect(&api);
-        let Ok(mut stream) = stream else {
-            return Value::Null;
-        };
-        let _ = write!(
-            stream,
-            "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        );
-        let mut text = String::new();
-        let _ = std::io::Read::read_to_string(&mut stream, &mut text);
-        text.split_once("\r\n\r\n")
-            .and_then(|(_, body)| serde_json::from_str(body).ok())
-            .unwrap_or(Value::Null)
-    })
-    .join()
-    .unwrap_or(Value::Null)
+fn till_source() -> storegate::devices::Source {
+    storegate::devices::Source {
+        device: "till".into(),
+        zone: "till".into(),
+    }
+}
+
+/// One sale line of `qty` units, straight to ingest (past any decoder).
+fn sale(receipt: &str, qty: i64) -> (chrono::DateTime<Utc>, EventBody) {
+    (
+        Utc::now(),
+        EventBody::Sale(SaleLine {
+            receipt_id: receipt.into(),
+            line: 1,
+            sku: "SKU-1".into(),
+            gtin: None,
+            qty,
+            unit_price_minor: 100,
+            currency: "EUR".into(),
+            pos: "1".into(),
+            member_hash: None,
+        }),
+    )
 }
 
 /// An event the writer refuses (its bounds, or a projection's overflow)
@@ -296,26 +295,7 @@ fn healthz_blocking(api: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn input_the_journal_refuses_is_quarantined_and_the_rest_of_the_unit_commits() {
     let store = Store::new();
-    let source = storegate::devices::Source {
-        device: "till".into(),
-        zone: "till".into(),
-    };
-    let sale = |receipt: &str, qty: i64| {
-        (
-            Utc::now(),
-            EventBody::Sale(SaleLine {
-                receipt_id: receipt.into(),
-                line: 1,
-                sku: "SKU-1".into(),
-                gtin: None,
-                qty,
-                unit_price_minor: 100,
-                currency: "EUR".into(),
-                pos: "1".into(),
-                member_hash: None,
-            }),
-        )
-    };
+    let source = till_source();
     let delivered = tokio::time::timeout(
         Duration::from_secs(10),
         store.ingest.deliver(
@@ -401,7 +381,7 @@ async fn large_malformed_frames_never_take_the_quota_from_valid_receipts() {
         peer.publish("q/pos", receipt(&id, "1", "SKU-1")).await;
         within_5s(&agent, &id, || has_receipt(&db, "till", &id)).await;
     }
-    let health = healthz(&api).await;
+    let health = common::healthz(&api).await;
     assert!(
         !health.to_string().contains("never dropped"),
         "input refused for the quota: {health}"
@@ -413,29 +393,13 @@ async fn large_malformed_frames_never_take_the_quota_from_valid_receipts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_quarantine_is_the_first_thing_trimmed_under_the_quota() {
     let store = Store::new();
-    let source = storegate::devices::Source {
-        device: "till".into(),
-        zone: "till".into(),
-    };
+    let source = till_source();
     for i in 0..200 {
         let bad = Decoded::Bad {
             reason: format!("garbage {i}"),
             raw: vec![b'x'; 64 * 1024],
         };
-        let good = Decoded::Events(vec![(
-            Utc::now(),
-            EventBody::Sale(SaleLine {
-                receipt_id: format!("R-{i}"),
-                line: 1,
-                sku: "SKU-1".into(),
-                gtin: None,
-                qty: 1,
-                unit_price_minor: 100,
-                currency: "EUR".into(),
-                pos: "1".into(),
-                member_hash: None,
-            }),
-        )]);
+        let good = Decoded::Events(vec![sale(&format!("R-{i}"), 1)]);
         store
             .ingest
             .deliver(&source, vec![bad, good])

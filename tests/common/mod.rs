@@ -151,6 +151,16 @@ pub async fn wait_within<T>(what: &str, limit: Duration, mut f: impl FnMut() -> 
     }
 }
 
+/// `GET /healthz` of an agent's API at `addr` (`host:port`).
+pub async fn healthz(addr: &str) -> serde_json::Value {
+    reqwest::get(format!("http://{addr}/healthz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// A TCP port nobody listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
