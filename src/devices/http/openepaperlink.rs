@@ -229,10 +229,6 @@ async fn read_body(
     Ok(body)
 }
 
-/// The label updates that the AP's tags now confirm: labels with an
-/// unconfirmed update that was sent (`sent_version = want_version`), whose
-/// tag is no longer pending and checked in after the upload. A label whose
-/// state is already `ok` is not acknowledged again.
 /// Reconcile the store's labels with the AP's tag database: confirmations
 /// of sent updates (returned, to be journaled as `label_ack`), and label
 /// health: battery and signal recorded, and a `label_offline` alert for a
