@@ -325,6 +325,20 @@ impl Hub {
         self.inner.lock().connected
     }
 
+    /// Connections made to the broker so far (CONNACKs): one more than the
+    /// reconnects.
+    pub fn connections(&self) -> u64 {
+        self.inner.lock().generation
+    }
+
+    /// Close the broker connection with a DISCONNECT, keeping the
+    /// persistent session at the broker: for a bench or a test that stops
+    /// one agent before the next takes the session over. Call after
+    /// shutdown, or the hub reconnects.
+    pub fn disconnect(&self) {
+        let _ = self.inner.client.try_disconnect();
+    }
+
     /// QoS 1 messages of the current connection whose PUBACK has not been
     /// written yet (being decoded, waiting for their commit, or waiting
     /// for an earlier message's PUBACK).
