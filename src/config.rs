@@ -943,4 +943,39 @@ url = "http://x/stream"
             Transport::ModbusRtu { unit: 7, .. }
         ));
     }
+
+    #[test]
+    fn mqtt_message_size_limit_has_a_default_and_a_range() {
+        let device = |extra: &str| {
+            format!(
+                "store_id = \"s1\"\n[[device]]\nid = \"t\"\nprofile = \"pos-json\"\ntransport = \"mqtt\"\ntopic = \"x\"\n{extra}"
+            )
+        };
+        let limit = |text: &str| match Config::parse(text, Path::new("x"), &profiles())
+            .unwrap()
+            .devices[0]
+            .transport
+        {
+            Transport::Mqtt {
+                max_message_bytes, ..
+            } => max_message_bytes,
+            _ => unreachable!(),
+        };
+        assert_eq!(limit(&device("")), DEFAULT_MAX_MESSAGE_BYTES);
+        assert_eq!(limit(&device("max_message_bytes = 65536")), 65536);
+        assert_eq!(
+            problems(&device("max_message_bytes = 0")),
+            vec![
+                "device[0].max_message_bytes: 0 is out of range; use a whole number from 1 to 268435460"
+            ]
+        );
+        // Not a key of other transports.
+        assert_eq!(
+            problems(
+                "store_id = \"s1\"\n[[device]]\nid = \"t\"\nprofile = \"pos-json\"\ntransport = \"http-stream\"\nurl = \"http://x\"\nmax_message_bytes = 1"
+            )
+            .len(),
+            1
+        );
+    }
 }

@@ -243,24 +243,28 @@ async fn backlog_far_beyond_the_device_queue_drains_on_one_connection() {
         ],
         None,
     );
-    let lines: String = (0..BACKLOG)
-        .map(|i| receipt(&format!("R-{i}")) + "\n")
-        .collect();
-    mosquitto_client(
-        "mosquitto_pub",
-        &[
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-q",
-            "1",
-            "-t",
-            "stores/t/pos/1",
-            "-l",
-        ],
-        Some(lines.as_bytes()),
-    );
+    // In runs of 10,000: mosquitto drops a publisher that has about
+    // 34,000 messages waiting for their PUBACKs (mosquitto_pub -l).
+    for run in 0..BACKLOG / 10_000 {
+        let lines: String = (run * 10_000..(run + 1) * 10_000)
+            .map(|i| receipt(&format!("R-{i}")) + "\n")
+            .collect();
+        mosquitto_client(
+            "mosquitto_pub",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-q",
+                "1",
+                "-t",
+                "stores/t/pos/1",
+                "-l",
+            ],
+            Some(lines.as_bytes()),
+        );
+    }
 
     let store = Store::new();
     let hub = Hub::start(&broker.config(client_id), store.shutdown.clone())
@@ -292,4 +296,69 @@ async fn backlog_far_beyond_the_device_queue_drains_on_one_connection() {
     assert!(store.quarantine().is_empty(), "{:?}", store.quarantine());
     let health = store.health.get("till-1").unwrap();
     assert_eq!(health.frames_ok, BACKLOG as u64, "{health:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_stays_up_while_storage_refuses_and_the_queue_is_full() {
+    const RECEIPTS: usize = 3_000;
+    let broker = Mosquitto::start();
+    let port = broker.port.to_string();
+    let store = Store::new();
+    let hub = Hub::start(&broker.config("storegate-stuck"), store.shutdown.clone())
+        .await
+        .unwrap();
+    spawn_device(&store, store.device(TILL, None), &hub);
+    wait_up(&store, "till-1").await;
+
+    // Storage refuses every commit (an exclusive lock, as a stuck disk
+    // would) while more receipts arrive than the device queue holds: the
+    // hub stops reading and must keep the connection alive for longer
+    // than the broker's keep-alive timeout (1.5 x 30 s) on its own.
+    let blocker = rusqlite::Connection::open(&store.db).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let lines: String = (0..RECEIPTS)
+        .map(|i| receipt(&format!("S-{i}")) + "\n")
+        .collect();
+    mosquitto_client(
+        "mosquitto_pub",
+        &[
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-q",
+            "1",
+            "-t",
+            "stores/t/pos/1",
+            "-l",
+        ],
+        Some(lines.as_bytes()),
+    );
+    let stuck = Instant::now();
+    while stuck.elapsed() < Duration::from_secs(50) {
+        assert_eq!(
+            hub.connections(),
+            1,
+            "reconnected after {:?} of refused commits",
+            stuck.elapsed()
+        );
+        assert!(
+            hub.is_connected(),
+            "connection lost after {:?}",
+            stuck.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    blocker.execute_batch("ROLLBACK").unwrap();
+    drop(blocker);
+
+    wait_within("every receipt journaled", Duration::from_secs(120), || {
+        (count(&store, "sale") as usize == RECEIPTS).then_some(())
+    })
+    .await;
+    wait_within("every PUBACK written", Duration::from_secs(30), || {
+        (hub.awaiting_ack() == 0).then_some(())
+    })
+    .await;
+    assert_eq!(hub.connections(), 1, "a reconnect was needed");
 }

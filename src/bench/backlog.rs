@@ -32,6 +32,8 @@ const AGENT_ID: &str = "bench-backlog-agent";
 const BARE_ID: &str = "bench-backlog-bare";
 const AGENT_TOPIC: &str = "bench/backlog/agent";
 const BARE_TOPIC: &str = "bench/backlog/bare";
+/// Messages per `mosquitto_pub` run (see `Mosquitto::publish`).
+const PUBLISH_CHUNK: usize = 10_000;
 /// A drain that takes longer than this is reported as stuck.
 const DRAIN_LIMIT: Duration = Duration::from_secs(600);
 
@@ -133,7 +135,9 @@ impl Mosquitto {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| format!("cannot run {program} (apt-get install mosquitto-clients): {e}"))?;
+            .map_err(|e| {
+                format!("cannot run {program} (apt-get install mosquitto-clients): {e}")
+            })?;
         if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
             pipe.write_all(input)?;
         }
@@ -159,13 +163,28 @@ impl Mosquitto {
         )
     }
 
-    /// Publish `lines` (one message each) at QoS 1 to `topic`.
+    /// Publish `lines` (one message each) at QoS 1 to `topic`, in chunks:
+    /// mosquitto 2.0.11 drops a publisher "due to out of memory" after
+    /// about 34,000 messages sent by `mosquitto_pub -l` on one connection
+    /// without waiting for their PUBACKs, and the rest never arrive.
     fn publish(&self, topic: &str, lines: &[u8]) -> Result<(), BoxError> {
-        self.client(
-            "mosquitto_pub",
-            &["-i", "bench-backlog-pub", "-q", "1", "-t", topic, "-l"],
-            Some(lines),
-        )
+        let mut rest = lines;
+        while !rest.is_empty() {
+            let cut = rest
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| **b == b'\n')
+                .nth(PUBLISH_CHUNK - 1)
+                .map_or(rest.len(), |(i, _)| i + 1);
+            let (chunk, tail) = rest.split_at(cut);
+            self.client(
+                "mosquitto_pub",
+                &["-i", "bench-backlog-pub", "-q", "1", "-t", topic, "-l"],
+                Some(chunk),
+            )?;
+            rest = tail;
+        }
+        Ok(())
     }
 }
 
@@ -290,7 +309,9 @@ async fn agent_round(
     }
     drop(hub);
     drop(writer);
-    tokio::task::spawn_blocking(move || thread.join()).await.ok();
+    tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .ok();
     Ok((n as f64 / secs, connections))
 }
 

@@ -18,11 +18,17 @@
 //! A message that is not acknowledged stays with the broker: because the
 //! session is persistent, the broker redelivers it after a reconnect or an
 //! agent restart, and the natural-key dedup of the journal makes that
-//! harmless. So whenever the agent cannot take a message (disk full, a
-//! device far behind, no device for its topic yet) the answer is to leave
-//! it unacknowledged, never to acknowledge and drop it. The one exception
-//! is a topic no configured device subscribes to (a leftover subscription
-//! of the persistent session): see [`CLAIM_GRACE`].
+//! harmless. But a broker redelivers only on a reconnect, so a message is
+//! never left unacknowledged on a live connection either: when the agent
+//! cannot take more (a device's queue is full because its commits are
+//! slow or storage refuses them, too many messages for devices not
+//! registered yet) the hub stops reading from the broker until there is
+//! room (flow control, see `flow`), and the broker holds the backlog. The
+//! one message that is acknowledged and dropped is one for a topic no
+//! configured device subscribes to (a leftover subscription of the
+//! persistent session): see [`CLAIM_GRACE`]. A message over its device's
+//! `max_message_bytes` is quarantined (size, topic, first bytes) and
+//! acknowledged like any bad input.
 //!
 //! Sessions and connections: a device session waits until the broker
 //! connection is up and the broker has confirmed the device's subscription
@@ -368,15 +374,7 @@ impl Hub {
         let source = spec.source();
 
         let Some(generation) = self
-            .wait_ready(
-                id,
-                &filter,
-                &mut changes,
-                &mut inbox,
-                &source,
-                ingest,
-                shutdown,
-            )
+            .wait_ready(&filter, &mut changes, &mut inbox, &source, ingest, shutdown)
             .await?
         else {
             return Ok(());
@@ -417,7 +415,6 @@ impl Hub {
     /// the SUBACK it waits for is one of those reads.
     async fn wait_ready(
         &self,
-        id: &str,
         filter: &str,
         changes: &mut watch::Receiver<()>,
         inbox: &mut mpsc::Receiver<ToCommit>,
@@ -425,6 +422,7 @@ impl Hub {
         ingest: &Ingest,
         shutdown: &mut Shutdown,
     ) -> Result<Option<u64>, DeviceError> {
+        let id = source.device.as_str();
         loop {
             match self.inner.readiness(filter) {
                 Readiness::Ready(generation) => return Ok(Some(generation)),
@@ -798,12 +796,7 @@ impl Inner {
         match route.tx.try_send(item) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(item)) => st.held.push_back((route.clone(), item)),
-            // The route owns its receiver, so this cannot happen; should it,
-            // the message stays unacknowledged on a connection that is
-            // dropped with the hub.
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                tracing::error!(device = %route.device, "device queue closed; message left with the broker");
-            }
+            Err(mpsc::error::TrySendError::Closed(item)) => queue_closed(st, route, &item),
         }
     }
 
@@ -819,8 +812,8 @@ impl Inner {
                     st.held.push_front((route, item));
                     return Some(tx);
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    tracing::error!(device = %route.device, "device queue closed; message left with the broker");
+                Err(mpsc::error::TrySendError::Closed(item)) => {
+                    queue_closed(&mut st, &route, &item)
                 }
             }
         }
@@ -862,6 +855,14 @@ impl Inner {
         // Written by the event loop after this, in arrival order.
         mark_ready(st, &m.ack());
     }
+}
+
+/// A device queue without its receiver. The route owns the receiver, so
+/// this cannot happen; should it, the message is left with the broker
+/// without holding up the PUBACKs of the messages after it.
+fn queue_closed(st: &mut State, route: &Route, item: &ToCommit) {
+    tracing::error!(device = %route.device, "device queue closed; message left with the broker");
+    st.pending_acks.remove(&item.ack.arrival);
 }
 
 /// `first` and what else waits in the queue, up to [`MAX_BATCH`].
