@@ -300,7 +300,8 @@ async fn backlog_far_beyond_the_device_queue_drains_on_one_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_stays_up_while_storage_refuses_and_the_queue_is_full() {
-    const RECEIPTS: usize = 3_000;
+    // More than the device queue held before flow control (10,000).
+    const RECEIPTS: usize = 12_000;
     let broker = Mosquitto::start();
     let port = broker.port.to_string();
     let store = Store::new();
@@ -316,24 +317,27 @@ async fn connection_stays_up_while_storage_refuses_and_the_queue_is_full() {
     // than the broker's keep-alive timeout (1.5 x 30 s) on its own.
     let blocker = rusqlite::Connection::open(&store.db).unwrap();
     blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
-    let lines: String = (0..RECEIPTS)
-        .map(|i| receipt(&format!("S-{i}")) + "\n")
-        .collect();
-    mosquitto_client(
-        "mosquitto_pub",
-        &[
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-q",
-            "1",
-            "-t",
-            "stores/t/pos/1",
-            "-l",
-        ],
-        Some(lines.as_bytes()),
-    );
+    for run in (0..RECEIPTS).collect::<Vec<_>>().chunks(10_000) {
+        let lines: String = run
+            .iter()
+            .map(|i| receipt(&format!("S-{i}")) + "\n")
+            .collect();
+        mosquitto_client(
+            "mosquitto_pub",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-q",
+                "1",
+                "-t",
+                "stores/t/pos/1",
+                "-l",
+            ],
+            Some(lines.as_bytes()),
+        );
+    }
     let stuck = Instant::now();
     while stuck.elapsed() < Duration::from_secs(50) {
         assert_eq!(
