@@ -299,24 +299,32 @@ async fn backlog_far_beyond_the_device_queue_drains_on_one_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connection_stays_up_while_storage_refuses_and_the_queue_is_full() {
-    // More than the device queue held before flow control (10,000).
-    const RECEIPTS: usize = 12_000;
+async fn backlog_waits_at_the_broker_while_storage_refuses_on_a_live_connection() {
+    // Far more than the device queue held before flow control (10,000):
+    // a resumed session's backlog comes from mosquitto much faster than
+    // its in-flight window would suggest.
+    const RECEIPTS: usize = 30_000;
     let broker = Mosquitto::start();
     let port = broker.port.to_string();
-    let store = Store::new();
-    let hub = Hub::start(&broker.config("storegate-stuck"), store.shutdown.clone())
-        .await
-        .unwrap();
-    spawn_device(&store, store.device(TILL, None), &hub);
-    wait_up(&store, "till-1").await;
-
-    // Storage refuses every commit (an exclusive lock, as a stuck disk
-    // would) while more receipts arrive than the device queue holds: the
-    // hub stops reading and must keep the connection alive for longer
-    // than the broker's keep-alive timeout (1.5 x 30 s) on its own.
-    let blocker = rusqlite::Connection::open(&store.db).unwrap();
-    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let client_id = "storegate-stuck";
+    mosquitto_client(
+        "mosquitto_sub",
+        &[
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-c",
+            "-i",
+            client_id,
+            "-q",
+            "1",
+            "-t",
+            "stores/t/pos/1",
+            "-E",
+        ],
+        None,
+    );
     for run in (0..RECEIPTS).collect::<Vec<_>>().chunks(10_000) {
         let lines: String = run
             .iter()
@@ -338,6 +346,22 @@ async fn connection_stays_up_while_storage_refuses_and_the_queue_is_full() {
             Some(lines.as_bytes()),
         );
     }
+
+    // The agent comes back to that backlog with storage refusing every
+    // commit (an exclusive lock, as a stuck disk would): the hub must
+    // stop reading, and keep the connection alive on its own for longer
+    // than the broker's keep-alive timeout (1.5 x 30 s).
+    let store = Store::new();
+    let blocker = rusqlite::Connection::open(&store.db).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let hub = Hub::start(&broker.config(client_id), store.shutdown.clone())
+        .await
+        .unwrap();
+    spawn_device(&store, store.device(TILL, None), &hub);
+    wait_within("the connection", Duration::from_secs(30), || {
+        hub.is_connected().then_some(())
+    })
+    .await;
     let stuck = Instant::now();
     while stuck.elapsed() < Duration::from_secs(50) {
         assert_eq!(
@@ -356,10 +380,21 @@ async fn connection_stays_up_while_storage_refuses_and_the_queue_is_full() {
     blocker.execute_batch("ROLLBACK").unwrap();
     drop(blocker);
 
-    wait_within("every receipt journaled", Duration::from_secs(120), || {
-        (count(&store, "sale") as usize == RECEIPTS).then_some(())
-    })
-    .await;
+    let started = Instant::now();
+    let deadline = Duration::from_secs(120);
+    loop {
+        let journaled = count(&store, "sale") as usize;
+        if journaled == RECEIPTS {
+            break;
+        }
+        assert!(
+            started.elapsed() < deadline,
+            "{journaled} of {RECEIPTS} receipts journaled {deadline:?} after storage came back; connections {}, awaiting PUBACK {}",
+            hub.connections(),
+            hub.awaiting_ack()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     wait_within("every PUBACK written", Duration::from_secs(30), || {
         (hub.awaiting_ack() == 0).then_some(())
     })
