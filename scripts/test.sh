@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 need=()
 command -v socat >/dev/null 2>&1 || need+=(socat)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+# mosquitto_pub/_sub play devices in tests/mqtt_limits.rs and the bare
+# subscriber of `storegate bench backlog`.
+command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
 # The staff page is tested in a real headless browser.
 [ -x /usr/bin/chromium ] || need+=(chromium)
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)

@@ -206,6 +206,61 @@ pub fn bench_mqtt(
     Ok(())
 }
 
+/// `storegate bench backlog`.
+pub fn bench_backlog(
+    dir: &Path,
+    messages: usize,
+    rounds: usize,
+    receipts: bool,
+) -> anyhow::Result<()> {
+    use bench::backlog::Payload;
+    let payload = if receipts {
+        Payload::Receipts
+    } else {
+        Payload::Zebra
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let f = runtime
+        .block_on(bench::backlog::run(dir, messages, rounds, payload))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let list = |v: &[f64]| {
+        v.iter()
+            .map(|r| format!("{r:.0}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!(
+        "storegate bench backlog  ({}, {} cores, mosquitto, QoS 1, persistent sessions)",
+        bench::stamp(),
+        num_cpus()
+    );
+    println!(
+        "  backlog                     {} messages per round, {} rounds taken in turns ({})",
+        f.messages,
+        f.bare_per_s.len(),
+        match f.payload {
+            Payload::Zebra => "Zebra IoT Connector reads over 5,000 tags",
+            Payload::Receipts => "POS receipts, each journaled",
+        }
+    );
+    println!(
+        "  mosquitto_sub               {:>10.0} msgs/s  median (rounds: {})",
+        f.bare_median(),
+        list(&f.bare_per_s)
+    );
+    println!(
+        "  storegate                   {:>10.0} msgs/s  median (rounds: {}; start to the last PUBACK)",
+        f.agent_median(),
+        list(&f.agent_per_s)
+    );
+    println!(
+        "  ratio                       {:>10.2}  (median of the rounds' ratios)",
+        f.ratio()
+    );
+    println!("  agent reconnects            {:>10}", f.reconnects);
+    Ok(())
+}
+
 /// `storegate bench labels`.
 pub fn bench_labels(dir: &Path, changes: usize) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;

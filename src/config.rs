@@ -144,6 +144,9 @@ pub enum Transport {
     Serial(SerialLine),
     Mqtt {
         topic: String,
+        /// Messages larger than this are quarantined (size, topic, first
+        /// bytes) and acknowledged instead of decoded.
+        max_message_bytes: usize,
     },
     ModbusTcp {
         address: String,
@@ -182,12 +185,20 @@ impl Transport {
             Transport::Serial(l) | Transport::ModbusRtu { line: l, .. } => {
                 l.port.display().to_string()
             }
-            Transport::Mqtt { topic } => topic.clone(),
+            Transport::Mqtt { topic, .. } => topic.clone(),
             Transport::ModbusTcp { address, .. } => address.clone(),
             Transport::Http { url, .. } | Transport::HttpStream { url } => url.clone(),
         }
     }
 }
+
+/// An MQTT device's message size limit unless its `max_message_bytes`
+/// says otherwise: far above a batch of RFID reads or a receipt, far below
+/// what would strain a gateway's memory.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+/// The largest packet MQTT can express (a remaining length of 268,435,455
+/// bytes plus the fixed header): no device limit can be above it.
+pub const MAX_MQTT_PACKET: usize = 268_435_455 + 5;
 
 pub const TRANSPORTS: [&str; 6] = [
     "serial",
@@ -692,6 +703,12 @@ fn read_device(
         "serial" => Transport::Serial(read_serial_line(&mut f, p)),
         "mqtt" => Transport::Mqtt {
             topic: f.required_string(p, "topic", "\"stores/0042/pos/+\""),
+            max_message_bytes: f.integer(
+                p,
+                "max_message_bytes",
+                DEFAULT_MAX_MESSAGE_BYTES as u64,
+                1..=MAX_MQTT_PACKET as u64,
+            ) as usize,
         },
         "modbus-tcp" => Transport::ModbusTcp {
             address: f.required_string(p, "address", "\"192.168.10.50:502\""),
@@ -712,6 +729,7 @@ fn read_device(
         },
         "" => Transport::Mqtt {
             topic: String::new(),
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         },
         other => {
             let hint = match closest(other, &TRANSPORTS) {
@@ -725,6 +743,7 @@ fn read_device(
             );
             Transport::Mqtt {
                 topic: String::new(),
+                max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             }
         }
     };
@@ -852,7 +871,7 @@ transport = "serial"
             vec![
                 "durability: \"sometimes\" is not allowed; use one of \"full\", \"normal\"",
                 "device[0].profile: unknown profile \"pos-jsn\"; did you mean \"pos-json\"?",
-                "device[0].baud: unknown key; keys of a mqtt device are: alert_above, alert_below, id, offline_alert_s, profile, slots, topic, transport, zone",
+                "device[0].baud: unknown key; keys of a mqtt device are: alert_above, alert_below, id, max_message_bytes, offline_alert_s, profile, slots, topic, transport, zone",
                 "device[1].port: missing; add e.g. port = \"/dev/ttyUSB0\"",
                 "device[1].id: duplicate device id \"pos-1\" (also device[0]); every device needs its own id",
             ]
@@ -923,5 +942,40 @@ url = "http://x/stream"
             &c.devices[2].transport,
             Transport::ModbusRtu { unit: 7, .. }
         ));
+    }
+
+    #[test]
+    fn mqtt_message_size_limit_has_a_default_and_a_range() {
+        let device = |extra: &str| {
+            format!(
+                "store_id = \"s1\"\n[[device]]\nid = \"t\"\nprofile = \"pos-json\"\ntransport = \"mqtt\"\ntopic = \"x\"\n{extra}"
+            )
+        };
+        let limit = |text: &str| match Config::parse(text, Path::new("x"), &profiles())
+            .unwrap()
+            .devices[0]
+            .transport
+        {
+            Transport::Mqtt {
+                max_message_bytes, ..
+            } => max_message_bytes,
+            _ => unreachable!(),
+        };
+        assert_eq!(limit(&device("")), DEFAULT_MAX_MESSAGE_BYTES);
+        assert_eq!(limit(&device("max_message_bytes = 65536")), 65536);
+        assert_eq!(
+            problems(&device("max_message_bytes = 0")),
+            vec![
+                "device[0].max_message_bytes: 0 is out of range; use a whole number from 1 to 268435460"
+            ]
+        );
+        // Not a key of other transports.
+        assert_eq!(
+            problems(
+                "store_id = \"s1\"\n[[device]]\nid = \"t\"\nprofile = \"pos-json\"\ntransport = \"http-stream\"\nurl = \"http://x\"\nmax_message_bytes = 1"
+            )
+            .len(),
+            1
+        );
     }
 }

@@ -136,6 +136,21 @@ enum BenchCommand {
         #[arg(long)]
         bare_parses_json: bool,
     },
+    /// A backlog queued at mosquitto for the agent's persistent session,
+    /// drained by the agent vs by mosquitto_sub on the same broker.
+    Backlog {
+        #[arg(long, default_value = "./bench-data")]
+        dir: PathBuf,
+        /// Messages in the backlog.
+        #[arg(long, default_value_t = 100_000)]
+        messages: usize,
+        /// Rounds of each, mosquitto_sub and agent taking turns.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// POS receipts (each journaled) instead of Zebra tag reads.
+        #[arg(long)]
+        receipts: bool,
+    },
     /// Time from a committed price change to the label update leaving.
     Labels {
         #[arg(long, default_value = "./bench-data")]
@@ -251,6 +266,12 @@ fn main() -> ExitCode {
             rounds,
             bare_parses_json,
         }) => cli::bench_mqtt(&dir, reads.max(1), rounds.max(1), bare_parses_json),
+        Command::Bench(BenchCommand::Backlog {
+            dir,
+            messages,
+            rounds,
+            receipts,
+        }) => cli::bench_backlog(&dir, messages.max(1), rounds.max(1), receipts),
         Command::Bench(BenchCommand::Labels { dir, changes }) => {
             cli::bench_labels(&dir, changes.max(1))
         }

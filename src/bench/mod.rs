@@ -13,6 +13,7 @@ use crate::config::Durability;
 use crate::db::{self, StoreError, Writer, writer::NoProjections};
 use crate::event::{EventBody, NewEvent, SaleLine, TagTransition};
 
+pub mod backlog;
 pub mod labels;
 pub mod mqtt;
 pub mod offline;

@@ -60,7 +60,7 @@ impl MqttFigures {
     }
 }
 
-fn median(values: &[f64]) -> f64 {
+pub(crate) fn median(values: &[f64]) -> f64 {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
     match v.len() {
@@ -75,7 +75,7 @@ fn free_addr() -> std::io::Result<std::net::SocketAddr> {
 }
 
 /// A Zebra IoT Connector read: read number `i` of tag `i % TAGS`.
-fn zebra_read(i: usize) -> Vec<u8> {
+pub(crate) fn zebra_read(i: usize) -> Vec<u8> {
     format!(
         r#"{{"data":{{"eventNum":{i},"format":"epc","idHex":"3074257bf7194e40{:08x}","antenna":1,"peakRssi":-50}},"timestamp":"2026-11-22T10:15:30.123Z","type":"SIMPLE"}}"#,
         i % TAGS

@@ -19,9 +19,14 @@ use tracing_subscriber::filter::{FilterFn, filter_fn};
 
 use super::DeviceError;
 
-/// Largest payload a device may publish. ESL updates and batched RFID
-/// reads are a few KiB; the margin is for HTTP-style batching readers.
+/// Largest payload the agent publishes (ESL updates are a few KiB).
 pub const MAX_PAYLOAD: usize = 256 * 1024;
+/// Largest payload the embedded broker takes from a device: the default
+/// device limit (`max_message_bytes`), so that up to it the agent decides
+/// (a larger message is quarantined with a reason). rumqttd refuses a
+/// larger PUBLISH itself by dropping the publisher's connection; the
+/// agent never sees it, and a device limit above this has no effect here.
+const MAX_DEVICE_PAYLOAD: usize = crate::config::DEFAULT_MAX_MESSAGE_BYTES;
 /// How long to wait for the broker to accept connections after starting.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -121,7 +126,7 @@ fn broker_config(listen: SocketAddr) -> Config {
     let connections = ConnectionSettings {
         // Time a new connection has to send CONNECT.
         connection_timeout_ms: 10_000,
-        max_payload_size: MAX_PAYLOAD,
+        max_payload_size: MAX_DEVICE_PAYLOAD.max(MAX_PAYLOAD),
         // QoS 1 messages sent to one client and not yet acknowledged. The
         // agent acknowledges only after its commit, so this is how far the
         // broker runs ahead of the journal.

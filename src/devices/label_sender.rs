@@ -49,7 +49,7 @@ impl Routes {
         let mut r = Routes::default();
         for s in specs {
             match (&s.profile.codec, &s.config.transport) {
-                (Codec::EslJson(p), Transport::Mqtt { topic }) => r.mqtt.push(Route::Mqtt {
+                (Codec::EslJson(p), Transport::Mqtt { topic, .. }) => r.mqtt.push(Route::Mqtt {
                     topic: topic.clone(),
                     ack_timeout_s: p.ack_timeout_s,
                 }),

@@ -18,11 +18,17 @@
 //! A message that is not acknowledged stays with the broker: because the
 //! session is persistent, the broker redelivers it after a reconnect or an
 //! agent restart, and the natural-key dedup of the journal makes that
-//! harmless. So whenever the agent cannot take a message (disk full, a
-//! device far behind, no device for its topic yet) the answer is to leave
-//! it unacknowledged, never to acknowledge and drop it. The one exception
-//! is a topic no configured device subscribes to (a leftover subscription
-//! of the persistent session): see [`CLAIM_GRACE`].
+//! harmless. But a broker redelivers only on a reconnect, so a message is
+//! never left unacknowledged on a live connection either: when the agent
+//! cannot take more (a device's queue is full because its commits are
+//! slow or storage refuses them, too many messages for devices not
+//! registered yet) the hub stops reading from the broker until there is
+//! room (flow control, see `flow`), and the broker holds the backlog. The
+//! one message that is acknowledged and dropped is one for a topic no
+//! configured device subscribes to (a leftover subscription of the
+//! persistent session): see [`CLAIM_GRACE`]. A message over its device's
+//! `max_message_bytes` is quarantined (size, topic, first bytes) and
+//! acknowledged like any bad input.
 //!
 //! Sessions and connections: a device session waits until the broker
 //! connection is up and the broker has confirmed the device's subscription
@@ -54,33 +60,43 @@ use rumqttc::{
 };
 use tokio::sync::{mpsc, watch};
 
+mod flow;
+
 use super::broker::{self, MAX_PAYLOAD};
 use super::ingest::Unit;
 use super::{DeviceError, DeviceSpec, Ingest, Shutdown, Source, commit_until_stored};
 use crate::backoff::Backoff;
 use crate::codecs::json::{DecodeContext, JsonCodec};
 use crate::codecs::{Decoded, esl};
-use crate::config::{Broker, MqttConfig, Transport};
+use crate::config::{Broker, MAX_MQTT_PACKET, MqttConfig, Transport};
 use crate::event::{EventBody, LabelAck};
 use crate::profiles::Codec;
 
 /// How often the client pings an otherwise quiet broker; a broker that
 /// stops answering is noticed after about one and a half of these.
 const KEEP_ALIVE: Duration = Duration::from_secs(30);
-/// The largest packet accepted from the broker. A larger one makes the
-/// client drop the connection (and the broker would redeliver it), so this
-/// is well above what devices send ([`MAX_PAYLOAD`] on the embedded broker).
-const MAX_INCOMING_PACKET: usize = 4 * 1024 * 1024;
+/// The largest packet accepted from the broker: anything MQTT can carry.
+/// The client drops the connection on a larger packet and the broker
+/// redelivers it, forever, so the transport must never be what refuses a
+/// message; each device's `max_message_bytes` decides instead (the message
+/// is quarantined and acknowledged). A store that must bound the memory a
+/// single message can take sets the broker's own limit (mosquitto's
+/// `message_size_limit`), which refuses it at the publisher.
+const MAX_INCOMING_PACKET: usize = MAX_MQTT_PACKET;
+/// How much of an oversize message the quarantine keeps.
+const OVERSIZE_HEAD: usize = 1024;
 /// The largest packet sent: an update payload of at most [`MAX_PAYLOAD`]
 /// plus its topic and header.
 const MAX_OUTGOING_PACKET: usize = MAX_PAYLOAD + 8 * 1024;
 /// Requests (acks, subscriptions, publishes) queued for the event loop.
 const REQUEST_CAPACITY: usize = 1024;
-/// Messages waiting for one device. The broker's in-flight window (QoS 1
-/// messages sent and not yet acknowledged, typically 20 to 100) keeps the
-/// real number far lower; should it be reached anyway, further messages
-/// are left unacknowledged for the broker to redeliver later.
-const DEVICE_QUEUE: usize = 10_000;
+/// Messages waiting for one device's commit. A broker may send far more
+/// than its in-flight window (mosquitto sends a persistent session's whole
+/// backlog at once), so when a queue is full the hub stops reading from
+/// the broker until the session has made room (see `flow`): the broker's
+/// queue, not the agent's memory, holds the backlog. A few batches keep
+/// the session busy while the hub reads on.
+const DEVICE_QUEUE: usize = 4 * MAX_BATCH;
 /// Messages delivered to one device in one transaction at most.
 const MAX_BATCH: usize = 256;
 /// Messages held for devices that have not registered yet.
@@ -213,6 +229,21 @@ struct State {
     /// loop; the event loop writes the rest itself, but only once the
     /// queued ones are out, so the order holds.
     acks_queued: usize,
+    /// Messages decoded for a device whose queue was full, oldest first,
+    /// and every message after them: while any is held the event loop
+    /// reads nothing more from the broker (flow control, see `flow`).
+    held: VecDeque<(Arc<Route>, ToCommit)>,
+    /// Messages for devices that have not registered yet, dropped after
+    /// the grace period since the last warning about them.
+    unclaimed_dropped: u64,
+}
+
+impl State {
+    /// Whether the event loop must stop reading from the broker: a device
+    /// queue is full, or too many messages wait for their device.
+    fn holding(&self) -> bool {
+        !self.held.is_empty() || self.unclaimed.len() >= UNCLAIMED_MAX
+    }
 }
 
 struct Inner {
@@ -220,6 +251,9 @@ struct Inner {
     state: Mutex<State>,
     /// Wakes sessions when the connection or a subscription changed.
     changed: watch::Sender<()>,
+    /// Wakes the event loop while it holds back reads: PUBACKs are ready,
+    /// or a session made room.
+    wake: tokio::sync::Notify,
     started: Instant,
 }
 
@@ -284,6 +318,7 @@ impl Hub {
             client,
             state: Mutex::new(State::default()),
             changed: watch::channel(()).0,
+            wake: tokio::sync::Notify::new(),
             started: Instant::now(),
         });
         tracing::info!(broker = %endpoint, client_id = %config.client_id, "connecting to the MQTT broker");
@@ -294,6 +329,20 @@ impl Hub {
     /// Whether the broker connection is up right now.
     pub fn is_connected(&self) -> bool {
         self.inner.lock().connected
+    }
+
+    /// Connections made to the broker so far (CONNACKs): one more than the
+    /// reconnects.
+    pub fn connections(&self) -> u64 {
+        self.inner.lock().generation
+    }
+
+    /// Close the broker connection with a DISCONNECT, keeping the
+    /// persistent session at the broker: for a bench or a test that stops
+    /// one agent before the next takes the session over. Call after
+    /// shutdown, or the hub reconnects.
+    pub fn disconnect(&self) {
+        let _ = self.inner.client.try_disconnect();
     }
 
     /// QoS 1 messages of the current connection whose PUBACK has not been
@@ -322,9 +371,10 @@ impl Hub {
         // makes that explicit.
         let mut inbox = inbox.lock().await;
         let mut changes = self.inner.changed.subscribe();
+        let source = spec.source();
 
         let Some(generation) = self
-            .wait_ready(id, &filter, &mut changes, ingest, shutdown)
+            .wait_ready(&filter, &mut changes, &mut inbox, &source, ingest, shutdown)
             .await?
         else {
             return Ok(());
@@ -333,7 +383,6 @@ impl Hub {
             tracing::info!(device = %id, filter = %filter, "MQTT device subscribed");
         }
 
-        let source = spec.source();
         loop {
             tokio::select! {
                 _ = shutdown.wait() => return Ok(()),
@@ -349,13 +398,7 @@ impl Hub {
                     let Some(first) = first else {
                         return Err(DeviceError::Lost("the MQTT hub stopped".into()));
                     };
-                    let mut batch = vec![first];
-                    while batch.len() < MAX_BATCH {
-                        match inbox.try_recv() {
-                            Ok(m) => batch.push(m),
-                            Err(_) => break,
-                        }
-                    }
+                    let batch = take_batch(first, &mut inbox);
                     if !self.commit(&source, batch, ingest, shutdown).await {
                         return Ok(());
                     }
@@ -367,14 +410,19 @@ impl Hub {
     /// Wait until the connection is up and the broker confirmed the
     /// device's subscription: `Some(connection generation)`, or `None` on
     /// shutdown.
+    /// Messages already queued for the device are committed meanwhile:
+    /// the hub may be holding back reads until this queue has room, and
+    /// the SUBACK it waits for is one of those reads.
     async fn wait_ready(
         &self,
-        id: &str,
         filter: &str,
         changes: &mut watch::Receiver<()>,
+        inbox: &mut mpsc::Receiver<ToCommit>,
+        source: &Source,
         ingest: &Ingest,
         shutdown: &mut Shutdown,
     ) -> Result<Option<u64>, DeviceError> {
+        let id = source.device.as_str();
         loop {
             match self.inner.readiness(filter) {
                 Readiness::Ready(generation) => return Ok(Some(generation)),
@@ -407,6 +455,12 @@ impl Hub {
                     }
                 }
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                Some(first) = inbox.recv() => {
+                    let batch = take_batch(first, inbox);
+                    if !self.commit(source, batch, ingest, shutdown).await {
+                        return Ok(None);
+                    }
+                }
             }
         }
     }
@@ -521,6 +575,9 @@ impl Inner {
         for m in mine {
             self.dispatch(&mut st, &route, m);
         }
+        drop(st);
+        // The event loop may be holding back for these messages.
+        self.wake.notify_one();
         rx
     }
 
@@ -589,6 +646,13 @@ impl Inner {
         let mut st = self.lock();
         for ack in acks {
             mark_ready(&mut st, ack);
+        }
+        if st.holding() {
+            // The event loop is not polling the client, so it would not see
+            // a PUBACK in the request queue; it writes them itself.
+            drop(st);
+            self.wake.notify_one();
+            return;
         }
         if st.acks_queued > 0 {
             return;
@@ -698,13 +762,8 @@ impl Inner {
             if self.started.elapsed() > CLAIM_GRACE {
                 self.drop_unclaimed(&mut st, message);
             } else {
-                if st.unclaimed.len() >= UNCLAIMED_MAX {
-                    // Left unacknowledged: the broker redelivers it after
-                    // the next reconnect.
-                    if let Some(old) = st.unclaimed.pop_front() {
-                        st.pending_acks.remove(&old.arrival);
-                    }
-                }
+                // Beyond UNCLAIMED_MAX the event loop stops reading until
+                // the devices register or the grace period ends.
                 st.unclaimed.push_back(message);
             }
             return;
@@ -713,10 +772,11 @@ impl Inner {
     }
 
     /// Decode and sort a message of `route`'s device: acknowledge it when
-    /// it leaves nothing to commit, else queue it for the device's session.
-    /// Runs with the state locked, so that a device's messages are sorted
-    /// in arrival order.
-    fn dispatch(&self, st: &mut State, route: &Route, message: Message) {
+    /// it leaves nothing to commit, else queue it for the device's session,
+    /// or hold it in the hub when that queue is full (the event loop then
+    /// stops reading until there is room). Runs with the state locked, so
+    /// that a device's messages are sorted in arrival order.
+    fn dispatch(&self, st: &mut State, route: &Arc<Route>, message: Message) {
         let items = route.reader.decode(
             &message.publish.topic,
             &message.publish.payload,
@@ -727,16 +787,37 @@ impl Inner {
             mark_ready(st, &ack);
             return;
         };
-        if route.tx.try_send(ToCommit { ack, unit }).is_err() {
-            // Not acknowledged: the broker keeps it. Brokers send at most
-            // their in-flight window unacknowledged, far below the queue.
-            st.pending_acks.remove(&ack.arrival);
-            tracing::warn!(
-                device = %route.device,
-                topic = %message.publish.topic,
-                "device is {DEVICE_QUEUE} messages behind; leaving this one with the broker"
-            );
+        let item = ToCommit { ack, unit };
+        if !st.held.is_empty() {
+            // Behind what is held already, to keep the arrival order.
+            st.held.push_back((route.clone(), item));
+            return;
         }
+        match route.tx.try_send(item) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(item)) => st.held.push_back((route.clone(), item)),
+            Err(mpsc::error::TrySendError::Closed(item)) => queue_closed(st, route, &item),
+        }
+    }
+
+    /// Move held messages into their devices' queues while there is room.
+    /// Returns the queue the oldest held message still waits for.
+    fn release_held(&self) -> Option<mpsc::Sender<ToCommit>> {
+        let mut st = self.lock();
+        while let Some((route, item)) = st.held.pop_front() {
+            match route.tx.try_send(item) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(item)) => {
+                    let tx = route.tx.clone();
+                    st.held.push_front((route, item));
+                    return Some(tx);
+                }
+                Err(mpsc::error::TrySendError::Closed(item)) => {
+                    queue_closed(&mut st, &route, &item)
+                }
+            }
+        }
+        None
     }
 
     /// Drop held messages that no device claimed within the grace period.
@@ -757,20 +838,43 @@ impl Inner {
     /// Acknowledge and drop a message no configured device subscribes to.
     fn drop_unclaimed(&self, st: &mut State, m: Message) {
         let now = Instant::now();
+        st.unclaimed_dropped += 1;
         if st
             .last_unclaimed_warning
             .is_none_or(|at| now.duration_since(at) > Duration::from_secs(60))
         {
             tracing::warn!(
                 topic = %m.publish.topic,
-                "no configured device subscribes to this topic (a subscription left from an older configuration?); message dropped"
+                dropped = st.unclaimed_dropped,
+                "no configured device subscribes to this topic (a subscription left from an older configuration?); messages dropped (counted since the last such warning)"
             );
             st.last_unclaimed_warning = Some(now);
+            st.unclaimed_dropped = 0;
         }
         tracing::debug!(topic = %m.publish.topic, "unclaimed message dropped");
         // Written by the event loop after this, in arrival order.
         mark_ready(st, &m.ack());
     }
+}
+
+/// A device queue without its receiver. The route owns the receiver, so
+/// this cannot happen; should it, the message is left with the broker
+/// without holding up the PUBACKs of the messages after it.
+fn queue_closed(st: &mut State, route: &Route, item: &ToCommit) {
+    tracing::error!(device = %route.device, "device queue closed; message left with the broker");
+    st.pending_acks.remove(&item.ack.arrival);
+}
+
+/// `first` and what else waits in the queue, up to [`MAX_BATCH`].
+fn take_batch(first: ToCommit, inbox: &mut mpsc::Receiver<ToCommit>) -> Vec<ToCommit> {
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        match inbox.try_recv() {
+            Ok(m) => batch.push(m),
+            Err(_) => break,
+        }
+    }
+    batch
 }
 
 /// The first route whose filter matches `topic`.
@@ -815,16 +919,17 @@ fn take_ready(st: &mut State) -> Vec<u16> {
 /// network is a public part of its event loop; writing PUBACKs there is
 /// what the client does itself for automatic acks. A failed write loses
 /// nothing: the connection is then broken, and the broker redelivers.
-async fn write_ready_acks(eventloop: &mut EventLoop, hub: &Inner) {
+/// `Ok(true)` when PUBACKs were written, `Err` when the connection broke.
+async fn write_ready_acks(eventloop: &mut EventLoop, hub: &Inner) -> Result<bool, String> {
     if !eventloop.state.events.is_empty() {
-        return;
+        return Ok(false);
     }
     let Some(network) = eventloop.network.as_mut() else {
-        return;
+        return Ok(false);
     };
     let pkids = take_ready(&mut hub.lock());
     if pkids.is_empty() {
-        return;
+        return Ok(false);
     }
     let written = async {
         for pkid in pkids {
@@ -833,10 +938,14 @@ async fn write_ready_acks(eventloop: &mut EventLoop, hub: &Inner) {
         network.flush().await
     };
     match tokio::time::timeout(ACK_FLUSH_TIMEOUT, written).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::debug!(error = %e, "PUBACKs not written; the broker will redeliver"),
+        Ok(Ok(())) => Ok(true),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "PUBACKs not written; the broker will redeliver");
+            Err(format!("cannot write to the MQTT broker: {e}"))
+        }
         Err(_) => {
-            tracing::debug!("the broker is slow to take PUBACKs; they go with the next flush")
+            tracing::debug!("the broker is slow to take PUBACKs; they go with the next flush");
+            Ok(true)
         }
     }
 }
@@ -847,7 +956,21 @@ async fn write_ready_acks(eventloop: &mut EventLoop, hub: &Inner) {
 async fn drive(mut eventloop: EventLoop, inner: Weak<Inner>, mut shutdown: Shutdown) {
     let mut backoff = Backoff::new(RECONNECT_BASE, RECONNECT_CAP);
     let mut outage_logged = false;
+    let mut episodes = flow::Episodes::default();
     loop {
+        let Some(hub) = inner.upgrade() else {
+            break;
+        };
+        let hold = flow::must_hold(&eventloop, &hub);
+        drop(hub);
+        if hold {
+            flow::hold_back(&mut eventloop, &inner, &mut shutdown, &mut episodes).await;
+            if shutdown.is_triggered() {
+                // The sessions are gone: what is held would never drain.
+                break;
+            }
+            continue;
+        }
         let polled = eventloop.poll().await;
         let Some(hub) = inner.upgrade() else {
             break;
@@ -888,7 +1011,9 @@ async fn drive(mut eventloop: EventLoop, inner: Weak<Inner>, mut shutdown: Shutd
             }
         }
         hub.sweep_unclaimed();
-        write_ready_acks(&mut eventloop, &hub).await;
+        // A failed write shows as an error of the next poll.
+        let _ = write_ready_acks(&mut eventloop, &hub).await;
+        episodes.tick();
     }
     tracing::debug!("MQTT connection task stopped");
 }
@@ -898,6 +1023,8 @@ struct Reader {
     /// The subscription filter.
     filter: String,
     decoder: Decoder,
+    /// Larger messages are quarantined, not decoded.
+    max_message_bytes: usize,
 }
 
 enum Decoder {
@@ -911,7 +1038,11 @@ enum Decoder {
 
 impl Reader {
     fn new(spec: &DeviceSpec, member_key: &[u8]) -> Result<Reader, DeviceError> {
-        let Transport::Mqtt { topic } = &spec.config.transport else {
+        let Transport::Mqtt {
+            topic,
+            max_message_bytes,
+        } = &spec.config.transport
+        else {
             return Err(DeviceError::Open {
                 what: spec.config.transport.endpoint(),
                 reason: "not an MQTT device".into(),
@@ -943,11 +1074,18 @@ impl Reader {
                     .into(),
             });
         }
-        Ok(Reader { filter, decoder })
+        Ok(Reader {
+            filter,
+            decoder,
+            max_message_bytes: *max_message_bytes,
+        })
     }
 
     /// Decode one message; never panics, bad input becomes `Decoded::Bad`.
     fn decode(&self, topic: &str, payload: &[u8], now: DateTime<Utc>) -> Vec<Decoded> {
+        if payload.len() > self.max_message_bytes {
+            return vec![oversize(topic, payload, self.max_message_bytes)];
+        }
         match &self.decoder {
             Decoder::Json { codec, context } => {
                 let out = codec.decode(payload, context, now);
@@ -962,6 +1100,22 @@ impl Reader {
             }
             Decoder::EslStatus => vec![label_status(topic, payload, now)],
         }
+    }
+}
+
+/// A message over its device's size limit, for the quarantine: the reason
+/// names the size, the limit and the topic; only the first bytes are kept.
+fn oversize(topic: &str, payload: &[u8], limit: usize) -> Decoded {
+    let head = &payload[..payload.len().min(OVERSIZE_HEAD)];
+    Decoded::Bad {
+        reason: format!(
+            "message of {} bytes on topic {topic:?} is over the device's limit of {limit} bytes; \
+             not decoded, its first {} bytes kept. If the device really sends messages this \
+             large, raise max_message_bytes on the device; otherwise check its batching settings",
+            payload.len(),
+            head.len()
+        ),
+        raw: head.to_vec(),
     }
 }
 
