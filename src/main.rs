@@ -131,10 +131,6 @@ enum BenchCommand {
         /// Rounds of each, bare subscriber and agent taking turns.
         #[arg(long, default_value_t = 5)]
         rounds: usize,
-        /// The bare subscriber also parses each payload into a JSON value,
-        /// the least any consumer of the reads does.
-        #[arg(long)]
-        bare_parses_json: bool,
     },
     /// A backlog queued at mosquitto for the agent's persistent session,
     /// drained by the agent vs by mosquitto_sub on the same broker.
@@ -150,6 +146,10 @@ enum BenchCommand {
         /// POS receipts (each journaled) instead of Zebra tag reads.
         #[arg(long)]
         receipts: bool,
+        /// mosquitto's max_inflight_messages (QoS 1 messages sent to a
+        /// client and not yet acknowledged); its default is 20.
+        #[arg(long, default_value_t = 20)]
+        inflight: u32,
     },
     /// Time from a committed price change to the label update leaving.
     Labels {
@@ -260,18 +260,16 @@ fn main() -> ExitCode {
         }),
         Command::Bench(BenchCommand::Sync { dir, events }) => cli::bench_sync(&dir, events),
         Command::Bench(BenchCommand::Startup { dir, events }) => cli::bench_startup(&dir, events),
-        Command::Bench(BenchCommand::Mqtt {
-            dir,
-            reads,
-            rounds,
-            bare_parses_json,
-        }) => cli::bench_mqtt(&dir, reads.max(1), rounds.max(1), bare_parses_json),
+        Command::Bench(BenchCommand::Mqtt { dir, reads, rounds }) => {
+            cli::bench_mqtt(&dir, reads.max(1), rounds.max(1))
+        }
         Command::Bench(BenchCommand::Backlog {
             dir,
             messages,
             rounds,
             receipts,
-        }) => cli::bench_backlog(&dir, messages.max(1), rounds.max(1), receipts),
+            inflight,
+        }) => cli::bench_backlog(&dir, messages.max(1), rounds.max(1), receipts, inflight),
         Command::Bench(BenchCommand::Labels { dir, changes }) => {
             cli::bench_labels(&dir, changes.max(1))
         }

@@ -93,7 +93,10 @@ struct Mosquitto {
 }
 
 impl Mosquitto {
-    fn start(dir: &Path) -> Result<Mosquitto, BoxError> {
+    /// `inflight`: mosquitto's `max_inflight_messages`, the QoS 1 messages
+    /// it sends a client before waiting for PUBACKs. For input journaled
+    /// before its PUBACK it bounds the commit groups.
+    fn start(dir: &Path, inflight: u32) -> Result<Mosquitto, BoxError> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -101,7 +104,7 @@ impl Mosquitto {
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\n"
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nmax_inflight_messages {inflight}\n"
             ),
         )?;
         let child = Command::new("mosquitto")
@@ -322,9 +325,10 @@ pub async fn run(
     messages: usize,
     rounds: usize,
     payload: Payload,
+    inflight: u32,
 ) -> Result<BacklogFigures, BoxError> {
     std::fs::create_dir_all(dir)?;
-    let broker = Mosquitto::start(dir)?;
+    let broker = Mosquitto::start(dir, inflight)?;
     broker.make_session(BARE_ID, BARE_TOPIC)?;
     broker.make_session(AGENT_ID, AGENT_TOPIC)?;
     let mut figures = BacklogFigures {
