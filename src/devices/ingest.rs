@@ -63,6 +63,14 @@ pub struct Delivered {
     pub quarantined: usize,
 }
 
+impl Delivered {
+    fn merge(&mut self, other: Delivered) {
+        self.events += other.events;
+        self.duplicates += other.duplicates;
+        self.quarantined += other.quarantined;
+    }
+}
+
 #[derive(Default)]
 struct Burst {
     started: Option<Instant>,
@@ -217,24 +225,18 @@ impl Ingest {
                 let mut done = Delivered::default();
                 let mut refused = Vec::new();
                 let mut transition_refused = false;
-                for group in &groups {
-                    // A group (one receipt, one message's events) that
-                    // cannot be journaled for a reason retrying cannot fix
-                    // is quarantined with that reason; the rest commits.
-                    match w.attempt(|w| append_group(w, &device, group)) {
-                        Ok(d) => {
-                            done.events += d.events;
-                            done.duplicates += d.duplicates;
-                        }
-                        Err(e) if !e.is_retryable() => {
-                            let reason = format!("cannot be journaled: {e}");
-                            w.quarantine(&device, &reason, &group_json(group))?;
-                            done.quarantined += 1;
-                            refused.push(reason);
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
+                // A group (one receipt, one message's events) that cannot
+                // be journaled for a reason retrying cannot fix is
+                // quarantined with that reason; the rest commits.
+                let (d, reasons) = append_or_quarantine(
+                    w,
+                    &device,
+                    &groups,
+                    |w, group| append_group(w, &device, group),
+                    |group| group_json(group),
+                )?;
+                done.merge(d);
+                refused.extend(reasons);
                 if !reads.is_empty() {
                     // The tracker is consulted inside the transaction so the
                     // catalog lookup sees committed data; transitions are
@@ -248,20 +250,22 @@ impl Ingest {
                             .filter_map(|r| tracker.observe(r, &device, &zone, heard, &lookup))
                             .collect()
                     };
-                    for t in transitions {
-                        match w.attempt(|w| w.append(t.clone())) {
-                            Ok(_) => done.events += 1,
-                            Err(e) if !e.is_retryable() => {
-                                let reason = format!("cannot be journaled: {e}");
-                                let raw = group_json(&[(t.ts, t.body)]);
-                                w.quarantine(&device, &reason, &raw)?;
-                                done.quarantined += 1;
-                                refused.push(reason);
-                                transition_refused = true;
-                            }
-                            Err(e) => return Err(e),
-                        }
-                    }
+                    let (d, reasons) = append_or_quarantine(
+                        w,
+                        &device,
+                        &transitions,
+                        |w, t| {
+                            w.append(t.clone())?;
+                            Ok(Delivered {
+                                events: 1,
+                                ..Delivered::default()
+                            })
+                        },
+                        |t| group_json(&[(t.ts, t.body.clone())]),
+                    )?;
+                    done.merge(d);
+                    transition_refused = !reasons.is_empty();
+                    refused.extend(reasons);
                 }
                 for (reason, head, size) in &quarantine {
                     w.quarantine_head(&device, reason, head, *size)?;
@@ -358,6 +362,50 @@ impl Ingest {
         }
         b.last = Some(now);
     }
+}
+
+/// Journal `items` in one savepoint; when that fails for a reason retrying
+/// cannot fix, journal each alone and quarantine (with `raw` and the
+/// reason) those that fail. Returns what was journaled and the reasons of
+/// what was quarantined. The common case costs one savepoint, not one per
+/// item; a storage error is returned for the whole unit to be retried.
+fn append_or_quarantine<T>(
+    w: &mut WriteTx<'_>,
+    device: &str,
+    items: &[T],
+    append: impl Fn(&mut WriteTx<'_>, &T) -> Result<Delivered, StoreError>,
+    raw: impl Fn(&T) -> Vec<u8>,
+) -> Result<(Delivered, Vec<String>), StoreError> {
+    let mut done = Delivered::default();
+    if items.is_empty() {
+        return Ok((done, Vec::new()));
+    }
+    let together = w.attempt(|w| {
+        let mut d = Delivered::default();
+        for item in items {
+            d.merge(append(w, item)?);
+        }
+        Ok(d)
+    });
+    match together {
+        Ok(d) => return Ok((d, Vec::new())),
+        Err(e) if e.is_retryable() => return Err(e),
+        Err(_) => {}
+    }
+    let mut reasons = Vec::new();
+    for item in items {
+        match w.attempt(|w| append(w, item)) {
+            Ok(d) => done.merge(d),
+            Err(e) if e.is_retryable() => return Err(e),
+            Err(e) => {
+                let reason = format!("cannot be journaled: {e}");
+                w.quarantine(device, &reason, &raw(item))?;
+                done.quarantined += 1;
+                reasons.push(reason);
+            }
+        }
+    }
+    Ok((done, reasons))
 }
 
 /// Journal one group of decoded events (a receipt, one message's events).
