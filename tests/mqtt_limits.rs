@@ -221,50 +221,8 @@ async fn oversize_message_is_quarantined_and_acknowledged_and_the_next_one_gets_
 async fn backlog_far_beyond_the_device_queue_drains_on_one_connection() {
     const BACKLOG: usize = 30_000;
     let broker = Mosquitto::start();
-    let port = broker.port.to_string();
     let client_id = "storegate-backlog";
-    // The agent's persistent session, made while the agent is away: the
-    // broker queues everything published to its filter from now on.
-    mosquitto_client(
-        "mosquitto_sub",
-        &[
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-c",
-            "-i",
-            client_id,
-            "-q",
-            "1",
-            "-t",
-            "stores/t/pos/1",
-            "-E",
-        ],
-        None,
-    );
-    // In runs of 10,000: mosquitto drops a publisher that has about
-    // 34,000 messages waiting for their PUBACKs (mosquitto_pub -l).
-    for run in 0..BACKLOG / 10_000 {
-        let lines: String = (run * 10_000..(run + 1) * 10_000)
-            .map(|i| receipt(&format!("R-{i}")) + "\n")
-            .collect();
-        mosquitto_client(
-            "mosquitto_pub",
-            &[
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-q",
-                "1",
-                "-t",
-                "stores/t/pos/1",
-                "-l",
-            ],
-            Some(lines.as_bytes()),
-        );
-    }
+    queue_receipts(&broker, client_id, "R", BACKLOG);
 
     let store = Store::new();
     let hub = Hub::start(&broker.config(client_id), store.shutdown.clone())
@@ -305,47 +263,8 @@ async fn backlog_waits_at_the_broker_while_storage_refuses_on_a_live_connection(
     // its in-flight window would suggest.
     const RECEIPTS: usize = 30_000;
     let broker = Mosquitto::start();
-    let port = broker.port.to_string();
     let client_id = "storegate-stuck";
-    mosquitto_client(
-        "mosquitto_sub",
-        &[
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-c",
-            "-i",
-            client_id,
-            "-q",
-            "1",
-            "-t",
-            "stores/t/pos/1",
-            "-E",
-        ],
-        None,
-    );
-    for run in (0..RECEIPTS).collect::<Vec<_>>().chunks(10_000) {
-        let lines: String = run
-            .iter()
-            .map(|i| receipt(&format!("S-{i}")) + "\n")
-            .collect();
-        mosquitto_client(
-            "mosquitto_pub",
-            &[
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-q",
-                "1",
-                "-t",
-                "stores/t/pos/1",
-                "-l",
-            ],
-            Some(lines.as_bytes()),
-        );
-    }
+    queue_receipts(&broker, client_id, "S", RECEIPTS);
 
     // The agent comes back to that backlog with storage refusing every
     // commit (an exclusive lock, as a stuck disk would): the hub must
@@ -400,4 +319,34 @@ async fn backlog_waits_at_the_broker_while_storage_refuses_on_a_live_connection(
     })
     .await;
     assert_eq!(hub.connections(), 1, "a reconnect was needed");
+}
+
+/// Make `client_id`'s persistent session (as an agent that subscribed once
+/// and went away) and queue `n` receipts `{prefix}-0..` for it at the
+/// broker. Published in runs of 10,000: mosquitto drops a publisher that
+/// has about 34,000 messages waiting for their PUBACKs (mosquitto_pub -l).
+fn queue_receipts(broker: &Mosquitto, client_id: &str, prefix: &str, n: usize) {
+    let port = broker.port.to_string();
+    let common = [
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-q",
+        "1",
+        "-t",
+        "stores/t/pos/1",
+    ];
+    let mut sub = common.to_vec();
+    sub.extend(["-c", "-i", client_id, "-E"]);
+    mosquitto_client("mosquitto_sub", &sub, None);
+    let mut publish = common.to_vec();
+    publish.push("-l");
+    for run in (0..n).collect::<Vec<_>>().chunks(10_000) {
+        let lines: String = run
+            .iter()
+            .map(|i| receipt(&format!("{prefix}-{i}")) + "\n")
+            .collect();
+        mosquitto_client("mosquitto_pub", &publish, Some(lines.as_bytes()));
+    }
 }
