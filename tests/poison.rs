@@ -1,8 +1,9 @@
 //! Poison input (issue 14): every unit of input is committed, quarantined
 //! or refused with a reason in bounded time, and nothing blocks the input
 //! behind it. The real daemon binary against real counterparts (mosquitto,
-//! socat ptys): each class of poison (overflowing numbers, wrong types,
-//! invalid UTF-8, deep nesting, overlong identifiers) is followed by a good
+//! socat ptys, an HTTP stream on loopback): each class of poison
+//! (overflowing numbers, wrong types, invalid UTF-8, deep nesting, overlong
+//! identifiers and lines) is followed by a good
 //! message that must be journaled within 5 s, also after a restart; the
 //! store then says it is healthy and the quarantine says what was wrong.
 
@@ -34,6 +35,45 @@ fn zebra(epc: &str) -> String {
     format!(
         r#"{{"data":{{"eventNum":1,"format":"epc","idHex":"{epc}","antenna":1,"peakRssi":-39}},"timestamp":"2019-08-24T14:15:22Z","type":"SIMPLE"}}"#
     )
+}
+
+fn impinj(epc_hex: &str) -> String {
+    format!(
+        r#"{{"timestamp":"2024-05-10T08:00:01.1Z","hostname":"impinj-14-aa-01","eventType":"tagInventory","tagInventoryEvent":{{"epcHex":"{epc_hex}","antennaPort":2,"peakRssiCdbm":-5525}}}}"#
+    )
+}
+
+/// An Impinj-like reader's `/api/v1/data/stream` on a free loopback port:
+/// every line sent into the returned channel goes out on every open
+/// stream (HTTP/1.1, the body ends when the connection closes).
+async fn ndjson_reader() -> (String, tokio::sync::broadcast::Sender<Vec<u8>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/api/v1/data/stream",
+        listener.local_addr().unwrap()
+    );
+    let (lines, _) = tokio::sync::broadcast::channel::<Vec<u8>>(64);
+    let sender = lines.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut rx = sender.subscribe();
+            tokio::spawn(async move {
+                let mut head = [0u8; 4096];
+                let _ = stream.read(&mut head).await;
+                let ok = b"HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\nconnection: close\r\n\r\n";
+                if stream.write_all(ok).await.is_err() {
+                    return;
+                }
+                while let Ok(line) = rx.recv().await {
+                    if stream.write_all(&line).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, lines)
 }
 
 /// A receipt as the ESC/POS journal profile reads it.
@@ -125,6 +165,7 @@ async fn poison_on_every_transport_never_blocks_the_good_input_behind_it() {
     let broker = Mosquitto::start();
     let dir = tempfile::tempdir().unwrap();
     let printer = PtyPair::new(dir.path(), "printer");
+    let (portal_url, portal) = ndjson_reader().await;
     let (config, api) = write_config(
         dir.path(),
         "",
@@ -147,6 +188,11 @@ id = "printer"
 profile = "pos-escpos-journal"
 transport = "serial"
 port = {printer:?}
+[[device]]
+id = "portal"
+profile = "impinj-iot"
+transport = "http-stream"
+url = "{portal_url}"
 "#,
             port = broker.port,
             printer = printer.agent,
@@ -232,10 +278,29 @@ port = {printer:?}
         .await;
     }
 
+    // The reader streaming NDJSON over HTTP: an overlong line, a huge EPC
+    // and the generic classes, each followed by a good read.
+    let mut portal_poison = vec![
+        ("overlong line", vec![b'{'; 2 * 1024 * 1024]),
+        ("huge EPC", impinj(&"AB".repeat(5_000)).into_bytes()),
+    ];
+    portal_poison.extend(json_poison(&impinj("3074257BF7194E4000001A85")));
+    for (what, mut line) in portal_poison {
+        line.push(b'\n');
+        let _ = portal.send(line);
+        good_tag += 1;
+        let epc = format!("{good_tag:024X}");
+        let _ = portal.send(format!("{}\n", impinj(&epc)).into_bytes());
+        within_5s(&agent, &format!("portal after {what}"), || {
+            has_arrival(&db, &epc)
+        })
+        .await;
+    }
+
     // Every poison is in the quarantine with a reason; none is retried,
     // and the store says it is healthy.
     let quarantined = quarantine(&db);
-    for device in ["till", "zebra", "printer"] {
+    for device in ["till", "zebra", "printer", "portal"] {
         assert!(
             quarantined.iter().any(|(d, _)| d == device),
             "{device}: nothing quarantined: {quarantined:#?}"
