@@ -3,9 +3,9 @@
 //! behind it. The real daemon binary against real counterparts (mosquitto,
 //! socat ptys, an HTTP stream on loopback): each class of poison
 //! (overflowing numbers, wrong types, invalid UTF-8, deep nesting, overlong
-//! identifiers and lines) is followed by a good
-//! message that must be journaled within 5 s, also after a restart; the
-//! store then says it is healthy and the quarantine says what was wrong.
+//! identifiers and lines) is followed by a good message that must be
+//! journaled within 5 s, also after a restart; the store then says it is
+//! healthy and the quarantine says what was wrong.
 
 mod common;
 
