@@ -158,12 +158,6 @@ pub fn bench_mqtt(dir: &Path, reads: usize, rounds: usize) -> anyhow::Result<()>
     let f = runtime
         .block_on(bench::mqtt::run(dir, reads, rounds))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let list = |v: &[f64]| {
-        v.iter()
-            .map(|r| format!("{r:.0}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
     println!(
         "storegate bench mqtt  ({}, {} cores, embedded rumqttd, QoS 1)",
         bench::stamp(),
@@ -182,17 +176,17 @@ pub fn bench_mqtt(dir: &Path, reads: usize, rounds: usize) -> anyhow::Result<()>
     println!(
         "  bare rumqttc subscriber     {:>10.0} reads/s  median (rounds: {}; counts only: the physical limit)",
         f.bare_median(),
-        list(&f.bare_per_s),
+        rates(&f.bare_per_s),
     );
     println!(
         "  bare, parsing each payload  {:>10.0} reads/s  median (rounds: {}; to a serde_json::Value: the baseline)",
         f.bare_parsing_median(),
-        list(&f.bare_parsing_per_s),
+        rates(&f.bare_parsing_per_s),
     );
     println!(
         "  storegate end to end        {:>10.0} reads/s  median (rounds: {}; broker -> parsed -> tag state, PUBACK after)",
         f.agent_median(),
-        list(&f.agent_per_s)
+        rates(&f.agent_per_s)
     );
     println!(
         "  ratio to the baseline       {:>10.2}  (median of the rounds' ratios to the parsing subscriber)",
@@ -225,12 +219,6 @@ pub fn bench_backlog(
             dir, messages, rounds, payload, inflight,
         ))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let list = |v: &[f64]| {
-        v.iter()
-            .map(|r| format!("{r:.0}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
     println!(
         "storegate bench backlog  ({}, {} cores, mosquitto, QoS 1, persistent sessions, max_inflight_messages {inflight})",
         bench::stamp(),
@@ -248,12 +236,12 @@ pub fn bench_backlog(
     println!(
         "  mosquitto_sub               {:>10.0} msgs/s  median (rounds: {})",
         f.bare_median(),
-        list(&f.bare_per_s)
+        rates(&f.bare_per_s)
     );
     println!(
         "  storegate                   {:>10.0} msgs/s  median (rounds: {}; start to the last PUBACK)",
         f.agent_median(),
-        list(&f.agent_per_s)
+        rates(&f.agent_per_s)
     );
     println!(
         "  ratio                       {:>10.2}  (median of the rounds' ratios)",
@@ -550,4 +538,13 @@ pub fn export(config_path: &Path, since: i64) -> anyhow::Result<()> {
     }
     out.flush()?;
     Ok(())
+}
+
+/// Per-round rates as the benches print them: `231000 198000 ...`.
+fn rates(per_round: &[f64]) -> String {
+    per_round
+        .iter()
+        .map(|r| format!("{r:.0}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }

@@ -104,43 +104,15 @@ async fn oversize_message_is_quarantined_and_acknowledged_and_the_next_one_gets_
     let dir = tempfile::tempdir().unwrap();
     let big_file = dir.path().join("big.json");
     std::fs::write(&big_file, &big).unwrap();
-    mosquitto_client(
-        "mosquitto_pub",
-        &[
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-i",
-            "till",
-            "-q",
-            "1",
-            "-t",
-            "stores/t/pos/1",
-            "-f",
-            big_file.to_str().unwrap(),
-        ],
-        None,
-    );
+    let till = |message: &[&str]| {
+        let mut args = vec!["-h", "127.0.0.1", "-p", &port, "-i", "till", "-q", "1"];
+        args.extend(["-t", "stores/t/pos/1"]);
+        args.extend(message);
+        mosquitto_client("mosquitto_pub", &args, None);
+    };
+    till(&["-f", big_file.to_str().unwrap()]);
     let published = Instant::now();
-    mosquitto_client(
-        "mosquitto_pub",
-        &[
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-i",
-            "till",
-            "-q",
-            "1",
-            "-t",
-            "stores/t/pos/1",
-            "-m",
-            &receipt("R-GOOD"),
-        ],
-        None,
-    );
+    till(&["-m", &receipt("R-GOOD")]);
     wait_within(
         "the receipt after the oversize message",
         Duration::from_secs(5),

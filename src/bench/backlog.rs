@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::mqtt::{median, zebra_read};
+use super::mqtt::{median, median_ratio, zebra_read};
 use crate::config::{Broker, Config, Durability, MqttConfig};
 use crate::db::Writer;
 use crate::devices::health::HealthBoard;
@@ -72,13 +72,7 @@ impl BacklogFigures {
     /// The median of the rounds' ratios (each agent round against the bare
     /// round just before it).
     pub fn ratio(&self) -> f64 {
-        let ratios: Vec<f64> = self
-            .agent_per_s
-            .iter()
-            .zip(&self.bare_per_s)
-            .map(|(a, b)| a / b)
-            .collect();
-        median(&ratios)
+        median_ratio(&self.agent_per_s, &self.bare_per_s)
     }
 }
 

@@ -58,16 +58,17 @@ impl MqttFigures {
     /// of the rounds' ratios of the agent to the parsing subscriber of the
     /// same round.
     pub fn ratio(&self) -> f64 {
-        ratios(&self.agent_per_s, &self.bare_parsing_per_s)
+        median_ratio(&self.agent_per_s, &self.bare_parsing_per_s)
     }
 
     /// The agent against the subscriber that parses nothing.
     pub fn ratio_to_limit(&self) -> f64 {
-        ratios(&self.agent_per_s, &self.bare_per_s)
+        median_ratio(&self.agent_per_s, &self.bare_per_s)
     }
 }
 
-fn ratios(agent: &[f64], bare: &[f64]) -> f64 {
+/// The median of the per-round ratios `agent[i] / bare[i]`.
+pub(crate) fn median_ratio(agent: &[f64], bare: &[f64]) -> f64 {
     let ratios: Vec<f64> = agent.iter().zip(bare).map(|(a, b)| a / b).collect();
     median(&ratios)
 }
