@@ -20,6 +20,10 @@ use common::{Store, wait_within};
 use storegate::devices::mqtt::Hub;
 use storegate::devices::{DeviceSpec, run_device};
 
+/// The tests of this file run one at a time: the backlog tests load both
+/// cores for a minute, and the oversize test measures a 5 s deadline.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const TILL: &str = r#"id = "till-1"
 profile = "pos-json"
 transport = "mqtt"
@@ -89,6 +93,7 @@ async fn wait_up(store: &Store, id: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversize_message_is_quarantined_and_acknowledged_and_the_next_one_gets_through() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let broker = Mosquitto::start();
     let port = broker.port.to_string();
     let store = Store::new();
@@ -191,6 +196,7 @@ async fn oversize_message_is_quarantined_and_acknowledged_and_the_next_one_gets_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backlog_far_beyond_the_device_queue_drains_on_one_connection() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     const BACKLOG: usize = 30_000;
     let broker = Mosquitto::start();
     let client_id = "storegate-backlog";
@@ -230,6 +236,7 @@ async fn backlog_far_beyond_the_device_queue_drains_on_one_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backlog_waits_at_the_broker_while_storage_refuses_on_a_live_connection() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     // Far more than the device queue held before flow control (10,000):
     // a resumed session's backlog comes from mosquitto much faster than
     // its in-flight window would suggest.
