@@ -394,7 +394,7 @@ pub fn debug_ingest(
         let conn = db::open_write(db_path, crate::config::Durability::Full)?;
         let (writer, _thread) = Writer::spawn(conn, Box::new(NoProjections))?;
         // Never triggered: this process ends by being killed.
-        let (_never, shutdown) = crate::devices::shutdown_pair();
+        let (_never, shutdown) = crate::shutdown::shutdown_pair();
         if let Some(url) = central {
             let config = crate::config::CentralConfig {
                 url,

@@ -15,13 +15,14 @@ use crate::config::Transport;
 use crate::db::quota::Quota;
 use crate::db::{self, Writer};
 use crate::devices::label_sender::{self, Routes};
-use crate::devices::{self, DeviceSpec, Ingest, Shutdown, mqtt};
+use crate::devices::{self, DeviceSpec, Ingest, mqtt};
 use crate::domain::privacy::MemberKey;
 use crate::domain::{Projections, rfid::TagTracker};
 use crate::health::HealthBoard;
 use crate::metrics::{Metrics, Sources};
 use crate::notify::{self, Notifier, Timing};
 use crate::setup::Setup;
+use crate::shutdown::Shutdown;
 use crate::sync::pull::{Puller, What};
 use crate::sync::push::PushStats;
 use crate::sync::{self, Central, Link};
@@ -96,7 +97,7 @@ pub async fn run_until(
     let member_key = MemberKey::load(&writer).await?;
     let ingest = Ingest::new(writer.clone(), health.clone(), tags.clone(), member_key)
         .with_quota(quota.clone());
-    let (trigger, shutdown) = devices::shutdown_pair();
+    let (trigger, shutdown) = crate::shutdown::shutdown_pair();
 
     let specs: Vec<DeviceSpec> = config
         .devices

@@ -23,8 +23,8 @@ use common::modbus::{Device as ModbusDevice, serve_tcp};
 use common::{Agent, Lcg, PtyPair, free_port, wait_for_async};
 use rumqttc::Packet;
 use storegate::db::{self, journal};
-use storegate::devices::health::DeviceHealth;
 use storegate::event::{Event, EventBody};
+use storegate::health::DeviceHealth;
 use storegate::sim::central::{Behaviour, Central as CentralSim};
 use storegate::sim::m100::{Tag, tag_notice};
 

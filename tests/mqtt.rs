@@ -530,7 +530,7 @@ async fn embedded_broker_on_a_taken_address_is_a_clear_error() {
         err.contains(&addr.to_string()) && err.contains("in use"),
         "{err}"
     );
-    let (_trigger, shutdown) = storegate::devices::shutdown_pair();
+    let (_trigger, shutdown) = storegate::shutdown::shutdown_pair();
     let err = Hub::start(&embedded(addr.port()), shutdown)
         .await
         .err()

@@ -8,7 +8,7 @@ use rusqlite::Connection;
 use super::error::ApiError;
 use crate::db::{SqlContext, StoreError};
 use crate::domain::catalog;
-use crate::event::bounds::{self, MAX_TEXT_LEN};
+use crate::event::bounds;
 
 /// A required identifier (SKU, zone, delivery id): present, at most
 /// [`MAX_ID_LEN`](bounds::MAX_ID_LEN) bytes, no control characters.
@@ -24,18 +24,13 @@ pub fn opt_id(field: &str, value: Option<&str>) -> Result<(), ApiError> {
     value.map_or(Ok(()), |v| id(field, v))
 }
 
-/// Required free text (a reason): present, at most [`MAX_TEXT_LEN`] bytes.
+/// Required free text (a reason): present, at most
+/// [`MAX_TEXT_LEN`](bounds::MAX_TEXT_LEN) bytes.
 pub fn text(field: &str, value: &str) -> Result<(), ApiError> {
     if value.trim().is_empty() {
         return Err(ApiError::bad_request(format!("{field} must not be empty")));
     }
-    if value.len() > MAX_TEXT_LEN {
-        return Err(ApiError::bad_request(format!(
-            "{field} is {} bytes long; at most {MAX_TEXT_LEN} are allowed",
-            value.len()
-        )));
-    }
-    Ok(())
+    bounds::check_text(field, value).map_err(ApiError::bad_request)
 }
 
 /// A quantity within the journal's bounds
@@ -93,7 +88,7 @@ pub fn known_skus<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::bounds::MAX_ID_LEN;
+    use crate::event::bounds::{MAX_ID_LEN, MAX_TEXT_LEN};
     use axum::http::StatusCode;
 
     #[test]

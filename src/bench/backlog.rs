@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 use super::mqtt::{median, median_ratio, zebra_read};
 use crate::config::{Broker, Config, Durability, MqttConfig};
 use crate::db::Writer;
-use crate::devices::health::HealthBoard;
 use crate::devices::{self, DeviceSpec, Ingest, mqtt};
 use crate::domain::{Projections, rfid::TagTracker};
+use crate::health::HealthBoard;
 use crate::profiles::ProfileSet;
 
 /// Distinct tags the readers see.
@@ -248,7 +248,7 @@ async fn agent_round(
     let health = HealthBoard::default();
     let tags = Arc::new(Mutex::new(TagTracker::new(TAGS as u64, 600)));
     let ingest = Ingest::new(writer.clone(), health.clone(), tags, member_key);
-    let (trigger, shutdown) = devices::shutdown_pair();
+    let (trigger, shutdown) = crate::shutdown::shutdown_pair();
     let profile_name = match payload {
         Payload::Zebra => "zebra-fx-iot-connector",
         Payload::Receipts => "pos-json",

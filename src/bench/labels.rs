@@ -32,7 +32,7 @@ pub async fn run(
     devices::broker::start_embedded(addr)?;
     let conn = super::fresh_db(&path, Durability::Full)?;
     let (writer, thread) = Writer::spawn(conn, Box::new(Projections::default()))?;
-    let (trigger, shutdown) = devices::shutdown_pair();
+    let (trigger, shutdown) = crate::shutdown::shutdown_pair();
     let hub = mqtt::Hub::start(
         &MqttConfig {
             broker: Broker::External {

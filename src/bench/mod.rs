@@ -359,7 +359,7 @@ pub async fn sync_drain(
     let central = Arc::new(crate::sync::Central::new(&config, "bench")?);
     let reader = Arc::new(std::sync::Mutex::new(db::open_read(&path)?));
     let (link, _) = tokio::sync::watch::channel(crate::sync::Link::Unknown);
-    let (trigger, shutdown) = crate::devices::shutdown_pair();
+    let (trigger, shutdown) = crate::shutdown::shutdown_pair();
     let started = Instant::now();
     let pusher = tokio::spawn(crate::sync::push::run(
         central,

@@ -195,7 +195,7 @@ impl Bare {
 struct Agent {
     addr: std::net::SocketAddr,
     health: HealthBoard,
-    trigger: devices::ShutdownTrigger,
+    trigger: crate::shutdown::ShutdownTrigger,
     task: tokio::task::JoinHandle<()>,
     writer: Writer,
     thread: crate::db::writer::WriterThread,
@@ -213,7 +213,7 @@ impl Agent {
         let health = HealthBoard::default();
         let tags = Arc::new(Mutex::new(TagTracker::new(TAGS as u64, 600)));
         let ingest = Ingest::new(writer.clone(), health.clone(), tags, member_key);
-        let (trigger, shutdown) = devices::shutdown_pair();
+        let (trigger, shutdown) = crate::shutdown::shutdown_pair();
         let mqtt_config = MqttConfig {
             broker: Broker::External {
                 url: format!("mqtt://{addr}"),

@@ -57,7 +57,7 @@ pub const MIGRATIONS: &[&str] = &[
     -- and the API in other processes.
     CREATE TABLE device_health (
         id     TEXT PRIMARY KEY,
-        health TEXT NOT NULL   -- JSON of devices::health::DeviceHealth
+        health TEXT NOT NULL   -- JSON of health::DeviceHealth
     ) WITHOUT ROWID;
 
     -- The RFID tag state table (spec/profiles.md, RFID semantics): where

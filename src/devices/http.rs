@@ -21,9 +21,10 @@ mod stream;
 use std::error::Error as _;
 use std::time::Duration;
 
-use super::{DeviceError, DeviceSpec, Ingest, Shutdown};
+use super::{DeviceError, DeviceSpec, Ingest};
 use crate::config::Transport;
 use crate::profiles::Codec;
+use crate::shutdown::Shutdown;
 
 pub use openepaperlink::{MAX_FAILED_POLLS, oepl_upload};
 pub use stream::MAX_LINE;

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use super::health::HealthBoard;
 use crate::codecs::{Decoded, TagRead};
 use crate::db::quota::Quota;
 use crate::db::writer::QUARANTINE_RAW_BYTES;
@@ -19,6 +18,7 @@ use crate::db::{StoreError, WriteTx, Writer};
 use crate::domain::privacy::MemberKey;
 use crate::domain::{catalog, rfid::TagTracker};
 use crate::event::{EventBody, NewEvent};
+use crate::health::HealthBoard;
 
 /// Bad input is logged once per burst: the first frame of a burst, then a
 /// summary when the device has been quiet for this long.

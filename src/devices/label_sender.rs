@@ -8,12 +8,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{DeviceSpec, Shutdown, http, mqtt};
+use super::{DeviceSpec, http, mqtt};
 use crate::codecs::esl::{self, LabelUpdate};
 use crate::config::Transport;
 use crate::db::Writer;
 use crate::domain::labels;
 use crate::profiles::Codec;
+use crate::shutdown::Shutdown;
 
 /// Where labels are sent.
 #[derive(Debug, Clone)]

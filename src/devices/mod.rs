@@ -20,9 +20,8 @@ use std::time::Duration;
 use crate::backoff::Backoff;
 use crate::config::{DeviceConfig, Transport};
 use crate::db::StoreError;
-pub use crate::health;
 use crate::profiles::Profile;
-pub use crate::shutdown::{Shutdown, ShutdownTrigger, shutdown_pair};
+use crate::shutdown::Shutdown;
 pub use ingest::{Ingest, Source};
 
 /// A configured device with its resolved profile.

@@ -21,7 +21,7 @@ use tokio_modbus::client::{Context, Reader};
 use tokio_modbus::{ExceptionCode, Slave};
 use tokio_serial::{ClearBuffer, SerialPort};
 
-use super::{DeviceError, DeviceSpec, Ingest, Shutdown, deliver_until_stored};
+use super::{DeviceError, DeviceSpec, Ingest, deliver_until_stored};
 use crate::codecs::Decoded;
 use crate::codecs::registers::{
     ChangeFilter, Emit, ReadRequest, RegistersParams, Sample, SampleKey, Table,
@@ -29,6 +29,7 @@ use crate::codecs::registers::{
 use crate::config::{Parity, SerialLine, Transport};
 use crate::event::{EventBody, Reading, ShelfWeight};
 use crate::profiles::Codec;
+use crate::shutdown::Shutdown;
 
 /// Failed polls in a row after which the device counts as down.
 pub const MAX_FAILED_POLLS: u32 = 3;

@@ -66,13 +66,14 @@ use endpoint::{Endpoint, host_text, system_ca_bundle};
 
 use super::broker::{self, MAX_PAYLOAD};
 use super::ingest::Unit;
-use super::{DeviceError, DeviceSpec, Ingest, Shutdown, Source, commit_until_stored};
+use super::{DeviceError, DeviceSpec, Ingest, Source, commit_until_stored};
 use crate::backoff::Backoff;
 use crate::codecs::json::{DecodeContext, JsonCodec};
 use crate::codecs::{Decoded, esl};
 use crate::config::{Broker, MAX_MQTT_PACKET, MqttConfig, Transport};
 use crate::event::{EventBody, LabelAck};
 use crate::profiles::Codec;
+use crate::shutdown::Shutdown;
 
 /// How often the client pings an otherwise quiet broker; a broker that
 /// stops answering is noticed after about one and a half of these.

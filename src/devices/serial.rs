@@ -16,12 +16,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{Interval, MissedTickBehavior};
 use tokio_serial::{DataBits, SerialPortBuilderExt, SerialStream, StopBits};
 
-use super::{DeviceError, DeviceSpec, Ingest, Shutdown, deliver_until_stored};
+use super::{DeviceError, DeviceSpec, Ingest, deliver_until_stored};
 use crate::codecs::Decoded;
 use crate::codecs::lines::LinesDecoder;
 use crate::codecs::m100::{M100Decoder, MULTI_POLL, STOP};
 use crate::config::{Parity, SerialLine, Transport};
 use crate::profiles::Codec;
+use crate::shutdown::Shutdown;
 
 /// Serial speed when neither the device config nor the profile gives one.
 pub(super) const DEFAULT_BAUD: u32 = 9600;

@@ -10,10 +10,10 @@ use chrono::Utc;
 use rusqlite::params;
 
 use super::Shutdown;
-use super::health::{DeviceHealth, HealthBoard};
 use crate::db::{SqlContext, StoreError, WriteTx, Writer};
 use crate::domain::alerts;
 use crate::event::Severity;
+use crate::health::{DeviceHealth, HealthBoard};
 
 /// How often the board is checked and persisted.
 pub const PERIOD: Duration = Duration::from_secs(2);

@@ -67,6 +67,12 @@ pub fn check_id(field: &str, id: &str) -> Result<(), OutOfBounds> {
     Ok(())
 }
 
+/// `Ok` when free text (a reason, a message) is at most [`MAX_TEXT_LEN`]
+/// bytes.
+pub fn check_text(field: &str, text: &str) -> Result<(), OutOfBounds> {
+    check_text_len(field, text, MAX_TEXT_LEN)
+}
+
 fn check_text_len(field: &str, text: &str, max: usize) -> Result<(), OutOfBounds> {
     if text.len() > max {
         return Err(format!(
@@ -107,7 +113,7 @@ impl EventBody {
             EventBody::Adjustment(a) => {
                 check_id("sku", &a.sku)?;
                 check_qty("delta", a.delta)?;
-                check_text_len("reason", &a.reason, MAX_TEXT_LEN)
+                check_text("reason", &a.reason)
             }
             EventBody::Count(c) => {
                 check_id("session_id", &c.session_id)?;
@@ -131,7 +137,7 @@ impl EventBody {
                 check_price("pos_price_minor", c.pos_price_minor)?;
                 check_price("shelf_price_minor", c.shelf_price_minor)
             }
-            EventBody::Alert(a) => check_text_len("message", &a.message, MAX_TEXT_LEN),
+            EventBody::Alert(a) => check_text("message", &a.message),
             EventBody::Reading(r) => {
                 if !r.value.is_finite() {
                     return Err(format!("{} reading {} is not a number", r.name, r.value));

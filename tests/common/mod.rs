@@ -15,11 +15,12 @@ use std::time::{Duration, Instant};
 
 use storegate::config::{Config, Durability};
 use storegate::db::{self, Writer, WriterThread, journal};
-use storegate::devices::health::HealthBoard;
-use storegate::devices::{DeviceSpec, Ingest, Shutdown, ShutdownTrigger, shutdown_pair};
+use storegate::devices::{DeviceSpec, Ingest};
 use storegate::domain::{Projections, rfid::TagTracker};
 use storegate::event::Event;
+use storegate::health::HealthBoard;
 use storegate::profiles::ProfileSet;
+use storegate::shutdown::{Shutdown, ShutdownTrigger, shutdown_pair};
 
 /// A store with everything below the device tasks running.
 pub struct Store {

@@ -17,10 +17,11 @@ use super::{CONNECT_TIMEOUT, describe, mark_up};
 use crate::codecs::Decoded;
 use crate::codecs::esl::{self, LabelUpdate, OeplParams, OeplTag};
 use crate::db::{SqlContext, StoreError};
-use crate::devices::{DeviceError, DeviceSpec, Ingest, Shutdown, deliver_until_stored};
+use crate::devices::{DeviceError, DeviceSpec, Ingest, deliver_until_stored};
 use crate::domain::alerts;
 use crate::event::Severity;
 use crate::event::{EventBody, LabelAck, LabelStatus, now_millis, ts_from_millis};
+use crate::shutdown::Shutdown;
 
 /// Failed polls in a row after which an access point counts as down.
 pub const MAX_FAILED_POLLS: u32 = 3;

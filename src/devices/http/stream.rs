@@ -13,8 +13,9 @@ use chrono::{DateTime, Utc};
 use super::{CONNECT_TIMEOUT, describe, mark_up};
 use crate::codecs::Decoded;
 use crate::codecs::json::{DecodeContext, JsonCodec};
-use crate::devices::{DeviceError, DeviceSpec, Ingest, Shutdown, deliver_until_stored};
+use crate::devices::{DeviceError, DeviceSpec, Ingest, deliver_until_stored};
 use crate::event::now_millis;
+use crate::shutdown::Shutdown;
 
 /// A stream is idle for long stretches (no tags in the field), so it has
 /// no read timeout; TCP keepalive notices a reader that vanished without

@@ -17,7 +17,7 @@ use rumqttc::{EventLoop, Packet};
 use tokio::sync::mpsc;
 
 use super::{Inner, ToCommit, write_ready_acks};
-use crate::devices::Shutdown;
+use crate::shutdown::Shutdown;
 
 /// How long the event loop waits between looks at a held back connection
 /// (the grace period of unclaimed messages ends, the hub is dropped).
