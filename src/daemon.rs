@@ -231,7 +231,7 @@ pub async fn run_until(
             }
         });
     }
-    tasks.spawn(sync::retention::run(
+    tasks.spawn(crate::retention::run(
         writer.clone(),
         config.journal_retention_h,
         config.disk_quota_mb,

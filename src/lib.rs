@@ -17,6 +17,7 @@ pub mod health;
 pub mod metrics;
 pub mod notify;
 pub mod profiles;
+pub mod retention;
 pub mod setup;
 pub mod shutdown;
 pub mod sim;

@@ -20,7 +20,7 @@ use storegate::codecs::Decoded;
 use storegate::db::writer::{QUARANTINE_MAX_BYTES, QUARANTINE_RAW_BYTES};
 use storegate::db::{self, journal};
 use storegate::event::{Event, EventBody, SaleLine};
-use storegate::sync::retention;
+use storegate::retention;
 
 /// How long a good message may take to be journaled after poison.
 const GOOD_WITHIN: Duration = Duration::from_secs(5);
@@ -438,7 +438,7 @@ async fn large_malformed_frames_never_take_the_quota_from_valid_receipts() {
         rows <= 2_500 && bytes <= bound,
         "{rows} rows, {bytes} bytes"
     );
-    let used = retention::used_bytes(&db::open_read(&db).unwrap()).unwrap();
+    let used = storegate::db::trim::used_bytes(&db::open_read(&db).unwrap()).unwrap();
     assert!(used < 16 * 1024 * 1024, "{used} bytes used");
     // Valid receipts keep coming in: none is refused for the quota.
     for i in 0..20 {

@@ -309,7 +309,7 @@ async fn a_baseline_including_part_of_the_stores_events_keeps_on_hand_right() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_tiny_quota_low_value_events_go_first_and_no_sale_is_dropped() {
-    use storegate::sync::retention;
+    use storegate::retention;
     let store = Store::new();
     let now = now_millis();
     let tag = |i: usize| {

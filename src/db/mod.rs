@@ -6,6 +6,7 @@ pub mod journal;
 pub mod latency;
 pub mod quota;
 pub mod schema;
+pub mod trim;
 pub mod writer;
 
 use std::path::{Path, PathBuf};

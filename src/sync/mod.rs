@@ -1,10 +1,9 @@
 //! Central sync (spec/sync-api.md): push the journal exactly once, pull
-//! prices and stock baselines, keep the journal within retention and quota.
+//! prices and stock baselines.
 
 pub mod client;
 pub mod pull;
 pub mod push;
-pub mod retention;
 pub mod state;
 
 pub use client::{Central, SyncError};

@@ -1,4 +1,7 @@
-//! Retention and the disk quota (DESIGN invariant 8).
+//! What may leave the database, and in which order (DESIGN invariant 8):
+//! the storage half of retention and the disk quota. The task that runs
+//! these rounds, raises their alerts and refuses input while the quota is
+//! exhausted is `crate::retention`; nothing here knows about alerts.
 //!
 //! Acknowledged events stay `journal_retention_h` for `GET /v1/events`,
 //! then are trimmed. When the database outgrows `disk_quota_mb`, space is
@@ -11,25 +14,12 @@
 //! 4. unacknowledged `label_ack`.
 //!
 //! Sales, returns, receipts, adjustments, counts, price conflicts and
-//! alerts are never dropped. If only those remain and the quota is still
-//! exceeded, a `disk_quota` alert opens and device input is refused
-//! ([`Quota::is_full`]) until central takes the backlog: devices are not
-//! acknowledged, so MQTT brokers keep their messages. With no backlog,
-//! refusing input would free nothing: the alert then says the quota is too
-//! small for what the store keeps, and input goes on. Every drop of an
-//! unacknowledged event is recorded in `dropped_ranges` and reported with
-//! an `events_dropped` alert.
-
-use std::time::Duration;
+//! alerts are never dropped. Every drop of an unacknowledged event is
+//! recorded in `dropped_ranges`, so the pusher can tell central.
 
 use rusqlite::{Connection, params};
 
-use crate::db::quota::Quota;
-use crate::db::{SqlContext, StoreError, WriteTx, Writer};
-use crate::domain::alerts;
-use crate::event::Severity;
-use crate::health::HealthBoard;
-use crate::shutdown::Shutdown;
+use super::{SqlContext, StoreError, WriteTx};
 
 /// Drop classes, lowest value first.
 pub const DROP_ORDER: [&[&str]; 2] = [
@@ -44,7 +34,7 @@ pub const DROP_ORDER: [&[&str]; 2] = [
 ];
 
 /// Events dropped per round, so one round never holds the writer long.
-const DROP_CHUNK: i64 = 5000;
+pub const DROP_CHUNK: i64 = 5000;
 /// Quarantine rows trimmed per round under the quota.
 const QUARANTINE_CHUNK: i64 = 1000;
 /// Natural keys are kept this long (redeliveries come within minutes or
@@ -87,7 +77,7 @@ pub fn trim(w: &mut WriteTx<'_>, retention_h: u64, store_only: bool) -> Result<u
 }
 
 /// What one round of [`enforce`] did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Enforced {
     /// Quarantine rows and acknowledged events removed.
     pub trimmed: usize,
@@ -97,10 +87,30 @@ pub struct Enforced {
     pub still_over: bool,
     /// Unacknowledged events left.
     pub backlog: i64,
+    /// What was dropped, when unacknowledged events were.
+    pub dropped_events: Option<DroppedEvents>,
+}
+
+/// Unacknowledged events dropped in one round: one class of the drop
+/// order, as runs of seqs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DroppedEvents {
+    pub kinds: &'static [&'static str],
+    pub ranges: Vec<(i64, i64)>,
+}
+
+impl DroppedEvents {
+    /// The seqs of the first and last event dropped, as "first-last".
+    pub fn span(&self) -> String {
+        let first = self.ranges.first().map_or(0, |r| r.0);
+        let last = self.ranges.last().map_or(0, |r| r.1);
+        format!("{first}-{last}")
+    }
 }
 
 /// Enforce the quota once: remove one chunk of the first class present in
-/// the order of the module documentation.
+/// the order of the module documentation. Raises no alert: see
+/// `crate::retention::enforce`.
 pub fn enforce(w: &mut WriteTx<'_>, quota_bytes: u64) -> Result<Enforced, StoreError> {
     let mut done = Enforced::default();
     if used_bytes(w.conn())? <= quota_bytes {
@@ -173,26 +183,10 @@ pub fn enforce(w: &mut WriteTx<'_>, quota_bytes: u64) -> Result<Enforced, StoreE
                 )
                 .ctx("recording a dropped range")?;
         }
-        let mut context = serde_json::Map::new();
-        context.insert("kinds".into(), serde_json::json!(class));
-        context.insert("count".into(), seqs.len().into());
-        context.insert("ranges".into(), serde_json::json!(ranges));
-        // A fresh alert per drop round: each carries its own ranges.
-        let subject = format!("{}-{}", seqs[0], seqs[seqs.len() - 1]);
-        alerts::raise(
-            w,
-            "agent",
-            "events_dropped",
-            &subject,
-            Severity::Critical,
-            format!(
-                "disk quota reached while offline: dropped {} unacknowledged {} events",
-                seqs.len(),
-                class.join("/")
-            ),
-            context,
-        )?;
-        alerts::resolve(w, "agent", "events_dropped", &subject, "recorded".into())?;
+        done.dropped_events = Some(DroppedEvents {
+            kinds: class,
+            ranges,
+        });
         done.dropped = seqs.len();
         done.backlog -= seqs.len() as i64;
         done.still_over = used_bytes(w.conn())? > quota_bytes;
@@ -223,125 +217,4 @@ fn runs(conn: &Connection, seqs: &[i64]) -> Result<Vec<(i64, i64)>, StoreError> 
         out.push((s, s));
     }
     Ok(out)
-}
-
-/// Run retention and the quota until shutdown.
-pub async fn run(
-    writer: Writer,
-    retention_h: u64,
-    quota_mb: u64,
-    store_only: bool,
-    quota: Quota,
-    health: HealthBoard,
-    mut shutdown: Shutdown,
-) {
-    let quota_bytes = quota_mb * 1024 * 1024;
-    let mut last_state = QuotaState::Under;
-    loop {
-        let mut busy = false;
-        let r = writer
-            .transact(move |w| trim(w, retention_h, store_only))
-            .await;
-        match r {
-            Ok(n) => busy |= n as i64 == DROP_CHUNK,
-            Err(e) => tracing::warn!(error = %e, "trimming the journal failed"),
-        }
-        match writer.transact(move |w| enforce(w, quota_bytes)).await {
-            Ok(round) => {
-                if round.dropped > 0 {
-                    tracing::warn!(
-                        dropped = round.dropped,
-                        "disk quota: dropped unacknowledged low-value events"
-                    );
-                }
-                if round.trimmed > 0 {
-                    tracing::info!(
-                        trimmed = round.trimmed,
-                        "disk quota: trimmed quarantine rows or acknowledged events"
-                    );
-                }
-                busy |= round.dropped > 0 || round.trimmed > 0;
-                let state = match (busy, round.still_over, round.backlog > 0) {
-                    (false, true, true) => QuotaState::Full,
-                    (false, true, false) => QuotaState::TooSmall,
-                    _ => QuotaState::Under,
-                };
-                // Refusing input only helps while central can take a
-                // backlog; otherwise it would stop the store for nothing.
-                let full = state == QuotaState::Full;
-                if full != quota.is_full() || state != last_state {
-                    quota.set(full);
-                    health.set_problem("disk_quota", state.problem(quota_mb));
-                    set_quota_alert(&writer, state, quota_mb).await;
-                    last_state = state;
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "enforcing the disk quota failed"),
-        }
-        let pause = if busy {
-            Duration::from_millis(50)
-        } else {
-            Duration::from_secs(10)
-        };
-        if !shutdown.sleep(pause).await {
-            break;
-        }
-    }
-}
-
-/// Where the database stands against `disk_quota_mb`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum QuotaState {
-    Under,
-    /// Over, and only events that are never dropped are left: input is
-    /// refused until central takes the backlog.
-    Full,
-    /// Over with no backlog: nothing left to trim or drop takes the space.
-    TooSmall,
-}
-
-impl QuotaState {
-    /// What `/healthz` says about it; `None` when under the quota.
-    fn problem(self, quota_mb: u64) -> Option<String> {
-        match self {
-            QuotaState::Under => None,
-            QuotaState::Full => Some(format!(
-                "the disk quota of {quota_mb} MB is reached by events that are never dropped; devices are not acknowledged until central takes the backlog (check the link to central)"
-            )),
-            QuotaState::TooSmall => Some(format!(
-                "the disk quota of {quota_mb} MB is smaller than what the store keeps besides the backlog (stock, prices, tags, recent keys); input goes on: raise disk_quota_mb"
-            )),
-        }
-    }
-}
-
-async fn set_quota_alert(writer: &Writer, state: QuotaState, quota_mb: u64) {
-    let r = writer
-        .transact(move |w| {
-            let Some(message) = state.problem(quota_mb) else {
-                return alerts::resolve(
-                    w,
-                    "agent",
-                    "disk_quota",
-                    "journal",
-                    "back under the disk quota".into(),
-                );
-            };
-            tracing::error!(quota_mb, "{message}");
-            // A change of state replaces the open alert's message.
-            alerts::resolve(w, "agent", "disk_quota", "journal", "state changed".into())?;
-            alerts::raise(
-                w,
-                "agent",
-                "disk_quota",
-                "journal",
-                Severity::Critical,
-                message,
-                serde_json::Map::new(),
-            )
-        })
-        .await;
-    if let Err(e) = r {
-        tracing::error!(error = %e, "cannot record the disk quota state");
-    }
 }
