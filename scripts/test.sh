@@ -24,6 +24,9 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
+# The agent as a store builds it: without the simulators, demo and benches
+# (feature devtools). It must stand on its own and stay warning-free.
+cargo clippy --no-default-features --lib --bins -- -D warnings
 cargo test --all-targets
 # Every fuzz target briefly (scripts/fuzz.sh runs them for 10 minutes each).
 scripts/fuzz.sh 15 --ci

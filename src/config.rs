@@ -48,7 +48,7 @@ impl fmt::Display for ConfigError {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Durability {
     /// fsync the WAL at every commit group: a power cut loses nothing that
     /// was acknowledged.

@@ -14,23 +14,31 @@ use crate::db::{self, StoreError, Writer, writer::NoProjections};
 use crate::event::{EventBody, NewEvent, SaleLine, TagTransition};
 
 pub mod backlog;
+pub mod cli;
 pub mod labels;
 pub mod mqtt;
 pub mod offline;
 pub mod rss;
 
 /// Options of `storegate bench journal`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct JournalBench {
-    /// Where the scratch databases go (same filesystem as production, ideally).
+    /// Directory for the scratch databases (use the production filesystem).
+    #[arg(long, default_value = "./bench-data")]
     pub dir: PathBuf,
+    #[arg(long, default_value_t = 200_000)]
     pub events: usize,
     /// Concurrent producers (devices with messages in flight).
+    #[arg(long, default_value_t = 512)]
     pub producers: usize,
+    #[arg(long, default_value_t = 5)]
     pub latency_seconds: u64,
+    /// `durability = "full"` (fsync each commit group) or `"normal"`.
+    #[arg(long, value_enum, default_value_t = Durability::Full)]
     pub durability: Durability,
     /// Events per submitted job (1: every event its own job, the worst
     /// case; adapters submit a whole message or poll per job).
+    #[arg(long, default_value_t = 1)]
     pub per_job: usize,
 }
 

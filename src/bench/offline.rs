@@ -36,12 +36,20 @@ use crate::health::HealthBoard;
 const SWEEP_EVERY_S: i64 = 60;
 const ZONES: [&str; 2] = ["salesfloor", "backroom"];
 
-#[derive(Debug, Clone)]
+/// Options of `storegate bench offline-disk`.
+#[derive(Debug, Clone, clap::Args)]
 pub struct OfflineDiskParams {
+    /// Days offline (simulated clock).
+    #[arg(long, default_value_t = 4.0)]
     pub days: f64,
+    /// Tag reads per second.
+    #[arg(long, default_value_t = 200)]
     pub rate: u32,
+    /// Tagged items on the floor at any time.
+    #[arg(long, default_value_t = 5000)]
     pub tags: usize,
-    /// Share of the items replaced every hour (0.10 = 10%).
+    /// Share of the items sold and restocked every hour (0.10 = 10%).
+    #[arg(long, default_value_t = 0.10)]
     pub turnover: f64,
 }
 
