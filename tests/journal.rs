@@ -146,6 +146,71 @@ async fn a_failing_job_is_rolled_back_alone() {
     );
 }
 
+/// Appends queued together share one savepoint; one refused append among
+/// them must still be refused alone, the others committed without a gap.
+#[tokio::test]
+async fn a_refused_append_among_many_is_refused_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (writer, thread, path) = start(&dir);
+    // Hold the writer so that every append below waits in one group.
+    let (release, hold) = std::sync::mpsc::channel::<()>();
+    let holder = writer.clone();
+    let holding = tokio::spawn(async move {
+        holder
+            .transact(move |_| {
+                let _ = hold.recv();
+                Ok(())
+            })
+            .await
+    });
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let writer = writer.clone();
+        let mut event = reading("t", i);
+        if i % 10 == 7 {
+            // Over the bounds: the writer refuses it.
+            event.body = EventBody::Reading(Reading {
+                name: format!("n{i}"),
+                value: f64::NAN,
+                unit: "x".into(),
+            });
+        }
+        tasks.push(tokio::spawn(async move {
+            writer.append(vec![reading("t", 1000 + i), event]).await
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    release.send(()).unwrap();
+    holding.await.unwrap().unwrap();
+    let mut ok = 0;
+    for (i, t) in tasks.into_iter().enumerate() {
+        match t.await.unwrap() {
+            Ok(appended) => {
+                assert_ne!(i % 10, 7, "append {i} with a NaN reading was journaled");
+                assert_eq!(appended.len(), 2);
+                ok += 2;
+            }
+            Err(e) => {
+                assert_eq!(i % 10, 7, "append {i} refused: {e}");
+                assert!(matches!(e, StoreError::Rejected(_)), "{e}");
+            }
+        }
+    }
+    assert_eq!(ok, 180);
+    drop(writer);
+    thread.join();
+    let conn = db::open_read(&path).unwrap();
+    let stored = journal::events_after(&conn, 0, 1000).unwrap();
+    assert_eq!(stored.len(), ok);
+    assert!(
+        stored
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.seq == i as i64 + 1),
+        "a refused append leaves no gap"
+    );
+}
+
 #[tokio::test]
 async fn seqs_continue_after_restart_even_when_the_head_was_trimmed() {
     let dir = tempfile::tempdir().unwrap();
