@@ -84,13 +84,14 @@ pub enum EventBody {
     TagDeparted(TagTransition),
     ShelfWeight(ShelfWeight),
     LabelAck(LabelAck),
+    LabelHealth(LabelHealth),
     PriceConflict(PriceConflict),
     Alert(Alert),
     Reading(Reading),
 }
 
 /// Every `kind`, in the order of the spec table. Used for metrics and status.
-pub const KINDS: [&str; 13] = [
+pub const KINDS: [&str; 14] = [
     "sale",
     "return",
     "receipt",
@@ -101,6 +102,7 @@ pub const KINDS: [&str; 13] = [
     "tag_departed",
     "shelf_weight",
     "label_ack",
+    "label_health",
     "price_conflict",
     "alert",
     "reading",
@@ -119,6 +121,7 @@ impl EventBody {
             EventBody::TagDeparted(_) => "tag_departed",
             EventBody::ShelfWeight(_) => "shelf_weight",
             EventBody::LabelAck(_) => "label_ack",
+            EventBody::LabelHealth(_) => "label_health",
             EventBody::PriceConflict(_) => "price_conflict",
             EventBody::Alert(_) => "alert",
             EventBody::Reading(_) => "reading",
@@ -261,6 +264,23 @@ pub struct LabelAck {
     pub battery_mv: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rssi: Option<i64>,
+}
+
+/// What a label system last reported about one label's health: its
+/// battery, its signal, when it last checked in, and whether it counts as
+/// offline (silent for longer than its system's `stale_after_s` at `ts`).
+/// Journaled only when something changed (`domain::labels::health_changed`);
+/// the labels table and the `label_offline` alert are its projection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabelHealth {
+    pub label_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub battery_mv: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rssi: Option<i64>,
+    #[serde(with = "ts_format")]
+    pub last_seen: DateTime<Utc>,
+    pub offline: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -489,6 +509,17 @@ mod tests {
             }),
             json!({"label_id": "0000021A4B3C5D6E", "sku": "SKU-1001", "price_version": 57, "status": "ok",
                    "battery_mv": 2950, "rssi": -61}),
+        );
+        roundtrip(
+            EventBody::LabelHealth(LabelHealth {
+                label_id: "0000021A4B3C5D6E".into(),
+                battery_mv: Some(2950),
+                rssi: None,
+                last_seen: ts(),
+                offline: false,
+            }),
+            json!({"label_id": "0000021A4B3C5D6E", "battery_mv": 2950,
+                   "last_seen": "2026-11-22T10:15:30.123Z", "offline": false}),
         );
         roundtrip(
             EventBody::PriceConflict(PriceConflict {

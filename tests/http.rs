@@ -323,6 +323,8 @@ struct Tag {
     mac: String,
     pending: bool,
     lastseen: i64,
+    battery_mv: i64,
+    rssi: i64,
 }
 
 /// The simulated AP's state.
@@ -349,8 +351,8 @@ fn lock(ap: &SharedAp) -> MutexGuard<'_, Ap> {
 fn record(tag: &Tag) -> Value {
     json!({"mac": tag.mac, "hash": "5f3a9c0e1d2b4a6f8e7d6c5b4a392817", "lastseen": tag.lastseen,
            "nextupdate": 1763809200, "nextcheckin": 1763805640, "pending": tag.pending,
-           "alias": "A1-03", "contentMode": 19, "LQI": 98, "RSSI": -61, "temperature": 21,
-           "batteryMv": 2950, "hwType": 1, "wakeupReason": 0, "capabilities": 0,
+           "alias": "A1-03", "contentMode": 19, "LQI": 98, "RSSI": tag.rssi, "temperature": 21,
+           "batteryMv": tag.battery_mv, "hwType": 1, "wakeupReason": 0, "capabilities": 0,
            "modecfgjson": "", "isexternal": false, "apip": "0.0.0.0", "rotate": 0, "lut": 0,
            "invert": 0, "updatecount": 14, "updatelast": 1763805590, "ch": 11, "ver": 31})
 }
@@ -412,6 +414,8 @@ fn new_ap() -> SharedAp {
         mac: mac.to_string(),
         pending,
         lastseen: 1_763_805_600,
+        battery_mv: 2950,
+        rssi: -61,
     };
     Arc::new(Mutex::new(Ap {
         tags: vec![
@@ -700,4 +704,145 @@ async fn openepaperlink_label_that_stops_checking_in_raises_label_offline() {
     let l = labels::labels_of(&conn, "SKU-1001").unwrap();
     assert!(l[0].battery_mv.is_some(), "{l:?}");
     stop(store, task).await;
+}
+
+/// The subjects of the open `label_offline` alerts.
+fn offline_labels(store: &Store) -> Vec<String> {
+    let conn = storegate::db::open_read(&store.db).unwrap();
+    storegate::domain::alerts::open_alerts(&conn)
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.code == "label_offline")
+        .map(|a| a.subject)
+        .collect()
+}
+
+/// The label of SKU-1001 as the API shows it.
+fn the_label(store: &Store) -> labels::LabelView {
+    let conn = storegate::db::open_read(&store.db).unwrap();
+    let mut shown = labels::labels_of(&conn, "SKU-1001").unwrap();
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    shown.remove(0)
+}
+
+/// What the AP told the store (the price the label shows, its battery and
+/// signal, that it went offline) is journaled, so `storegate rebuild`
+/// (`domain::rebuild`) recomputes the same labels table and alerts from
+/// the journal; and health is journaled when it changes, not every poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openepaperlink_label_state_survives_a_rebuild() {
+    let mut store = Store::new();
+    let ap = new_ap();
+    let url = serve_ap(ap.clone()).await;
+    let profiles = tempfile::tempdir().unwrap();
+    fast_profile(profiles.path());
+    let (spec, _) = ap_device(&store, &url, profiles.path());
+    let update = price_book(&store).await;
+    // The update went out a minute ago, and the tag has fetched it since.
+    let sent_at = Utc::now() - chrono::Duration::seconds(60);
+    let (label, version) = (update.label_id.clone(), update.version);
+    store
+        .writer
+        .transact(move |w| labels::mark_sent(w.conn(), &label, version, sent_at))
+        .await
+        .unwrap();
+    {
+        let mut a = lock(&ap);
+        let tag = a.tags.iter_mut().find(|t| t.mac == MAC).unwrap();
+        tag.lastseen = Utc::now().timestamp() - 30;
+    }
+    let task = start(&store, spec);
+    wait_for_async("the label confirmed", || {
+        (the_label(&store).state == "ok").then_some(())
+    })
+    .await;
+
+    // Its battery runs down and its signal weakens.
+    {
+        let mut a = lock(&ap);
+        let tag = a.tags.iter_mut().find(|t| t.mac == MAC).unwrap();
+        tag.battery_mv = 2700;
+        tag.rssi = -75;
+    }
+    wait_for_async("the new battery and signal", || {
+        let l = the_label(&store);
+        (l.battery_mv == Some(2700) && l.rssi == Some(-75)).then_some(())
+    })
+    .await;
+    // Then it stops checking in (the profile's stale_after_s is 3600).
+    {
+        let mut a = lock(&ap);
+        let tag = a.tags.iter_mut().find(|t| t.mac == MAC).unwrap();
+        tag.lastseen = Utc::now().timestamp() - 2 * 3600;
+    }
+    wait_for_async("label_offline", || {
+        (offline_labels(&store) == [MAC]).then_some(())
+    })
+    .await;
+    wait_polls(&ap, 3).await;
+    store.stop();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("device task ends on shutdown")
+        .unwrap();
+
+    let before = the_label(&store);
+    assert_eq!(before.state, "ok");
+    assert_eq!(before.shows_version, Some(version));
+    assert_eq!(before.shows_price_minor, Some(249));
+    assert_eq!((before.battery_mv, before.rssi), (Some(2700), Some(-75)));
+
+    let replayed = store
+        .writer
+        .transact(|w| storegate::domain::rebuild(w.conn()))
+        .await
+        .unwrap();
+    assert!(replayed > 0);
+    assert_eq!(the_label(&store), before, "the label after the rebuild");
+    assert_eq!(
+        offline_labels(&store),
+        [MAC],
+        "label_offline after the rebuild"
+    );
+
+    // One label_health per change, however many polls: the first report,
+    // the weaker battery and signal, going offline.
+    let health: Vec<Value> = store
+        .events()
+        .iter()
+        .filter(|e| e.body.kind() == "label_health")
+        .map(|e| serde_json::from_str(&e.body.data_json()).unwrap())
+        .collect();
+    let summary: Vec<_> = health
+        .iter()
+        .map(|h| {
+            (
+                h["battery_mv"].clone(),
+                h["rssi"].clone(),
+                h["offline"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (json!(2950), json!(-61), json!(false)),
+            (json!(2700), json!(-75), json!(false)),
+            (json!(2700), json!(-75), json!(true)),
+        ]
+    );
+    assert!(health.iter().all(|h| h["label_id"] == MAC), "{health:?}");
+    // The last check-in as the last of them said, after the rebuild too.
+    let conn = storegate::db::open_read(&store.db).unwrap();
+    let last_seen_ms: i64 = conn
+        .query_row(
+            "SELECT last_seen_ms FROM labels WHERE label_id = ?1",
+            [MAC],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let said =
+        chrono::DateTime::parse_from_rfc3339(health[2]["last_seen"].as_str().unwrap()).unwrap();
+    assert_eq!(last_seen_ms, said.timestamp_millis());
+    assert!(store.quarantine().is_empty());
 }

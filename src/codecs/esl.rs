@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 
 use crate::event::LabelStatus;
 
-pub use crate::event::device::{LabelUpdate, Promo};
+pub use crate::event::device::{LabelSeen, LabelUpdate, Promo};
 
 /// A JSON value for an error message, cut short so that a huge payload
 /// does not make a huge quarantine reason.
@@ -433,11 +433,23 @@ pub fn parse_get_db(body: &[u8]) -> Result<GetDbPage, String> {
     Ok(GetDbPage { tags, continu })
 }
 
+impl OeplTag {
+    /// The record as the domain reads it (`domain::labels::reconcile`).
+    pub fn seen(&self) -> LabelSeen {
+        LabelSeen {
+            last_seen: crate::event::ts_from_millis(self.lastseen.saturating_mul(1000)),
+            pending: self.pending,
+            battery_mv: self.battery_mv,
+            rssi: self.rssi,
+        }
+    }
+}
+
 /// Whether a tag displays content uploaded at `uploaded_at`: nothing left
 /// pending, and checked in after the upload. `lastseen` has whole seconds,
 /// so it must be later than the upload's second to be after it.
 pub fn confirmed(tag: &OeplTag, uploaded_at: DateTime<Utc>) -> bool {
-    !tag.pending && tag.lastseen > uploaded_at.timestamp()
+    tag.seen().fetched_since(uploaded_at)
 }
 
 #[cfg(test)]

@@ -217,6 +217,11 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE quarantine ADD COLUMN size INTEGER;
     "#,
+    // 5: when a label last checked in, as its last `label_health` event
+    // said (a projection, like its battery and signal).
+    r#"
+    ALTER TABLE labels ADD COLUMN last_seen_ms INTEGER;
+    "#,
 ];
 
 /// The schema version this build writes.

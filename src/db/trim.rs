@@ -10,7 +10,7 @@
 //! 1. the quarantine (bad input kept for inspection), oldest first;
 //! 2. events central acknowledged, oldest first, even inside the retention;
 //! 3. *unacknowledged* `tag_arrived`, `tag_moved`, `tag_departed`,
-//!    `reading`, `shelf_weight`;
+//!    `reading`, `shelf_weight`, `label_health`;
 //! 4. unacknowledged `label_ack`.
 //!
 //! Sales, returns, receipts, adjustments, counts, price conflicts and
@@ -29,6 +29,7 @@ pub const DROP_ORDER: [&[&str]; 2] = [
         "tag_departed",
         "reading",
         "shelf_weight",
+        "label_health",
     ],
     &["label_ack"],
 ];

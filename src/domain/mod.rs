@@ -165,7 +165,8 @@ fn shelf_low_stock(
 }
 
 /// Recompute every journal-derived projection (stock, alerts, tags, last
-/// counts, label confirmations) from the journal and the stored baselines.
+/// counts, label confirmations and health) from the journal and the
+/// stored baselines.
 /// Stock moves older than the oldest retained journal event are kept as
 /// they are: the journal no longer has them, the move ledger does.
 pub fn rebuild(conn: &Connection) -> Result<usize, StoreError> {
@@ -174,7 +175,7 @@ pub fn rebuild(conn: &Connection) -> Result<usize, StoreError> {
     conn.execute_batch(
         "DELETE FROM alerts; DELETE FROM tags; DELETE FROM last_counts;
          UPDATE labels SET confirmed_version = NULL, confirmed_price_minor = NULL, confirmed_currency = NULL,
-           confirmed_at_ms = NULL, battery_mv = NULL, rssi = NULL;",
+           confirmed_at_ms = NULL, battery_mv = NULL, rssi = NULL, last_seen_ms = NULL;",
     )
     .ctx("clearing projections")?;
     conn.execute("DELETE FROM stock_moves WHERE seq >= ?1", [oldest])

@@ -31,6 +31,13 @@ pub const MAX_TEXT_LEN: usize = 4096;
 /// Heaviest shelf reading, in grams (a tonne).
 pub const MAX_GRAMS: i64 = 1_000_000;
 
+/// Highest label battery voltage, in millivolts (a hundred volts: no
+/// label runs on that; a reading beyond it is garbage, not a battery).
+pub const MAX_BATTERY_MV: i64 = 100_000;
+
+/// Largest signal strength magnitude, in dB (radios report -120 to 0).
+pub const MAX_RSSI: i64 = 1_000;
+
 /// Why a value is out of bounds, naming the field.
 pub type OutOfBounds = String;
 
@@ -79,6 +86,22 @@ fn check_text_len(field: &str, text: &str, max: usize) -> Result<(), OutOfBounds
             "{field} is {} bytes long; at most {max} are allowed",
             text.len()
         ));
+    }
+    Ok(())
+}
+
+/// `Ok` when a label's health values are ones an event may carry: a
+/// battery between 0 and [`MAX_BATTERY_MV`], a signal within
+/// ±[`MAX_RSSI`]. Callers that read them from a device treat a value
+/// outside as unknown rather than refuse the whole report.
+pub fn check_label_health(battery_mv: Option<i64>, rssi: Option<i64>) -> Result<(), OutOfBounds> {
+    if let Some(mv) = battery_mv.filter(|mv| !(0..=MAX_BATTERY_MV).contains(mv)) {
+        return Err(format!(
+            "battery_mv {mv} is not a battery voltage (0 to {MAX_BATTERY_MV} mV)"
+        ));
+    }
+    if let Some(rssi) = rssi.filter(|r| r.unsigned_abs() > MAX_RSSI as u64) {
+        return Err(format!("rssi {rssi} is beyond ±{MAX_RSSI} dB"));
     }
     Ok(())
 }
@@ -133,6 +156,10 @@ impl EventBody {
                 w.units_est.map_or(Ok(()), |u| check_qty("units_est", u))
             }
             EventBody::LabelAck(a) => check_id("label_id", &a.label_id),
+            EventBody::LabelHealth(h) => {
+                check_id("label_id", &h.label_id)?;
+                check_label_health(h.battery_mv, h.rssi)
+            }
             EventBody::PriceConflict(c) => {
                 check_price("pos_price_minor", c.pos_price_minor)?;
                 check_price("shelf_price_minor", c.shelf_price_minor)
@@ -186,6 +213,25 @@ mod tests {
             adjustment(1, &"x".repeat(MAX_ID_LEN)).check_bounds(),
             Ok(())
         );
+    }
+
+    #[test]
+    fn label_health_values_must_be_plausible() {
+        let h = |battery_mv, rssi| {
+            EventBody::LabelHealth(crate::event::LabelHealth {
+                label_id: "0000021A4B3C5D6E".into(),
+                battery_mv,
+                rssi,
+                last_seen: chrono::Utc::now(),
+                offline: false,
+            })
+        };
+        assert_eq!(h(Some(2950), Some(-61)).check_bounds(), Ok(()));
+        assert_eq!(h(None, None).check_bounds(), Ok(()));
+        let err = h(Some(-1), None).check_bounds().unwrap_err();
+        assert!(err.starts_with("battery_mv -1"), "{err}");
+        let err = h(None, Some(i64::MIN)).check_bounds().unwrap_err();
+        assert!(err.starts_with("rssi -9223372036854775808"), "{err}");
     }
 
     #[test]

@@ -57,3 +57,27 @@ pub struct Promo {
     pub until: DateTime<Utc>,
     pub price_text: String,
 }
+
+/// What a label system's database says about one label on a poll (an
+/// OpenEPaperLink AP's tag record), before the domain decides what of it
+/// is news (`domain::labels::reconcile`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelSeen {
+    /// When the label last checked in (whole seconds, as APs keep it).
+    pub last_seen: DateTime<Utc>,
+    /// The label has content waiting that it has not fetched yet.
+    pub pending: bool,
+    /// Battery in millivolts; `None` when unknown.
+    pub battery_mv: Option<i64>,
+    /// Signal of the last check-in; `None` when unknown.
+    pub rssi: Option<i64>,
+}
+
+impl LabelSeen {
+    /// Whether the label shows content uploaded at `uploaded_at`: nothing
+    /// is pending and it checked in after the upload (compared in whole
+    /// seconds, the AP's precision).
+    pub fn fetched_since(&self, uploaded_at: DateTime<Utc>) -> bool {
+        !self.pending && self.last_seen.timestamp() > uploaded_at.timestamp()
+    }
+}

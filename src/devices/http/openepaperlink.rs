@@ -1,10 +1,14 @@
 //! The `http` transport with codec `openepaperlink`: an OpenEPaperLink
 //! access point, polled every `poll_ms` of the profile
 //! (`[openepaperlink]`; the device's own `poll_ms` is not used) with
-//! `GET /get_db` (all pages). A label update that the label dispatcher
+//! `GET /get_db` (all pages). This is transport work only: what a poll
+//! means for the store's labels is decided by `domain::labels::reconcile`
+//! and journaled as events. A label update that the label dispatcher
 //! uploaded with [`oepl_upload`] is confirmed when the AP's record of the
-//! tag is no longer pending and the tag checked in after the upload; the
-//! agent then journals a `label_ack` (ok) with the tag's battery and RSSI.
+//! tag is no longer pending and the tag checked in after the upload (a
+//! `label_ack` (ok) with the tag's battery and RSSI); a tag whose battery,
+//! signal or offline state changed gets a `label_health` event, whose
+//! projection records it and opens or resolves `label_offline`.
 //! After [`MAX_FAILED_POLLS`] failed polls in a row the session ends.
 
 use std::collections::HashMap;
@@ -15,12 +19,11 @@ use tokio::time::MissedTickBehavior;
 
 use super::{CONNECT_TIMEOUT, describe, mark_up};
 use crate::codecs::Decoded;
-use crate::codecs::esl::{self, LabelUpdate, OeplParams, OeplTag};
-use crate::db::{SqlContext, StoreError};
+use crate::codecs::esl::{self, LabelSeen, LabelUpdate, OeplParams, OeplTag};
+use crate::db::StoreError;
 use crate::devices::{DeviceError, DeviceSpec, Ingest, deliver_until_stored};
-use crate::domain::alerts;
-use crate::event::Severity;
-use crate::event::{EventBody, LabelAck, LabelStatus, now_millis, ts_from_millis};
+use crate::domain::labels;
+use crate::event::{EventBody, now_millis};
 use crate::shutdown::Shutdown;
 
 /// Failed polls in a row after which an access point counts as down.
@@ -130,19 +133,21 @@ pub(super) async fn session(
         };
         failed_polls = 0;
         mark_up(ingest, id, url);
-        let acks = confirmations(ingest, tags, params.stale_after_s).await?;
-        if acks.is_empty() {
+        let news = reconcile(ingest, tags, params.stale_after_s).await?;
+        if news.is_empty() {
             // The AP answered: that is a good frame even without news.
             ingest.health().frames(id, 1, 0);
             continue;
         }
-        for ack in &acks {
-            tracing::debug!(device = %id, label = %ack.label_id, version = ack.price_version, "label confirmed");
+        for body in &news {
+            if let EventBody::LabelAck(ack) = body {
+                tracing::debug!(device = %id, label = %ack.label_id, version = ack.price_version, "label confirmed");
+            }
         }
         let now = now_millis();
-        let items = acks
+        let items = news
             .into_iter()
-            .map(|ack| Decoded::Events(vec![(now, EventBody::LabelAck(ack))]))
+            .map(|body| Decoded::Events(vec![(now, body)]))
             .collect();
         if !deliver_until_stored(ingest, &source, items, shutdown).await {
             return Ok(());
@@ -230,119 +235,30 @@ async fn read_body(
     Ok(body)
 }
 
-/// Reconcile the store's labels with the AP's tag database: confirmations
-/// of sent updates (returned, to be journaled as `label_ack`), and label
-/// health: battery and signal recorded, and a `label_offline` alert for a
-/// label that has not checked in for `stale_after_s` (resolved when it
-/// does again).
-async fn confirmations(
+/// What one poll of the AP means for the store's labels, decided by
+/// `domain::labels::reconcile` over a read of the labels table (no writes
+/// here: the events are journaled through ingest like any device input):
+/// `label_ack` (ok) for sent updates the tags now show, `label_health` for
+/// tags whose battery, signal or offline state changed.
+async fn reconcile(
     ingest: &Ingest,
     tags: Vec<OeplTag>,
     stale_after_s: u64,
-) -> Result<Vec<LabelAck>, StoreError> {
-    let tags: HashMap<String, OeplTag> = tags.into_iter().map(|t| (t.mac.clone(), t)).collect();
+) -> Result<Vec<EventBody>, StoreError> {
+    let seen: HashMap<String, LabelSeen> = tags.iter().map(|t| (t.mac.clone(), t.seen())).collect();
     ingest
         .writer()
         .transact(move |w| {
-            label_health(w, &tags, stale_after_s)?;
-            let mut st = w
-                .conn()
-                .prepare_cached(
-                    "SELECT label_id, sku, sent_version, sent_at_ms FROM labels
-                     WHERE state != 'ok' AND sent_version = want_version AND sent_at_ms IS NOT NULL",
-                )
-                .ctx("listing sent label updates")?;
-            let rows = st
-                .query_map([], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, i64>(2)?,
-                        r.get::<_, i64>(3)?,
-                    ))
-                })
-                .ctx("listing sent label updates")?;
-            let mut acks = Vec::new();
-            for row in rows {
-                let (label_id, sku, version, sent_at_ms) = row.ctx("listing sent label updates")?;
-                // Labels of other kinds (esl-json ids) are no MACs: not ours.
-                let Ok(mac) = esl::normalize_mac(&label_id) else {
-                    continue;
-                };
-                let Some(tag) = tags.get(&mac) else {
-                    continue; // a tag of another AP
-                };
-                if esl::confirmed(tag, ts_from_millis(sent_at_ms)) {
-                    acks.push(LabelAck {
-                        label_id,
-                        sku,
-                        price_version: version,
-                        status: LabelStatus::Ok,
-                        battery_mv: tag.battery_mv,
-                        rssi: tag.rssi,
-                    });
-                }
-            }
-            Ok(acks)
+            // Labels of other kinds (esl-json ids) are no MACs, and tags
+            // of another AP are not in this one's database: not ours.
+            let ours = |label_id: &str| {
+                esl::normalize_mac(label_id)
+                    .ok()
+                    .and_then(|mac| seen.get(&mac).cloned())
+            };
+            labels::reconcile(w.conn(), &ours, now_millis(), stale_after_s)
         })
         .await
-}
-
-fn label_health(
-    w: &mut crate::db::WriteTx<'_>,
-    tags: &HashMap<String, OeplTag>,
-    stale_after_s: u64,
-) -> Result<(), StoreError> {
-    let ours: Vec<String> = {
-        let mut st = w
-            .conn()
-            .prepare_cached("SELECT label_id FROM labels")
-            .ctx("listing labels")?;
-        let rows = st.query_map([], |r| r.get(0)).ctx("listing labels")?;
-        rows.collect::<Result<_, _>>().ctx("listing labels")?
-    };
-    let now_s = chrono::Utc::now().timestamp();
-    for label_id in ours {
-        let Ok(mac) = esl::normalize_mac(&label_id) else {
-            continue;
-        };
-        let Some(tag) = tags.get(&mac) else {
-            continue;
-        };
-        w.conn()
-            .prepare_cached(
-                "UPDATE labels SET battery_mv = COALESCE(?2, battery_mv), rssi = COALESCE(?3, rssi) WHERE label_id = ?1",
-            )
-            .and_then(|mut st| st.execute(rusqlite::params![label_id, tag.battery_mv, tag.rssi]))
-            .ctx("recording label health")?;
-        let silent_s = now_s - tag.lastseen;
-        if silent_s > stale_after_s as i64 {
-            let mut context = serde_json::Map::new();
-            context.insert("label_id".into(), label_id.clone().into());
-            context.insert("last_seen_s_ago".into(), silent_s.into());
-            if let Some(mv) = tag.battery_mv {
-                context.insert("battery_mv".into(), mv.into());
-            }
-            alerts::raise(
-                w,
-                "esl",
-                "label_offline",
-                &label_id,
-                Severity::Warning,
-                format!("label {label_id} has not checked in for {silent_s} s (battery or range?)"),
-                context,
-            )?;
-        } else {
-            alerts::resolve(
-                w,
-                "esl",
-                "label_offline",
-                &label_id,
-                format!("label {label_id} checked in again"),
-            )?;
-        }
-    }
-    Ok(())
 }
 
 /// Send a label update to an OpenEPaperLink AP: `POST {base_url}/jsonupload`
