@@ -158,10 +158,10 @@ fn hold_reason(hub: &Owner) -> Option<String> {
         return None;
     }
     Some(match hub.held.front() {
-        Some((route, _)) => format!(
+        Some((outlet, _)) => format!(
             "device {} has {} messages waiting for their commit",
-            route.device,
-            route.tx.max_capacity()
+            outlet.device,
+            outlet.tx.max_capacity()
         ),
         None => format!(
             "{} messages wait for devices that have not registered yet",

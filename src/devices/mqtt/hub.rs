@@ -35,7 +35,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::acks::{Ack, Arrivals};
 use super::flow;
 use super::reader::Reader;
-use super::route::{self, Inbox, Message, Route, ToCommit};
+use super::route::{self, Inbox, Message, Outlet, Route, Sent, ToCommit};
 use super::session::MAX_BATCH;
 use super::subs::Subscriptions;
 use crate::backoff::Backoff;
@@ -115,14 +115,14 @@ pub(super) struct Owner {
     started: Instant,
     pub(super) acks: Arrivals,
     last_error: Option<String>,
-    routes: Vec<Arc<Route>>,
+    routes: Vec<Route>,
     /// Messages no registered device matched yet, oldest first.
     pub(super) unclaimed: VecDeque<Message>,
     subs: Subscriptions,
     /// Messages decoded for a device whose queue was full, oldest first,
     /// and every message after them: while any is held the hub reads
     /// nothing more from the broker (flow control, see `flow`).
-    pub(super) held: VecDeque<(Arc<Route>, ToCommit)>,
+    pub(super) held: VecDeque<(Outlet, ToCommit)>,
     last_unclaimed_warning: Option<Instant>,
     /// Messages for devices that have not registered yet, dropped after
     /// the grace period since the last warning about them.
@@ -317,26 +317,29 @@ impl Owner {
         if let Some(route) = self
             .routes
             .iter()
-            .find(|r| r.device == device && r.filter == reader.filter)
+            .find(|r| &*r.outlet.device == device && r.filter == reader.filter)
         {
             return route.rx.clone();
         }
-        self.routes.retain(|r| r.device != device);
-        let route = Arc::new(Route::new(device, reader, source, ingest, DEVICE_QUEUE));
-        self.routes.push(route.clone());
-        if self.acks.is_connected() && !self.subs.knows(&route.filter) {
-            self.facts_changed |= self.subs.request(&self.client, &route.filter);
+        self.routes.retain(|r| &*r.outlet.device != device);
+        let route = Route::new(device, reader, source, ingest, DEVICE_QUEUE);
+        let filter = route.filter.clone();
+        let inbox = route.rx.clone();
+        self.routes.push(route);
+        let index = self.routes.len() - 1;
+        if self.acks.is_connected() && !self.subs.knows(&filter) {
+            self.facts_changed |= self.subs.request(&self.client, &filter);
         }
         // Messages that arrived for it before it registered.
         let (mine, others): (VecDeque<Message>, VecDeque<Message>) = self
             .unclaimed
             .drain(..)
-            .partition(|m| rumqttc::matches(&m.publish.topic, &route.filter));
+            .partition(|m| rumqttc::matches(&m.publish.topic, &filter));
         self.unclaimed = others;
         for m in mine {
-            self.dispatch(&route, m);
+            self.dispatch(index, m);
         }
-        route.rx.clone()
+        inbox
     }
 
     fn on_connected(&mut self, session_present: bool) {
@@ -368,7 +371,7 @@ impl Owner {
     fn route(&mut self, publish: Publish) {
         let ack = self.acks.arrive(publish.pkid, publish.qos);
         let message = Message { publish, ack };
-        let Some(route) = route::find(&self.routes, &message.publish.topic) else {
+        let Some(index) = route::find(&self.routes, &message.publish.topic) else {
             if self.started.elapsed() > CLAIM_GRACE {
                 self.drop_unclaimed(message);
             } else {
@@ -378,15 +381,16 @@ impl Owner {
             }
             return;
         };
-        self.dispatch(&route, message);
+        self.dispatch(index, message);
     }
 
-    /// Decode and sort a message of `route`'s device: acknowledge it when
-    /// it leaves nothing to commit, else queue it for the device's session,
-    /// or hold it when that queue is full (the hub then stops reading
-    /// until there is room). Only this task sorts, so a device's messages
-    /// are sorted in arrival order.
-    fn dispatch(&mut self, route: &Arc<Route>, message: Message) {
+    /// Decode and sort a message of the device of route `index`:
+    /// acknowledge it when it leaves nothing to commit, else queue it for
+    /// the device's session, or hold it when that queue is full (the hub
+    /// then stops reading until there is room). Only this task sorts, so a
+    /// device's messages are sorted in arrival order.
+    fn dispatch(&mut self, index: usize, message: Message) {
+        let route = &mut self.routes[index];
         let ack = message.ack;
         let Some(unit) = route.sort(&message) else {
             self.acks.ready(&ack);
@@ -395,41 +399,32 @@ impl Owner {
         let item = ToCommit { ack, unit };
         if !self.held.is_empty() {
             // Behind what is held already, to keep the arrival order.
-            self.held.push_back((route.clone(), item));
+            self.held.push_back((route.outlet.clone(), item));
             return;
         }
-        match route.tx.try_send(item) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(item)) => {
-                self.held.push_back((route.clone(), item))
-            }
-            Err(mpsc::error::TrySendError::Closed(item)) => self.queue_closed(route, &item),
+        match route.outlet.send(item) {
+            Sent::Queued => {}
+            Sent::Full(item) => self.held.push_back((route.outlet.clone(), item)),
+            Sent::Closed(item) => self.acks.forget(&item.ack),
         }
     }
 
     /// Move held messages into their devices' queues while there is room.
     /// Returns the queue the oldest held message still waits for.
     pub(super) fn release_held(&mut self) -> Option<mpsc::Sender<ToCommit>> {
-        while let Some((route, item)) = self.held.pop_front() {
-            match route.tx.try_send(item) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(item)) => {
-                    let tx = route.tx.clone();
-                    self.held.push_front((route, item));
+        while let Some((outlet, item)) = self.held.pop_front() {
+            match outlet.send(item) {
+                Sent::Queued => {}
+                Sent::Full(item) => {
+                    let tx = outlet.tx.clone();
+                    self.held.push_front((outlet, item));
                     return Some(tx);
                 }
-                Err(mpsc::error::TrySendError::Closed(item)) => self.queue_closed(&route, &item),
+                // Given up without holding up the PUBACKs after it.
+                Sent::Closed(item) => self.acks.forget(&item.ack),
             }
         }
         None
-    }
-
-    /// A device queue without its receiver. The route owns the receiver,
-    /// so this cannot happen; should it, the message is left with the
-    /// broker without holding up the PUBACKs of the messages after it.
-    fn queue_closed(&mut self, route: &Route, item: &ToCommit) {
-        tracing::error!(device = %route.device, "device queue closed; message left with the broker");
-        self.acks.forget(&item.ack);
     }
 
     /// Drop held messages that no device claimed within the grace period.
@@ -440,7 +435,7 @@ impl Owner {
         while let Some(m) = self.unclaimed.pop_front() {
             // A device may have registered since the message arrived.
             match route::find(&self.routes, &m.publish.topic) {
-                Some(route) => self.dispatch(&route, m),
+                Some(index) => self.dispatch(index, m),
                 None => self.drop_unclaimed(m),
             }
         }

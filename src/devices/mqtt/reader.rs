@@ -1,15 +1,13 @@
 //! How one MQTT device's messages become journal input: its subscription
-//! filter, its codec, and its size limit.
-
-use std::sync::Arc;
+//! filter and its size limit here, its codec in the devices' common
+//! [`Decoder`].
 
 use chrono::{DateTime, Utc};
 
-use crate::codecs::json::{DecodeContext, JsonCodec};
 use crate::codecs::{Decoded, esl};
 use crate::config::Transport;
+use crate::devices::decoder::Decoder;
 use crate::devices::{DeviceError, DeviceSpec};
-use crate::event::{EventBody, LabelAck};
 use crate::profiles::Codec;
 
 /// How much of an oversize message the quarantine keeps.
@@ -24,15 +22,6 @@ pub(super) struct Reader {
     max_message_bytes: usize,
 }
 
-enum Decoder {
-    Json {
-        codec: Arc<JsonCodec>,
-        context: DecodeContext,
-    },
-    /// Label status messages on `{topic}/+/status`.
-    EslStatus,
-}
-
 impl Reader {
     pub(super) fn new(spec: &DeviceSpec, member_key: &[u8]) -> Result<Reader, DeviceError> {
         let Transport::Mqtt {
@@ -45,24 +34,11 @@ impl Reader {
                 reason: "not an MQTT device".into(),
             });
         };
-        let (filter, decoder) = match &spec.profile.codec {
-            Codec::Json(codec) => (
-                topic.clone(),
-                Decoder::Json {
-                    codec: codec.clone(),
-                    context: DecodeContext {
-                        device_id: spec.id().to_string(),
-                        member_key: member_key.to_vec(),
-                    },
-                },
-            ),
-            Codec::EslJson(_) => (esl::status_filter(topic), Decoder::EslStatus),
-            other => {
-                return Err(DeviceError::Open {
-                    what: topic.clone(),
-                    reason: format!("codec {} cannot be read from MQTT", other.name()),
-                });
-            }
+        let decoder = Decoder::new(spec, member_key)?;
+        // Labels publish their status each on a topic of its own.
+        let filter = match &spec.profile.codec {
+            Codec::EslJson(_) => esl::status_filter(topic),
+            _ => topic.clone(),
         };
         if !rumqttc::valid_filter(&filter) {
             return Err(DeviceError::Open {
@@ -79,24 +55,16 @@ impl Reader {
     }
 
     /// Decode one message; never panics, bad input becomes `Decoded::Bad`.
-    pub(super) fn decode(&self, topic: &str, payload: &[u8], now: DateTime<Utc>) -> Vec<Decoded> {
+    pub(super) fn decode(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        now: DateTime<Utc>,
+    ) -> Vec<Decoded> {
         if payload.len() > self.max_message_bytes {
             return vec![oversize(topic, payload, self.max_message_bytes)];
         }
-        match &self.decoder {
-            Decoder::Json { codec, context } => {
-                let out = codec.decode(payload, context, now);
-                if out.ts_fallbacks > 0 {
-                    tracing::debug!(
-                        device = %context.device_id,
-                        records = out.ts_fallbacks,
-                        "records without a usable timestamp got the receive time"
-                    );
-                }
-                out.items
-            }
-            Decoder::EslStatus => vec![label_status(topic, payload, now)],
-        }
+        self.decoder.decode(payload, Some(topic), now)
     }
 }
 
@@ -113,86 +81,5 @@ fn oversize(topic: &str, payload: &[u8], limit: usize) -> Decoded {
             head.len()
         ),
         raw: head.to_vec(),
-    }
-}
-
-/// A label's status message as a `label_ack` event. The SKU is not in the
-/// message; the label projection knows which SKU the label shows.
-fn label_status(topic: &str, payload: &[u8], now: DateTime<Utc>) -> Decoded {
-    match esl::parse_status(topic, payload) {
-        Ok(report) => Decoded::Events(vec![(
-            now,
-            EventBody::LabelAck(LabelAck {
-                label_id: report.label_id,
-                sku: String::new(),
-                price_version: report.version,
-                status: report.status,
-                battery_mv: report.battery_mv,
-                rssi: report.rssi,
-            }),
-        )]),
-        Err(reason) => Decoded::Bad {
-            reason,
-            raw: payload.to_vec(),
-        },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::event::LabelStatus;
-
-    #[test]
-    fn label_status_becomes_a_label_ack_or_quarantine() {
-        let now = crate::event::now_millis();
-        let ok = label_status(
-            "stores/1/esl/L1/status",
-            br#"{"label_id":"L1","version":57,"status":"ok","battery_mv":2950,"rssi":-61}"#,
-            now,
-        );
-        assert_eq!(
-            ok,
-            Decoded::Events(vec![(
-                now,
-                EventBody::LabelAck(LabelAck {
-                    label_id: "L1".into(),
-                    sku: String::new(),
-                    price_version: 57,
-                    status: LabelStatus::Ok,
-                    battery_mv: Some(2950),
-                    rssi: Some(-61),
-                })
-            )])
-        );
-        // Another label's id on this label's topic is refused.
-        let bad = label_status(
-            "stores/1/esl/L1/status",
-            br#"{"label_id":"L2","version":1,"status":"ok"}"#,
-            now,
-        );
-        assert!(
-            matches!(bad, Decoded::Bad { ref raw, .. } if raw.starts_with(b"{\"label_id\":\"L2\""))
-        );
-        assert!(matches!(
-            label_status("x/L1/status", b"\xff\x00", now),
-            Decoded::Bad { .. }
-        ));
-    }
-
-    #[test]
-    fn mqtt_wildcards_route_as_the_broker_does() {
-        assert!(rumqttc::matches(
-            "stores/1/esl/L1/status",
-            "stores/1/esl/+/status"
-        ));
-        assert!(!rumqttc::matches(
-            "stores/1/esl/L1/set",
-            "stores/1/esl/+/status"
-        ));
-        assert!(rumqttc::matches("stores/1/rfid/door", "stores/1/#"));
-        assert!(rumqttc::matches("stores/1", "stores/1/#"));
-        assert!(!rumqttc::matches("stores/2/rfid", "stores/1/#"));
-        assert!(!rumqttc::matches("$SYS/broker", "#"));
     }
 }
