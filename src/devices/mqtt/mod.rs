@@ -37,11 +37,12 @@
 //! it publishes (the connection, the subscriptions, the count of messages
 //! awaiting their PUBACK) without a lock.
 //!
-//! The files: `hub` (the owner task and its event loop), `acks` (the
-//! arrival order and pending PUBACKs), `flow` (flow control), `route`
-//! (a device's subscription and queue), `reader` (how a device's messages
-//! are decoded), `session` (a device session), `endpoint` (where the
-//! broker is).
+//! The files: `hub` (the owner task and its event loop; how it wakes
+//! rumqttc's `poll`, which is not cancel-safe), `acks` (the arrival order
+//! and pending PUBACKs), `subs` (SUBSCRIBE and SUBACK), `flow` (flow
+//! control), `route` (a device's subscription and queue), `reader` (a
+//! device's size limit and decoder), `session` (a device session),
+//! `endpoint` (where the broker is).
 //!
 //! Sessions and connections: a device session waits until the broker
 //! connection is up and the broker has confirmed the device's subscription
@@ -56,8 +57,8 @@
 //! the socket brought (rumqttc's own manual ack path costs a trip through
 //! its request queue and a socket write per PUBACK, which halved the
 //! rate). A session does not do one round trip per message either: it
-//! commits every message already waiting (up to `session::MAX_BATCH`) in one
-//! transaction, so under load the batch grows and the number of commits
+//! commits every message already waiting (up to `session::MAX_BATCH`) in
+//! one transaction, so under load the batch grows and the number of commits
 //! does not; when traffic is light each message is committed on its own
 //! without waiting for company.
 

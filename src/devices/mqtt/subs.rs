@@ -114,3 +114,51 @@ impl Subscriptions {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rumqttc::MqttOptions;
+
+    use super::*;
+
+    fn client() -> (AsyncClient, rumqttc::EventLoop) {
+        AsyncClient::new(MqttOptions::new("test", "localhost", 1883), 10)
+    }
+
+    fn suback(pkid: u16, ok: bool) -> SubAck {
+        let code = if ok {
+            SubscribeReasonCode::Success(QoS::AtLeastOnce)
+        } else {
+            SubscribeReasonCode::Failure
+        };
+        SubAck::new(pkid, vec![code])
+    }
+
+    #[test]
+    fn subacks_are_matched_to_their_filters_in_request_order() {
+        let (client, _eventloop) = client();
+        let mut subs = Subscriptions::default();
+        assert!(subs.request(&client, "a/#"));
+        assert!(subs.request(&client, "b/+"));
+        // Asked for already, its SUBACK not overdue: not asked again.
+        assert!(!subs.ask(&client, "a/#"));
+        subs.written(7);
+        subs.written(8);
+        assert!(subs.suback(&suback(8, false)));
+        assert!(subs.suback(&suback(7, true)));
+        // A SUBACK nobody waits for changes nothing.
+        assert!(!subs.suback(&suback(9, true)));
+        assert_eq!(subs.states().get("a/#"), Some(&SubState::Confirmed));
+        assert_eq!(subs.states().get("b/+"), Some(&SubState::Refused));
+        // A refusal stands until it is forgotten; then it is asked again.
+        assert!(!subs.ask(&client, "b/+"));
+        assert!(subs.forget_refusal("b/+"));
+        assert!(!subs.forget_refusal("b/+"));
+        assert!(subs.ask(&client, "b/+"));
+        // A new connection forgets everything.
+        subs.reset();
+        assert!(!subs.knows("a/#"));
+        subs.written(1);
+        assert!(!subs.suback(&suback(1, true)));
+    }
+}
