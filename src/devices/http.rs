@@ -49,8 +49,8 @@ pub async fn session(
         ),
     };
     match (&spec.config.transport, &spec.profile.codec) {
-        (Transport::HttpStream { url }, Codec::Json(codec)) => {
-            stream::session(spec, ingest, shutdown, url, codec).await
+        (Transport::HttpStream { url }, Codec::Json(_)) => {
+            stream::session(spec, ingest, shutdown, url).await
         }
         (Transport::Http { url, .. }, Codec::OpenEpaperLink(params)) => {
             openepaperlink::session(spec, ingest, shutdown, url, params).await

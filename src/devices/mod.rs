@@ -6,6 +6,7 @@
 //! and its own health row.
 
 pub mod broker;
+mod decoder;
 pub mod http;
 pub mod ingest;
 pub mod label_sender;

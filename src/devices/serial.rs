@@ -16,11 +16,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{Interval, MissedTickBehavior};
 use tokio_serial::{DataBits, SerialPortBuilderExt, SerialStream, StopBits};
 
+use super::decoder::Decoder;
 use super::{DeviceError, DeviceSpec, Ingest, deliver_until_stored};
-use crate::codecs::Decoded;
-use crate::codecs::lines::LinesDecoder;
-use crate::codecs::m100::{M100Decoder, MULTI_POLL, STOP};
+use crate::codecs::m100::{MULTI_POLL, STOP};
 use crate::config::{Parity, SerialLine, Transport};
+use crate::event::now_millis;
 use crate::profiles::Codec;
 use crate::shutdown::Shutdown;
 
@@ -33,38 +33,20 @@ const READ_BUF: usize = 4096;
 /// take it must not hold up the agent's exit.
 const STOP_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// What the bytes of this port mean, with the state each codec keeps for
-/// one open port.
-enum Reader {
-    /// An M100-class RFID module: it must be told to poll, and told again
-    /// every `repoll` because it stops after 65535 rounds.
-    M100 {
-        decoder: M100Decoder,
-        repoll: Interval,
-    },
-    /// A receipt printer tap or text journal. Boxed: the decoder is large
-    /// and the enum lives for the whole session anyway.
-    Lines(Box<LinesDecoder>),
-}
+/// An M100-class RFID module must be told to poll, and told again every
+/// `repoll` because it stops after 65535 rounds; other codecs only listen.
+struct Poller(Option<Interval>);
 
-impl Reader {
-    fn feed(&mut self, bytes: &[u8]) -> Vec<Decoded> {
-        let now = crate::event::now_millis();
-        match self {
-            Reader::M100 { decoder, .. } => decoder.feed(bytes, now),
-            Reader::Lines(decoder) => decoder.feed(bytes, now),
-        }
-    }
-
+impl Poller {
     /// Resolves when the module is due another multi-poll command; never
     /// for codecs that do not poll. The first tick is immediate, which
     /// sends the command right after opening.
-    async fn repoll_due(&mut self) {
-        match self {
-            Reader::M100 { repoll, .. } => {
+    async fn due(&mut self) {
+        match &mut self.0 {
+            Some(repoll) => {
                 repoll.tick().await;
             }
-            Reader::Lines(_) => std::future::pending().await,
+            None => std::future::pending().await,
         }
     }
 }
@@ -83,27 +65,18 @@ pub async fn session(
             reason: "not a serial device".into(),
         });
     };
-    let mut reader = match &spec.profile.codec {
+    // The codec's state lives as long as this port.
+    let mut decoder = Decoder::new(spec, ingest.member_key())?;
+    let mut poller = Poller(match &spec.profile.codec {
         Codec::M100(params) => {
             // Validated at load time to be at least 1; max(1) keeps a zero
             // from a hand-built profile from panicking the interval.
             let mut repoll = tokio::time::interval(Duration::from_secs(params.repoll_s.max(1)));
             repoll.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            Reader::M100 {
-                decoder: M100Decoder::new(),
-                repoll,
-            }
+            Some(repoll)
         }
-        Codec::Lines(compiled) => {
-            Reader::Lines(Box::new(LinesDecoder::new((**compiled).clone(), id)))
-        }
-        other => {
-            return Err(DeviceError::Open {
-                what: line.port.display().to_string(),
-                reason: format!("codec {} cannot be read from a serial port", other.name()),
-            });
-        }
-    };
+        _ => None,
+    });
     let mut port = open(line, spec.profile.default_baud)?;
     if ingest.health().set_up(id, true, None) {
         tracing::info!(device = %id, port = %line.port.display(), "device connected");
@@ -119,12 +92,12 @@ pub async fn session(
                     Ok(n) => n,
                     Err(e) => break Err(DeviceError::Lost(format!("read: {e}"))),
                 };
-                let items = reader.feed(buf.get(..n).unwrap_or_default());
+                let items = decoder.decode(buf.get(..n).unwrap_or_default(), None, now_millis());
                 if !items.is_empty() && !deliver_until_stored(ingest, &source, items, shutdown).await {
                     break Ok(());
                 }
             }
-            _ = reader.repoll_due() => {
+            _ = poller.due() => {
                 if let Err(e) = port.write_all(&MULTI_POLL).await {
                     break Err(DeviceError::Lost(format!("write poll command: {e}")));
                 }
@@ -133,7 +106,7 @@ pub async fn session(
         }
     };
 
-    if result.is_ok() && matches!(reader, Reader::M100 { .. }) {
+    if result.is_ok() && poller.0.is_some() {
         // Leave the module quiet rather than polling (and transmitting)
         // while nobody listens. Best effort: we are leaving either way.
         match tokio::time::timeout(STOP_TIMEOUT, port.write_all(&STOP)).await {
@@ -142,16 +115,14 @@ pub async fn session(
             Err(_) => tracing::debug!(device = %id, "stop command timed out"),
         }
     }
-    if let Reader::Lines(decoder) = &mut reader {
-        // The decoder lives only as long as this port, so what it holds
-        // would be lost: a receipt without its end is quarantined whole
-        // (never half-applied) and an unterminated last line is read.
-        let rest = decoder.flush(crate::event::now_millis());
-        if !rest.is_empty() {
-            // On shutdown this is one attempt; holding the agent's exit
-            // for a full disk is not an option.
-            deliver_until_stored(ingest, &source, rest, shutdown).await;
-        }
+    // The decoder lives only as long as this port, so what it holds would
+    // be lost: a receipt without its end is quarantined whole (never
+    // half-applied) and an unterminated last line is read.
+    let rest = decoder.finish(now_millis());
+    if !rest.is_empty() {
+        // On shutdown this is one attempt; holding the agent's exit for a
+        // full disk is not an option.
+        deliver_until_stored(ingest, &source, rest, shutdown).await;
     }
     result
 }

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 
 use super::{CONNECT_TIMEOUT, describe, mark_up};
 use crate::codecs::Decoded;
-use crate::codecs::json::{DecodeContext, JsonCodec};
+use crate::devices::decoder::Decoder;
 use crate::devices::{DeviceError, DeviceSpec, Ingest, deliver_until_stored};
 use crate::event::now_millis;
 use crate::shutdown::Shutdown;
@@ -36,9 +36,9 @@ pub(super) async fn session(
     ingest: &Ingest,
     shutdown: &mut Shutdown,
     url: &str,
-    codec: &JsonCodec,
 ) -> Result<(), DeviceError> {
     let id = spec.id();
+    let mut decoder = Decoder::new(spec, ingest.member_key())?;
     let open_error = |reason: String| DeviceError::Open {
         what: url.to_string(),
         reason,
@@ -64,10 +64,6 @@ pub(super) async fn session(
     tracing::debug!(device = %id, url, "event stream open");
 
     let source = spec.source();
-    let context = DecodeContext {
-        device_id: id.to_string(),
-        member_key: ingest.member_key().to_vec(),
-    };
     let mut lines = LineSplitter::new(MAX_LINE);
     loop {
         let chunk = tokio::select! {
@@ -86,7 +82,7 @@ pub(super) async fn session(
         let now = now_millis();
         let items: Vec<Decoded> = pieces
             .into_iter()
-            .flat_map(|piece| decode_piece(codec, &context, piece, now))
+            .flat_map(|piece| decode_piece(&mut decoder, piece, now))
             .collect();
         // The stream cannot be asked again for what it sent: hold it until
         // the database takes it.
@@ -100,26 +96,13 @@ pub(super) async fn session(
 }
 
 /// Decode one piece of a stream. Blank lines (keepalives) give nothing.
-fn decode_piece(
-    codec: &JsonCodec,
-    context: &DecodeContext,
-    piece: Piece,
-    now: DateTime<Utc>,
-) -> Vec<Decoded> {
+fn decode_piece(decoder: &mut Decoder, piece: Piece, now: DateTime<Utc>) -> Vec<Decoded> {
     match piece {
         Piece::Line(line) => {
             if line.iter().all(u8::is_ascii_whitespace) {
                 return Vec::new();
             }
-            let out = codec.decode(&line, context, now);
-            if out.ts_fallbacks > 0 {
-                tracing::debug!(
-                    device = %context.device_id,
-                    records = out.ts_fallbacks,
-                    "records without a usable timestamp got the receive time"
-                );
-            }
-            out.items
+            decoder.decode(&line, None, now)
         }
         Piece::TooLong(head) => vec![Decoded::Bad {
             reason: format!(

@@ -10,13 +10,13 @@
 //! whenever it has written nothing for a while (a broker drops a client
 //! it has heard nothing from for one and a half keep-alives).
 
-use std::sync::Weak;
 use std::time::{Duration, Instant};
 
 use rumqttc::{EventLoop, Packet};
 use tokio::sync::mpsc;
 
-use super::{Inner, ToCommit, write_ready_acks};
+use super::hub::{ACK_FLUSH_TIMEOUT, Owner};
+use super::route::ToCommit;
 use crate::shutdown::Shutdown;
 
 /// How long the event loop waits between looks at a held back connection
@@ -78,42 +78,47 @@ impl Episodes {
 /// holds messages, nothing buffered by the client is left to hand out,
 /// and no PUBACK waits in the client's request queue (which only a poll
 /// writes, and the PUBACKs after it must follow it).
-pub(super) fn must_hold(eventloop: &EventLoop, hub: &Inner) -> bool {
-    let st = hub.lock();
-    st.connected && st.holding() && st.acks_queued == 0 && eventloop.state.events.is_empty()
+pub(super) fn must_hold(eventloop: &EventLoop, hub: &Owner) -> bool {
+    hub.acks.is_connected()
+        && hub.holding()
+        && !hub.acks.any_queued()
+        && eventloop.state.events.is_empty()
 }
 
 /// Hold back reads until the hub holds nothing any more (or the
-/// connection broke, or shutdown). Meanwhile write the ready PUBACKs and
-/// keep the connection alive.
+/// connection broke, or shutdown). Meanwhile answer the sessions, write
+/// the ready PUBACKs and keep the connection alive. `false` when every
+/// handle of the hub is gone.
 pub(super) async fn hold_back(
     eventloop: &mut EventLoop,
-    inner: &Weak<Inner>,
+    hub: &mut Owner,
     shutdown: &mut Shutdown,
     episodes: &mut Episodes,
-) {
+) -> bool {
     let started = Instant::now();
     let mut last_write = started;
     let mut waited = false;
+    let mut open = true;
     loop {
-        let Some(hub) = inner.upgrade() else { break };
         let waiting_for = hub.release_held();
         hub.sweep_unclaimed();
-        match write_ready_acks(eventloop, &hub).await {
+        let written = hub.write_ready_acks(eventloop).await;
+        hub.publish();
+        match written {
             Ok(true) => last_write = Instant::now(),
             Ok(false) => {}
             Err(reason) => {
-                lost(eventloop, &hub, reason);
+                lost(eventloop, hub, reason);
                 break;
             }
         }
-        let why = match hold_reason(&hub) {
+        let why = match hold_reason(hub) {
             Some(why) => why,
             None => break,
         };
         if last_write.elapsed() >= HOLD_PING {
             if let Err(reason) = ping(eventloop).await {
-                lost(eventloop, &hub, reason);
+                lost(eventloop, hub, reason);
                 break;
             }
             last_write = Instant::now();
@@ -122,10 +127,16 @@ pub(super) async fn hold_back(
             episodes.paused(&why);
             waited = true;
         }
-        let wake = hub.wake.notified();
         tokio::select! {
             _ = room(waiting_for) => {}
-            _ = wake => {}
+            request = hub.next_request() => match request {
+                // Stored messages, a device registered: look again.
+                Some(request) => hub.handle(request, false),
+                None => {
+                    open = false;
+                    break;
+                }
+            },
             _ = tokio::time::sleep(HOLD_TICK) => {}
             _ = shutdown.wait() => break,
         }
@@ -138,23 +149,23 @@ pub(super) async fn hold_back(
         // connection. The writes above were the liveness check meanwhile.
         eventloop.state.await_pingresp = false;
     }
+    open
 }
 
 /// Why the hub holds back, for the log; `None` once it does not.
-fn hold_reason(hub: &Inner) -> Option<String> {
-    let st = hub.lock();
-    if !st.connected || !st.holding() {
+fn hold_reason(hub: &Owner) -> Option<String> {
+    if !hub.acks.is_connected() || !hub.holding() {
         return None;
     }
-    Some(match st.held.front() {
-        Some((route, _)) => format!(
+    Some(match hub.held.front() {
+        Some((outlet, _)) => format!(
             "device {} has {} messages waiting for their commit",
-            route.device,
-            route.tx.max_capacity()
+            outlet.device,
+            outlet.tx.max_capacity()
         ),
         None => format!(
             "{} messages wait for devices that have not registered yet",
-            st.unclaimed.len()
+            hub.unclaimed.len()
         ),
     })
 }
@@ -179,7 +190,7 @@ async fn ping(eventloop: &mut EventLoop) -> Result<(), String> {
         network.write(Packet::PingReq).await?;
         network.flush().await
     };
-    match tokio::time::timeout(super::ACK_FLUSH_TIMEOUT, written).await {
+    match tokio::time::timeout(ACK_FLUSH_TIMEOUT, written).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(format!("cannot write to the MQTT broker: {e}")),
         Err(_) => Ok(()),
@@ -189,8 +200,9 @@ async fn ping(eventloop: &mut EventLoop) -> Result<(), String> {
 /// The connection broke while the event loop held back: drop it so that
 /// the next poll reconnects (the broker redelivers what was not
 /// acknowledged), and tell the sessions.
-fn lost(eventloop: &mut EventLoop, hub: &Inner, reason: String) {
+fn lost(eventloop: &mut EventLoop, hub: &mut Owner, reason: String) {
     tracing::debug!(error = %reason, "MQTT connection lost while holding back reads");
     eventloop.clean();
     hub.on_disconnected(reason);
+    hub.publish();
 }
