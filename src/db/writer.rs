@@ -360,9 +360,23 @@ impl Writer {
         let stats = Arc::new(WriterStats::default());
         let thread_stats = stats.clone();
         let (head_tx, head) = tokio::sync::watch::channel(next_seq - 1);
+        // Replies go out from the runtime's own threads when there is one:
+        // waking hundreds of producers one by one from the writer's thread
+        // (a futex wake each) cost it more than their inserts.
+        let replies = tokio::runtime::Handle::try_current().ok();
         let handle = std::thread::Builder::new()
             .name("journal-writer".into())
-            .spawn(move || writer_loop(conn, projector, next_seq, rx, &thread_stats, &head_tx))
+            .spawn(move || {
+                writer_loop(
+                    conn,
+                    projector,
+                    next_seq,
+                    rx,
+                    &thread_stats,
+                    &head_tx,
+                    replies,
+                )
+            })
             .map_err(|e| StoreError::Rejected(format!("cannot start the writer thread: {e}")))?;
         Ok((Writer { tx, stats, head }, WriterThread(handle)))
     }
@@ -468,6 +482,7 @@ fn writer_loop(
     mut rx: mpsc::Receiver<Request>,
     stats: &WriterStats,
     head: &tokio::sync::watch::Sender<Seq>,
+    replies: Option<tokio::runtime::Handle>,
 ) {
     let mut group: Vec<Request> = Vec::with_capacity(64);
     while let Some(first) = rx.blocking_recv() {
@@ -495,8 +510,18 @@ fn writer_loop(
                 if next_seq != before {
                     head.send_replace(next_seq - 1);
                 }
-                for c in completions {
-                    (c.finish)(Ok(()));
+                let many = completions.len() > 1;
+                let reply = move || {
+                    for c in completions {
+                        (c.finish)(Ok(()));
+                    }
+                };
+                match &replies {
+                    // One wake of the runtime per group instead of one per
+                    // producer. A runtime that is shutting down drops the
+                    // task, and its producers learn the writer stopped.
+                    Some(rt) if many => drop(rt.spawn(async move { reply() })),
+                    _ => reply(),
                 }
             }
             Err((e, completions)) => {
