@@ -11,6 +11,9 @@
 //! - a node SIGKILLed and restarted while a publisher fails over to the
 //!   surviving nodes loses no message that got a PUBACK (at least once:
 //!   duplicates are allowed);
+//! - the will of a client that vanishes (no DISCONNECT) reaches a
+//!   subscriber on another node;
+//! - a `.` in a topic closes the connection (nats-server before 2.10);
 //! - a retained message published on one node is delivered to a new
 //!   subscriber on another. nats-server documents retained messages in a
 //!   cluster as best effort (a node may not know a retained message yet
@@ -293,9 +296,12 @@ async fn no_acknowledged_message_lost_when_a_node_is_killed() {
     let mut node = 0;
     let mut connection = 0;
     let mut failovers = 0;
+    let mut refused = 0;
     let mut after_restart = 0;
     let mut i = 0;
     let mut publisher: Option<Client> = None;
+    let mut last_ack = Instant::now();
+    let mut longest_stall = Duration::ZERO;
     let deadline = Instant::now() + Duration::from_secs(180);
     while after_restart < 50 {
         assert!(Instant::now() < deadline, "publishing took too long");
@@ -304,6 +310,7 @@ async fn no_acknowledged_message_lost_when_a_node_is_killed() {
             match Client::connect(ports[node], &format!("c-pub-{connection}"), true).await {
                 Ok((c, _)) => publisher = Some(c),
                 Err(_) => {
+                    refused += 1;
                     node = (node + 1) % 3;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
@@ -318,6 +325,8 @@ async fn no_acknowledged_message_lost_when_a_node_is_killed() {
             .await
         {
             Ok(()) => {
+                longest_stall = longest_stall.max(last_ack.elapsed());
+                last_ack = Instant::now();
                 acked.insert(payload);
                 acked_count.store(acked.len(), Ordering::Relaxed);
                 i += 1;
@@ -364,9 +373,11 @@ async fn no_acknowledged_message_lost_when_a_node_is_killed() {
     }
     collector.abort();
     eprintln!(
-        "{} acknowledged, {} failovers, {} received, whole test {:?}",
+        "{} acknowledged, {} failovers, {} failed connects, longest time without a PUBACK {:?}, {} received, whole test {:?}",
         acked.len(),
         failovers,
+        refused,
+        longest_stall,
         received.lock().unwrap().len(),
         started.elapsed()
     );
