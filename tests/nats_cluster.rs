@@ -305,6 +305,13 @@ async fn no_acknowledged_message_lost_when_a_node_is_killed() {
     let deadline = Instant::now() + Duration::from_secs(180);
     while after_restart < 50 {
         assert!(Instant::now() < deadline, "publishing took too long");
+        // The restart failed (its panic has the nodes' logs): stop now.
+        if killer.is_finished() && !restarted.load(Ordering::Relaxed) {
+            if let Err(panic) = killer.join() {
+                std::panic::resume_unwind(panic);
+            }
+            unreachable!("the killer thread ended without restarting node 0");
+        }
         if publisher.is_none() {
             connection += 1;
             match Client::connect(ports[node], &format!("c-pub-{connection}"), true).await {
