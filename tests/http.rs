@@ -675,15 +675,7 @@ async fn openepaperlink_label_that_stops_checking_in_raises_label_offline() {
     let (spec, _) = ap_device(&store, &url, profiles.path());
     price_book(&store).await;
     let task = start(&store, spec);
-    let offline = |store: &Store| {
-        let conn = storegate::db::open_read(&store.db).unwrap();
-        storegate::domain::alerts::open_alerts(&conn)
-            .unwrap()
-            .into_iter()
-            .filter(|a| a.code == "label_offline")
-            .map(|a| a.subject)
-            .collect::<Vec<_>>()
-    };
+    let offline = offline_labels;
     wait_for_async("label_offline for the silent label", || {
         (offline(&store) == vec![MAC.to_string()]).then_some(())
     })

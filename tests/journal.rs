@@ -134,15 +134,20 @@ async fn a_failing_job_is_rolled_back_alone() {
     }
     drop(writer);
     thread.join();
-    let conn = db::open_read(&path).unwrap();
+    assert_gapless(&path, ok, "rolled-back jobs leave no gap");
+}
+
+/// The journal holds `count` events with seqs 1..=count.
+fn assert_gapless(path: &std::path::Path, count: usize, why: &str) {
+    let conn = db::open_read(path).unwrap();
     let stored = journal::events_after(&conn, 0, 1000).unwrap();
-    assert_eq!(stored.len(), ok);
+    assert_eq!(stored.len(), count);
     assert!(
         stored
             .iter()
             .enumerate()
             .all(|(i, e)| e.seq == i as i64 + 1),
-        "rolled-back jobs leave no gap"
+        "{why}"
     );
 }
 
@@ -199,16 +204,7 @@ async fn a_refused_append_among_many_is_refused_alone() {
     assert_eq!(ok, 180);
     drop(writer);
     thread.join();
-    let conn = db::open_read(&path).unwrap();
-    let stored = journal::events_after(&conn, 0, 1000).unwrap();
-    assert_eq!(stored.len(), ok);
-    assert!(
-        stored
-            .iter()
-            .enumerate()
-            .all(|(i, e)| e.seq == i as i64 + 1),
-        "a refused append leaves no gap"
-    );
+    assert_gapless(&path, ok, "a refused append leaves no gap");
 }
 
 #[tokio::test]
