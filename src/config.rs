@@ -112,6 +112,8 @@ pub struct CentralConfig {
     pub max_backoff_s: u64,
     pub poll_prices_s: u64,
     pub poll_stock_s: u64,
+    /// The heartbeat's period (spec/fleet.md 3), over either transport.
+    pub heartbeat_s: u64,
     /// HTTP (the default) or the MQTT fleet uplink.
     pub transport: CentralTransport,
 }

@@ -472,6 +472,7 @@ fn debug_ingest(
                 max_backoff_s: 2,
                 poll_prices_s: 30,
                 poll_stock_s: 300,
+                heartbeat_s: 60,
                 transport: crate::config::CentralTransport::Http,
             };
             let central = std::sync::Arc::new(crate::sync::Central::new(&config, "crash-test")?);

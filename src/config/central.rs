@@ -41,7 +41,6 @@ pub struct MqttUplinkConfig {
     pub max_payload_bytes: usize,
     pub ack_timeout_s: u64,
     pub inflight_batches: usize,
-    pub heartbeat_s: u64,
 }
 
 /// AWS IoT Core's payload limit: the default every broker accepts.
@@ -78,6 +77,7 @@ pub(super) fn read_central(t: &Table, p: &mut Vec<Problem>) -> Option<CentralCon
         max_backoff_s: f.integer(p, "max_backoff_s", 300, 1..=86400),
         poll_prices_s: f.integer(p, "poll_prices_s", 30, 1..=86400),
         poll_stock_s: f.integer(p, "poll_stock_s", 300, 1..=86400),
+        heartbeat_s: f.integer(p, "heartbeat_s", 60, 5..=86400),
         transport: match mqtt {
             Some(m) => CentralTransport::Mqtt(m),
             None => CentralTransport::Http,
@@ -103,7 +103,7 @@ pub(super) fn read_central(t: &Table, p: &mut Vec<Problem>) -> Option<CentralCon
 
 /// Keys that mean nothing over HTTP: a typo'd transport must not leave
 /// them silently unused.
-const MQTT_ONLY: [&str; 10] = [
+const MQTT_ONLY: [&str; 9] = [
     "brokers",
     "topic_prefix",
     "client_cert",
@@ -113,7 +113,6 @@ const MQTT_ONLY: [&str; 10] = [
     "max_payload_bytes",
     "ack_timeout_s",
     "inflight_batches",
-    "heartbeat_s",
 ];
 
 fn read_mqtt_uplink(f: &mut Fields, p: &mut Vec<Problem>) -> MqttUplinkConfig {
@@ -192,7 +191,6 @@ fn read_mqtt_uplink(f: &mut Fields, p: &mut Vec<Problem>) -> MqttUplinkConfig {
         ) as usize,
         ack_timeout_s: f.integer(p, "ack_timeout_s", 30, 1..=3600),
         inflight_batches: f.integer(p, "inflight_batches", 4, 1..=64) as usize,
-        heartbeat_s: f.integer(p, "heartbeat_s", 60, 5..=86400),
     };
     if c.password_file.is_some() && c.username.is_none() {
         f.problem(
@@ -240,10 +238,8 @@ mod tests {
         assert_eq!(m.brokers, ["mqtt://a:1883", "mqtts://b"]);
         assert_eq!(m.topic_prefix, "storegate/v1");
         assert_eq!(m.max_payload_bytes, 131_072);
-        assert_eq!(
-            (m.ack_timeout_s, m.inflight_batches, m.heartbeat_s),
-            (30, 4, 60)
-        );
+        assert_eq!((m.ack_timeout_s, m.inflight_batches), (30, 4));
+        assert_eq!(c.heartbeat_s, 60);
         assert_eq!(c.url, "");
     }
 
