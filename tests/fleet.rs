@@ -469,3 +469,102 @@ async fn pull_prices_and_push_now_commands_act_at_once() {
     agent.wait_log("unknown command from central");
     drop(c);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_a_broker_fails_over_to_the_next_without_loss() {
+    let a = Mosquitto::start();
+    let b = Mosquitto::start();
+    let urls = vec![
+        format!("mqtt://127.0.0.1:{}", a.port),
+        format!("mqtt://127.0.0.1:{}", b.port),
+    ];
+    let store = Store::new();
+    let central = CentralSim::default();
+    let mut options = ConsumerOptions::new(urls.clone());
+    options.client_id = "central-failover".into();
+    let c = central.spawn_mqtt(options).unwrap();
+    wait_connected(&c).await;
+    let config = MqttUplinkConfig {
+        brokers: urls,
+        ack_timeout_s: 2,
+        ..uplink_config(a.port)
+    };
+    let stats = start_uplink(&store, config, 100);
+    store
+        .writer
+        .append((0..300).map(reading).collect())
+        .await
+        .unwrap();
+    assert_exactly_once(&store, &central, Duration::from_secs(30)).await;
+    assert_eq!(
+        stats.snapshot().broker.as_deref(),
+        Some(format!("mqtt://127.0.0.1:{}", a.port).as_str())
+    );
+
+    drop(a);
+    store
+        .writer
+        .append((300..600).map(reading).collect())
+        .await
+        .unwrap();
+    assert_exactly_once(&store, &central, Duration::from_secs(30)).await;
+    let s = stats.snapshot();
+    assert_eq!(
+        s.broker.as_deref(),
+        Some(format!("mqtt://127.0.0.1:{}", b.port).as_str())
+    );
+    assert!(s.connections >= 2, "{s:?}");
+    drop((c, b));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_http_the_heartbeat_is_put_to_central() {
+    let store = Store::new();
+    let central = CentralSim::default();
+    let (addr, _) = central.clone().spawn("127.0.0.1:0").await.unwrap();
+    let config = storegate::config::CentralConfig {
+        url: format!("http://{addr}"),
+        token_file: None,
+        ca_file: None,
+        batch_max: 100,
+        max_backoff_s: 1,
+        poll_prices_s: 30,
+        poll_stock_s: 300,
+        heartbeat_s: 60,
+        transport: storegate::config::CentralTransport::Http,
+    };
+    let client = Arc::new(storegate::sync::Central::new(&config, STORE).unwrap());
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    tokio::spawn(sync::heartbeat::run(
+        sync::heartbeat::Source {
+            db_path: store.db.clone(),
+            health: store.health.clone(),
+            store_id: STORE.into(),
+            started_at: chrono::Utc::now(),
+        },
+        Duration::from_secs(60),
+        tx,
+        store.shutdown.clone(),
+    ));
+    tokio::spawn(sync::heartbeat::run_http(
+        client,
+        rx,
+        store.shutdown.clone(),
+    ));
+    let status = wait_for_async("the heartbeat at central", || central.view(STORE).status).await;
+    assert_eq!(status["online"], json!(true));
+    assert_eq!(status["backlog"], json!(0));
+    // A change (a backlog) is sent again within the 5 s gap.
+    store
+        .writer
+        .append((0..3).map(reading).collect())
+        .await
+        .unwrap();
+    wait_within("the changed heartbeat", Duration::from_secs(10), || {
+        central
+            .view(STORE)
+            .status
+            .filter(|s| s["backlog"] == json!(3))
+    })
+    .await;
+}
