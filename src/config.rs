@@ -540,6 +540,18 @@ fn read_config(table: &Table, profiles: &BTreeSet<String>, p: &mut Vec<Problem>)
     }
     f.finish(p, "top-level keys");
 
+    if let (Some(c), Broker::External { url }) = (&central, &mqtt.broker) {
+        if let CentralTransport::Mqtt(m) = &c.transport {
+            if m.brokers.contains(url) && mqtt.client_id == format!("storegate-{store_id}") {
+                p.push(Problem {
+                    key: "mqtt.client_id".into(),
+                    message: format!(
+                        "the devices' broker is also in central.brokers and both would connect as \"storegate-{store_id}\", taking each other's session; set e.g. client_id = \"storegate-{store_id}-devices\""
+                    ),
+                });
+            }
+        }
+    }
     if !store_id.is_empty() && !is_identifier(&store_id) {
         p.push(Problem {
             key: "store_id".into(),

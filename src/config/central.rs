@@ -267,6 +267,19 @@ mod tests {
     }
 
     #[test]
+    fn one_broker_for_devices_and_central_needs_two_client_ids() {
+        let text = "store_id = \"s1\"\n[mqtt]\nbroker = \"mqtt://b:1883\"\n[central]\ntransport = \"mqtt\"\nbrokers = [\"mqtt://b:1883\"]";
+        let e = Config::parse(text, Path::new("x"), &BTreeSet::new()).unwrap_err();
+        assert_eq!(e.problems.len(), 1, "{e}");
+        assert_eq!(e.problems[0].key, "mqtt.client_id");
+        let fixed = format!(
+            "{}\n",
+            text.replace("[central]", "client_id = \"dev\"\n[central]")
+        );
+        assert!(Config::parse(&fixed, Path::new("x"), &BTreeSet::new()).is_ok());
+    }
+
+    #[test]
     fn mqtt_keys_over_http_say_how_to_fix() {
         let p = parse("url = \"http://c\"\nbrokers = [\"mqtt://a\"]").unwrap_err();
         assert_eq!(

@@ -315,6 +315,9 @@ async fn fill(ctx: &mut Ctx, client: &AsyncClient) {
                     "events to send are no longer in the journal; skipping them"
                 );
                 record_skip(&ctx.uplink.writer, from, to).await;
+                // The next round (at the latest the next tick) goes on
+                // after the recorded range.
+                return;
             }
             Next::Oversize { seq, bytes } => {
                 oversize(ctx, seq, bytes).await;
