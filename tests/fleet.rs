@@ -333,6 +333,15 @@ async fn an_event_too_big_for_any_payload_holds_the_push_loudly() {
 // ---------------------------------------------------------------------------
 
 fn agent_config(dir: &std::path::Path, broker: u16, central_url: &str) -> std::path::PathBuf {
+    agent_config_on(dir, broker, central_url, free_port())
+}
+
+fn agent_config_on(
+    dir: &std::path::Path,
+    broker: u16,
+    central_url: &str,
+    api: u16,
+) -> std::path::PathBuf {
     let config = dir.join("storegate.toml");
     std::fs::write(
         &config,
@@ -350,7 +359,6 @@ poll_prices_s = 3600
 poll_stock_s = 3600
 "#,
             data = dir.display(),
-            api = free_port(),
         ),
     )
     .unwrap();
@@ -428,7 +436,8 @@ async fn pull_prices_and_push_now_commands_act_at_once() {
     let c = consumer(&central, broker.port);
     wait_connected(&c).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = agent_config(dir.path(), broker.port, &format!("http://{addr}"));
+    let api = free_port();
+    let config = agent_config_on(dir.path(), broker.port, &format!("http://{addr}"), api);
     let mut agent = Agent::start(&config, dir.path().join("agent.log"));
     agent.wait_log("connected to central's broker");
     wait_for_async("central to record the heartbeat", || {
@@ -467,6 +476,55 @@ async fn pull_prices_and_push_now_commands_act_at_once() {
     c.command("all", "push_now").await.unwrap();
     agent.wait_log("push_now: sending from central's last ack");
     agent.wait_log("unknown command from central");
+
+    // /metrics and `storegate status` show the transport, the broker,
+    // the unacknowledged batches and the last ack.
+    let broker_url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let metrics = reqwest::get(format!("http://127.0.0.1:{api}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "storegate_central_transport{transport=\"mqtt\"} 1".to_string(),
+        format!("storegate_uplink_connected{{broker=\"{broker_url}\"}} 1"),
+        "storegate_uplink_unacked_batches 0".to_string(),
+    ] {
+        assert!(metrics.contains(&line), "{line} not in\n{metrics}");
+    }
+    let status = wait_for_async("the uplink status file", || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_storegate"))
+            .arg("status")
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.contains("connected to").then_some(text)
+    })
+    .await;
+    assert!(
+        status.contains(&format!(
+            "central    transport mqtt, connected to {broker_url}, 0 unacknowledged batches"
+        )),
+        "{status}"
+    );
+
+    // A clean stop says offline itself (the will is for a lost connection).
+    let pid = agent.child.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    wait_for_async("the offline status at central", || {
+        central
+            .view(STORE)
+            .status
+            .filter(|s| s["online"] == json!(false))
+    })
+    .await;
+    let _ = agent.child.wait();
     drop(c);
 }
 

@@ -193,7 +193,24 @@ fn publish_heartbeat(ctx: &Ctx, client: &AsyncClient) {
     let Some(body) = ctx.uplink.heartbeat.borrow().clone() else {
         return;
     };
-    let payload = body.to_string();
+    let mut payload = body.to_string();
+    let limit = ctx.uplink.config.max_payload_bytes;
+    if payload.len() > limit {
+        // A long list of down devices: the counts stay, the ids go (a
+        // packet over the client's limit would cost the connection).
+        let mut short = (*body).clone();
+        short["devices"]["down_ids"] = serde_json::json!([]);
+        short["truncated"] = serde_json::json!(true);
+        payload = short.to_string();
+        if payload.len() > limit {
+            tracing::warn!(
+                bytes = payload.len(),
+                limit,
+                "the heartbeat does not fit max_payload_bytes; not sent"
+            );
+            return;
+        }
+    }
     if let Err(e) = client.try_publish(&ctx.topics.status, QoS::AtLeastOnce, true, payload) {
         tracing::debug!(error = %e, "cannot queue the heartbeat");
     }
