@@ -14,8 +14,11 @@ use crate::config::MqttUplinkConfig;
 use crate::devices::mqtt::{Endpoint, system_ca_bundle};
 
 pub const KEEP_ALIVE: Duration = Duration::from_secs(30);
-/// Acks and commands are a few bytes; this bounds a stray big message.
-const MAX_INCOMING: usize = 1 << 20;
+/// Acks and commands are a few bytes, but the client drops the connection
+/// on a larger packet and the broker redelivers it to the persistent
+/// session, forever: accept anything MQTT can carry (as the device hub
+/// does) and let the parsers refuse it.
+const MAX_INCOMING: usize = crate::config::MAX_MQTT_PACKET;
 
 /// What is wrong with a broker's settings (not retried any faster than a
 /// refused connection: a file or a URL needs a human).
