@@ -148,3 +148,112 @@ fn encode(store_id: &str, skipped: &[(i64, i64)], events: &[(i64, String)]) -> (
         _ => (doc.into_bytes(), false),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read as _;
+
+    use super::*;
+    use crate::config::Durability;
+
+    fn journal(rows: &[(i64, String)]) -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::db::open_write(&dir.path().join("t.db"), Durability::Normal).unwrap();
+        for (seq, data) in rows {
+            conn.execute(
+                "INSERT INTO journal (seq, ts_ms, device, kind, data) VALUES (?1, 0, 'd', 'reading', ?2)",
+                rusqlite::params![seq, data],
+            )
+            .unwrap();
+        }
+        (dir, conn)
+    }
+
+    fn doc(p: &Payload) -> serde_json::Value {
+        let raw = if p.bytes.starts_with(&GZIP_MAGIC) {
+            assert!(p.gzip);
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(&p.bytes[..])
+                .read_to_end(&mut out)
+                .unwrap();
+            out
+        } else {
+            assert!(!p.gzip);
+            p.bytes.clone()
+        };
+        serde_json::from_slice(&raw).unwrap()
+    }
+
+    fn payload(n: Next) -> Payload {
+        match n {
+            Next::Payload(p) => p,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn batches_are_cut_to_fit_and_carry_their_bounds() {
+        let rows: Vec<(i64, String)> = (1..=300)
+            .map(|i| {
+                (
+                    i,
+                    format!(
+                        "{{\"name\":\"r{}\",\"value\":{i},\"unit\":\"C\"}}",
+                        i * 7919 % 1000
+                    ),
+                )
+            })
+            .collect();
+        let (_d, conn) = journal(&rows);
+        let mut after = 0;
+        let mut payloads = 0;
+        while after < 300 {
+            let p = payload(next(&conn, "s1", after, 5000, 1024).unwrap());
+            assert!(p.bytes.len() <= 1024, "{}", p.bytes.len());
+            let d = doc(&p);
+            assert_eq!(d["first_seq"], after + 1);
+            assert_eq!(d["last_seq"], p.last);
+            assert_eq!(d["events"].as_array().unwrap().len(), p.count);
+            assert_eq!(d["events"][0]["seq"], after + 1);
+            after = p.last;
+            payloads += 1;
+        }
+        assert!(payloads > 1);
+        assert_eq!(next(&conn, "s1", 300, 5000, 1024).unwrap(), Next::Empty);
+    }
+
+    #[test]
+    fn a_dropped_range_is_announced_and_a_missing_one_reported() {
+        let (_d, conn) = journal(&[(1, "{}".into()), (5, "{}".into()), (6, "{}".into())]);
+        assert_eq!(
+            next(&conn, "s1", 1, 10, 4096).unwrap(),
+            Next::Missing { from: 2, to: 4 }
+        );
+        conn.execute("INSERT INTO dropped_ranges VALUES (2, 4, 0)", [])
+            .unwrap();
+        let p = payload(next(&conn, "s1", 1, 10, 4096).unwrap());
+        assert_eq!((p.first, p.last), (5, 6));
+        assert_eq!(doc(&p)["skipped"], serde_json::json!([[2, 4]]));
+    }
+
+    #[test]
+    fn an_event_bigger_than_any_payload_is_named() {
+        // Pseudo-random letters: gzip cannot get them under 1 KiB.
+        let mut x = 42u64;
+        let big: String = (0..3000)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                char::from(b'A' + ((x >> 33) % 26) as u8)
+            })
+            .collect();
+        let (_d, conn) = journal(&[(1, "{}".into()), (2, format!("{{\"m\":\"{big}\"}}"))]);
+        let p = payload(next(&conn, "s1", 0, 10, 1024).unwrap());
+        assert_eq!((p.first, p.last), (1, 1));
+        assert!(matches!(
+            next(&conn, "s1", 1, 10, 1024).unwrap(),
+            Next::Oversize { seq: 2, .. }
+        ));
+    }
+}
