@@ -626,3 +626,50 @@ async fn over_http_the_heartbeat_is_put_to_central() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim_central_consumes_the_uplink_from_the_command_line() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("central.json");
+    let mut sim = std::process::Command::new(env!("CARGO_BIN_EXE_storegate"))
+        .args(["sim", "central", "--empty", "--listen", "127.0.0.1:0"])
+        .arg("--mqtt")
+        .arg(
+            format!("mqtt://127.0.0.1:{}", free_port())
+                + &format!(",mqtt://127.0.0.1:{}", broker.port),
+        )
+        .arg("--state")
+        .arg(&state)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let store = Store::new();
+    store
+        .writer
+        .append((0..50).map(reading).collect())
+        .await
+        .unwrap();
+    let config = MqttUplinkConfig {
+        ack_timeout_s: 1,
+        ..uplink_config(broker.port)
+    };
+    start_uplink(&store, config, 20);
+    // The first broker given is down: the consumer goes on to the next.
+    let saved = wait_within(
+        "central's state file to hold the events",
+        Duration::from_secs(30),
+        || {
+            let doc: Value = serde_json::from_slice(&std::fs::read(&state).ok()?).ok()?;
+            (doc["stores"][STORE]["acked_through"] == json!(50)).then_some(doc)
+        },
+    )
+    .await;
+    assert_eq!(
+        saved["stores"][STORE]["events"].as_object().unwrap().len(),
+        50
+    );
+    let _ = sim.kill();
+    let _ = sim.wait();
+}
