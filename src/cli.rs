@@ -90,6 +90,10 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
 pub fn status(path: &Path) -> anyhow::Result<()> {
     let setup = setup::load(path)?;
     print!("{}", crate::status::report(&setup.config.db_path())?);
+    print!(
+        "{}",
+        crate::status::central_lines(setup.config.central.as_ref(), &setup.config.db_path())
+    );
     Ok(())
 }
 

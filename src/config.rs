@@ -12,6 +12,10 @@ use std::path::{Path, PathBuf};
 
 use toml::{Table, Value};
 
+mod central;
+
+pub use central::{CentralTransport, DEFAULT_MAX_PAYLOAD_BYTES, MqttUplinkConfig};
+
 /// One thing wrong with a configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -108,6 +112,10 @@ pub struct CentralConfig {
     pub max_backoff_s: u64,
     pub poll_prices_s: u64,
     pub poll_stock_s: u64,
+    /// The heartbeat's period (spec/fleet.md 3), over either transport.
+    pub heartbeat_s: u64,
+    /// HTTP (the default) or the MQTT fleet uplink.
+    pub transport: CentralTransport,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -478,7 +486,9 @@ fn read_config(table: &Table, profiles: &BTreeSet<String>, p: &mut Vec<Problem>)
     let empty = Table::new();
     let api = read_api(f.table(p, "api").unwrap_or(&empty), p);
     let mqtt = read_mqtt(f.table(p, "mqtt").unwrap_or(&empty), &store_id, p);
-    let central = f.table(p, "central").and_then(|t| read_central(t, p));
+    let central = f
+        .table(p, "central")
+        .and_then(|t| central::read_central(t, p));
     let rfid = {
         let mut r = Fields::new(f.table(p, "rfid").unwrap_or(&empty), "rfid");
         let c = RfidConfig {
@@ -530,6 +540,18 @@ fn read_config(table: &Table, profiles: &BTreeSet<String>, p: &mut Vec<Problem>)
     }
     f.finish(p, "top-level keys");
 
+    if let (Some(c), Broker::External { url }) = (&central, &mqtt.broker) {
+        if let CentralTransport::Mqtt(m) = &c.transport {
+            if m.brokers.contains(url) && mqtt.client_id == format!("storegate-{store_id}") {
+                p.push(Problem {
+                    key: "mqtt.client_id".into(),
+                    message: format!(
+                        "the devices' broker is also in central.brokers and both would connect as \"storegate-{store_id}\", taking each other's session; set e.g. client_id = \"storegate-{store_id}-devices\""
+                    ),
+                });
+            }
+        }
+    }
     if !store_id.is_empty() && !is_identifier(&store_id) {
         p.push(Problem {
             key: "store_id".into(),
@@ -610,32 +632,6 @@ fn read_mqtt(t: &Table, store_id: &str, p: &mut Vec<Problem>) -> MqttConfig {
     };
     f.finish(p, "keys of [mqtt]");
     MqttConfig { broker, client_id }
-}
-
-fn read_central(t: &Table, p: &mut Vec<Problem>) -> Option<CentralConfig> {
-    let mut f = Fields::new(t, "central");
-    let url = f.string(p, "url");
-    let c = CentralConfig {
-        url: url.clone().unwrap_or_default(),
-        token_file: f.string(p, "token_file").map(PathBuf::from),
-        ca_file: f.string(p, "ca_file").map(PathBuf::from),
-        batch_max: f.integer(p, "batch_max", 5000, 1..=100_000) as usize,
-        max_backoff_s: f.integer(p, "max_backoff_s", 300, 1..=86400),
-        poll_prices_s: f.integer(p, "poll_prices_s", 30, 1..=86400),
-        poll_stock_s: f.integer(p, "poll_stock_s", 300, 1..=86400),
-    };
-    if let Some(u) = &url {
-        if !(u.starts_with("http://") || u.starts_with("https://")) {
-            f.problem(
-                p,
-                "url",
-                format!("{u:?} is not an http(s) URL; e.g. \"https://central.example.com/api\""),
-            );
-        }
-    }
-    f.finish(p, "keys of [central]");
-    // Without a url the store runs store-only, whatever else [central] says.
-    url.map(|_| c)
 }
 
 fn read_serial_line(f: &mut Fields, p: &mut Vec<Problem>) -> SerialLine {

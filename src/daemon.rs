@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::JoinSet;
 
-use crate::config::Transport;
+use crate::config::{CentralTransport, Transport};
 use crate::db::quota::Quota;
 use crate::db::{self, Writer};
 use crate::devices::label_sender::{self, Routes};
@@ -25,6 +25,7 @@ use crate::setup::Setup;
 use crate::shutdown::Shutdown;
 use crate::sync::pull::{Puller, What};
 use crate::sync::push::PushStats;
+use crate::sync::uplink::{Triggers, Uplink, UplinkStats};
 use crate::sync::{self, Central, Link};
 
 /// Errors that stop the daemon from starting.
@@ -138,39 +139,92 @@ pub async fn run_until(
     }
     let (link_tx, link) = tokio::sync::watch::channel(Link::Unknown);
     let push_stats = Arc::new(PushStats::default());
+    let mut uplink_stats = None;
     match &config.central {
         Some(c) => {
             let central = Arc::new(
                 Central::new(c, &config.store_id).map_err(|e| DaemonError::Sync(e.to_string()))?,
             );
             let reader = Arc::new(Mutex::new(db::open_read(&path)?));
-            tasks.spawn(sync::push::run_counted(
-                central.clone(),
-                writer.clone(),
-                reader,
-                c.batch_max,
-                Duration::from_secs(c.max_backoff_s),
-                link_tx,
-                push_stats.clone(),
+            let (heartbeat_tx, heartbeat) = tokio::sync::watch::channel(None);
+            tasks.spawn(sync::heartbeat::run(
+                sync::heartbeat::Source {
+                    db_path: path.clone(),
+                    health: health.clone(),
+                    store_id: config.store_id.clone(),
+                    started_at: chrono::Utc::now(),
+                },
+                Duration::from_secs(c.heartbeat_s),
+                heartbeat_tx,
                 shutdown.clone(),
             ));
-            for (what, every) in [
-                (What::Prices, c.poll_prices_s),
-                (What::Stock, c.poll_stock_s),
-            ] {
-                let puller = Puller {
-                    central: central.clone(),
-                    writer: writer.clone(),
-                    what,
-                    every: Duration::from_secs(every),
-                    locale: config.locale.clone(),
-                };
-                tasks.spawn(sync::pull::run(
-                    puller,
-                    link.clone(),
-                    labels_changed.clone(),
-                    shutdown.clone(),
-                ));
+            let triggers = Triggers {
+                can_pull: central.has_url(),
+                ..Triggers::default()
+            };
+            match &c.transport {
+                CentralTransport::Http => {
+                    tasks.spawn(sync::push::run_counted(
+                        central.clone(),
+                        writer.clone(),
+                        reader,
+                        c.batch_max,
+                        Duration::from_secs(c.max_backoff_s),
+                        link_tx,
+                        push_stats.clone(),
+                        shutdown.clone(),
+                    ));
+                    tasks.spawn(sync::heartbeat::run_http(
+                        central.clone(),
+                        heartbeat,
+                        shutdown.clone(),
+                    ));
+                }
+                CentralTransport::Mqtt(m) => {
+                    let stats = Arc::new(UplinkStats::default());
+                    uplink_stats = Some(stats.clone());
+                    tasks.spawn(sync::uplink::run(
+                        Uplink {
+                            config: m.clone(),
+                            ca_file: c.ca_file.clone(),
+                            store_id: config.store_id.clone(),
+                            writer: writer.clone(),
+                            reader,
+                            db_path: path.clone(),
+                            batch_max: c.batch_max,
+                            max_backoff: Duration::from_secs(c.max_backoff_s),
+                            link: link_tx,
+                            stats,
+                            heartbeat,
+                            triggers: triggers.clone(),
+                            health: health.clone(),
+                        },
+                        shutdown.clone(),
+                    ));
+                }
+            }
+            if central.has_url() {
+                for (what, every, now) in [
+                    (What::Prices, c.poll_prices_s, triggers.prices.clone()),
+                    (What::Stock, c.poll_stock_s, triggers.stock.clone()),
+                ] {
+                    let puller = Puller {
+                        central: central.clone(),
+                        writer: writer.clone(),
+                        what,
+                        every: Duration::from_secs(every),
+                        locale: config.locale.clone(),
+                    };
+                    tasks.spawn(sync::pull::run_triggered(
+                        puller,
+                        link.clone(),
+                        labels_changed.clone(),
+                        now,
+                        shutdown.clone(),
+                    ));
+                }
+            } else {
+                tracing::info!("no central.url: prices and stock are not pulled");
             }
         }
         None => tracing::info!("no [central] url: running store-only"),
@@ -182,6 +236,8 @@ pub async fn run_until(
     let metrics = Metrics::new(Sources {
         link: Some(link.clone()),
         push: push_stats,
+        uplink: uplink_stats,
+        transport: config.central.as_ref().map(|c| c.transport.name()),
         ..Sources::new(path.clone(), &writer, health.clone())
     })
     .into_fn();

@@ -40,6 +40,7 @@ use crate::event::Seq;
 use crate::health::HealthBoard;
 use crate::sync::Link;
 use crate::sync::push::PushStats;
+use crate::sync::uplink::UplinkStats;
 
 /// Journal rows one scrape counts at most. A scrape after a long pause
 /// (or a burst beyond this per scrape interval) catches up over several
@@ -59,6 +60,10 @@ pub struct Sources {
     pub link: Option<watch::Receiver<Link>>,
     /// The pusher's counters (zero when there is no pusher).
     pub push: Arc<PushStats>,
+    /// The MQTT uplink's figures, when central is reached over MQTT.
+    pub uplink: Option<Arc<UplinkStats>>,
+    /// `[central] transport`, when there is a central.
+    pub transport: Option<&'static str>,
 }
 
 impl Sources {
@@ -72,6 +77,8 @@ impl Sources {
             health,
             link: None,
             push: Arc::new(PushStats::default()),
+            uplink: None,
+            transport: None,
         }
     }
 }
@@ -109,6 +116,8 @@ impl Metrics {
         registry.register_collector(Box::new(SyncCollector {
             link: sources.link,
             push: sources.push,
+            uplink: sources.uplink,
+            transport: sources.transport,
         }));
         Metrics { registry }
     }
@@ -391,6 +400,8 @@ impl Collector for DeviceCollector {
 struct SyncCollector {
     link: Option<watch::Receiver<Link>>,
     push: Arc<PushStats>,
+    uplink: Option<Arc<UplinkStats>>,
+    transport: Option<&'static str>,
 }
 
 impl Collector for SyncCollector {
@@ -414,6 +425,58 @@ impl Collector for SyncCollector {
                 "Whether the last push reached central (1) or not (0).",
                 None,
                 i64::from(*link.borrow() == Link::Online),
+            )?;
+        }
+        if let Some(transport) = self.transport {
+            gauge_family(
+                &mut enc,
+                "central_transport",
+                "How the journal goes to central: 1 for the configured transport.",
+                [([("transport", transport)], 1)],
+            )?;
+        }
+        if let Some(uplink) = &self.uplink {
+            let s = uplink.snapshot();
+            gauge_family(
+                &mut enc,
+                "uplink_connected",
+                "Whether the MQTT uplink is connected (1), labelled with the broker.",
+                [(
+                    [("broker", s.broker.as_deref().unwrap_or(""))],
+                    i64::from(s.connected),
+                )],
+            )?;
+            gauge(
+                &mut enc,
+                "uplink_unacked_batches",
+                "Batches published to central's broker and not yet acknowledged by central.",
+                None,
+                s.unacked_batches as i64,
+            )?;
+            gauge(
+                &mut enc,
+                "uplink_last_ack_seq",
+                "The acked_through of central's last ack over MQTT (0: none since start).",
+                None,
+                s.last_ack.unwrap_or(0),
+            )?;
+            counter(
+                &mut enc,
+                "uplink_batches_sent",
+                "Batches published to central's broker since start.",
+                s.batches_sent,
+            )?;
+            counter(
+                &mut enc,
+                "uplink_resends",
+                "Times the uplink started again from central's last ack (timeout, reconnect, low ack).",
+                s.resends,
+            )?;
+            counter(
+                &mut enc,
+                "uplink_connections",
+                "Connections made to central's brokers since start.",
+                s.connections,
             )?;
         }
         Ok(())

@@ -80,6 +80,57 @@ fn sync_lines(conn: &Connection, head: i64, out: &mut String) -> Result<(), Stor
     Ok(())
 }
 
+/// How the journal goes to central; over MQTT, the uplink as the running
+/// daemon last wrote it beside the database (broker, unacknowledged
+/// batches, last ack).
+pub fn central_lines(central: Option<&crate::config::CentralConfig>, db_path: &Path) -> String {
+    let Some(c) = central else {
+        return "central    none (store-only)\n".into();
+    };
+    let mut out = format!("central    transport {}", c.transport.name());
+    if let crate::config::CentralTransport::Mqtt(m) = &c.transport {
+        let file = crate::sync::uplink::status_file(db_path);
+        let snapshot = std::fs::read(&file)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<crate::sync::uplink::Snapshot>(&b).ok());
+        match snapshot {
+            None => {
+                let _ = write!(
+                    out,
+                    ", brokers {} (no uplink status yet: is the daemon running?)",
+                    m.brokers.join(", ")
+                );
+            }
+            Some(s) => {
+                let _ = write!(
+                    out,
+                    ", {}, {} unacknowledged batch{}, last ack {}",
+                    match (&s.broker, s.connected) {
+                        (Some(b), true) => format!("connected to {b}"),
+                        _ => "not connected".into(),
+                    },
+                    s.unacked_batches,
+                    if s.unacked_batches == 1 { "" } else { "es" },
+                    match (s.last_ack, &s.last_ack_at) {
+                        (Some(n), Some(at)) => format!("{n} at {at}"),
+                        _ => "none since start".into(),
+                    }
+                );
+                if let Some(seq) = s.oversize_seq {
+                    let _ = write!(
+                        out,
+                        "; HELD UP by event {seq}, bigger than max_payload_bytes"
+                    );
+                }
+            }
+        }
+    } else {
+        let _ = write!(out, ", {}", c.url);
+    }
+    out.push('\n');
+    out
+}
+
 fn device_lines(conn: &Connection, out: &mut String) -> Result<(), StoreError> {
     let board = crate::devices::watch::read_persisted(conn)?;
     if board.is_empty() {

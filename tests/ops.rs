@@ -318,6 +318,8 @@ async fn metrics_expose_every_family_with_plausible_values() {
         max_backoff_s: 1,
         poll_prices_s: 30,
         poll_stock_s: 300,
+        heartbeat_s: 60,
+        transport: storegate::config::CentralTransport::Http,
     };
     tokio::spawn(push::run_counted(
         Arc::new(Central::new(&config, "s1").unwrap()),

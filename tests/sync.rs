@@ -57,6 +57,8 @@ fn central_config(
         max_backoff_s: 1,
         poll_prices_s: 30,
         poll_stock_s: 300,
+        heartbeat_s: 60,
+        transport: storegate::config::CentralTransport::Http,
     }
 }
 

@@ -363,6 +363,8 @@ pub async fn sync_drain(
         max_backoff_s: 1,
         poll_prices_s: 30,
         poll_stock_s: 300,
+        heartbeat_s: 60,
+        transport: crate::config::CentralTransport::Http,
     };
     let central = Arc::new(crate::sync::Central::new(&config, "bench")?);
     let reader = Arc::new(std::sync::Mutex::new(db::open_read(&path)?));

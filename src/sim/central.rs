@@ -15,7 +15,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -52,6 +52,9 @@ pub struct StoreView {
     pub duplicates: u64,
     /// Seqs the agent announced as dropped under its disk quota.
     pub skipped: Vec<(i64, i64)>,
+    /// The store's last heartbeat (spec/fleet.md 3), over HTTP or MQTT.
+    #[serde(default)]
+    pub status: Option<Value>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -117,6 +120,7 @@ impl Central {
             .route("/v1/stores/{store}/events", post(push))
             .route("/v1/stores/{store}/prices", get(prices))
             .route("/v1/stores/{store}/stock", get(stock))
+            .route("/v1/stores/{store}/status", put(put_status))
             .with_state(self.clone())
     }
 
@@ -294,63 +298,111 @@ async fn push(
         .and_then(|v| serde_json::from_value(v.clone()).ok())
         .unwrap_or_default();
     let view = s.stores.entry(store).or_default();
-    let Some(first) = events
-        .first()
-        .and_then(|e| e.get("seq"))
-        .and_then(Value::as_i64)
-    else {
-        return axum::Json(json!({"acked_through": view.acked_through})).into_response();
-    };
-    // The batch must start right after what we have, or after a range the
-    // agent announces as dropped under its disk quota.
-    let mut expected = view.acked_through + 1;
-    for (a, b) in &skipped {
-        if *a <= expected && *b >= expected {
-            expected = b + 1;
-            view.skipped.push((*a, *b));
-        }
-    }
-    if first > expected || first < 1 {
-        return (
+    match view.accept(&events, &skipped, ack_at_most, count_only) {
+        Ok(acked) => axum::Json(json!({"acked_through": acked})).into_response(),
+        Err(Refusal::Conflict(acked)) => (
             StatusCode::CONFLICT,
-            axum::Json(json!({"acked_through": view.acked_through})),
+            axum::Json(json!({"acked_through": acked})),
         )
-            .into_response();
+            .into_response(),
+        Err(Refusal::Bad(msg)) => error(StatusCode::BAD_REQUEST, &msg),
     }
-    let mut acked = view.acked_through.max(expected - 1);
-    for (i, e) in events.iter().enumerate() {
-        if ack_at_most.is_some_and(|m| i >= m) {
-            break;
-        }
-        let Some(seq) = e.get("seq").and_then(Value::as_i64) else {
-            return error(StatusCode::BAD_REQUEST, &format!("event {i} has no seq"));
+}
+
+/// Why a batch was not taken.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refusal {
+    /// It does not start right after what central has (through this seq).
+    Conflict(i64),
+    /// It is malformed.
+    Bad(String),
+}
+
+impl StoreView {
+    /// Take a batch (the HTTP push's and the MQTT consumer's rule): dedup
+    /// by seq, contiguous after `acked_through` or after a range the agent
+    /// announces in `skipped` as dropped under its quota. Returns the new
+    /// `acked_through`.
+    pub fn accept(
+        &mut self,
+        events: &[Value],
+        skipped: &[(i64, i64)],
+        ack_at_most: Option<usize>,
+        count_only: bool,
+    ) -> Result<i64, Refusal> {
+        let view = self;
+        let Some(first) = events
+            .first()
+            .and_then(|e| e.get("seq"))
+            .and_then(Value::as_i64)
+        else {
+            return Ok(view.acked_through);
         };
-        if seq != acked + 1 && seq > acked {
-            return error(StatusCode::BAD_REQUEST, &format!("gap before seq {seq}"));
+        // The batch must start right after what we have, or after a range the
+        // agent announces as dropped under its disk quota.
+        let mut expected = view.acked_through + 1;
+        for (a, b) in skipped {
+            if *a <= expected && *b >= expected {
+                expected = b + 1;
+                view.skipped.push((*a, *b));
+            }
         }
-        if count_only {
-            if seq <= view.acked_through {
-                view.duplicates += 1;
+        if first > expected || first < 1 {
+            return Err(Refusal::Conflict(view.acked_through));
+        }
+        let mut acked = view.acked_through.max(expected - 1);
+        for (i, e) in events.iter().enumerate() {
+            if ack_at_most.is_some_and(|m| i >= m) {
+                break;
+            }
+            let Some(seq) = e.get("seq").and_then(Value::as_i64) else {
+                return Err(Refusal::Bad(format!("event {i} has no seq")));
+            };
+            if seq != acked + 1 && seq > acked {
+                return Err(Refusal::Bad(format!("gap before seq {seq}")));
+            }
+            if count_only {
+                if seq <= view.acked_through {
+                    view.duplicates += 1;
+                }
+                acked = acked.max(seq);
+                continue;
+            }
+            match view.events.get(&seq) {
+                Some(old) if old == e => view.duplicates += 1,
+                Some(_) => {
+                    return Err(Refusal::Bad(format!(
+                        "seq {seq} sent again with other content"
+                    )));
+                }
+                None => {
+                    view.events.insert(seq, e.clone());
+                }
             }
             acked = acked.max(seq);
-            continue;
         }
-        match view.events.get(&seq) {
-            Some(old) if old == e => view.duplicates += 1,
-            Some(_) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    &format!("seq {seq} sent again with other content"),
-                );
-            }
-            None => {
-                view.events.insert(seq, e.clone());
-            }
-        }
-        acked = acked.max(seq);
+        view.acked_through = acked;
+        Ok(acked)
     }
-    view.acked_through = acked;
-    axum::Json(json!({"acked_through": acked})).into_response()
+}
+
+/// `PUT /v1/stores/{s}/status`: the store's heartbeat (spec/fleet.md 3).
+async fn put_status(
+    State(c): State<Central>,
+    Path(store): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut s = c.lock();
+    if let Err((status, msg)) = authorize(&s.behaviour, &headers) {
+        return error(status, msg);
+    }
+    let doc: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("body is not JSON: {e}")),
+    };
+    s.stores.entry(store).or_default().status = Some(doc);
+    StatusCode::NO_CONTENT.into_response()
 }
 
 #[derive(Deserialize)]

@@ -17,6 +17,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use super::catalog::{self, ITEMS};
 use super::central::Central;
+use super::central_mqtt::ConsumerOptions;
 use super::m100::{self, Field, Tag};
 use super::mqtt::Link;
 use super::pos::{Line, Printer, Receipt};
@@ -108,6 +109,17 @@ pub enum SimCommand {
         /// Start with an empty price book instead of the demo catalog.
         #[arg(long)]
         empty: bool,
+        /// Also consume the fleet uplink (docs/fleet.md) from these
+        /// brokers, tried in turn: mqtt://host:port[,mqtt://...].
+        #[arg(long, value_delimiter = ',')]
+        mqtt: Vec<String>,
+        /// The agents' central.topic_prefix.
+        #[arg(long, default_value = "storegate/v1")]
+        topic_prefix: String,
+        /// Subscribe as $share/central/... (a shared subscription; not
+        /// for nats-server, whose MQTT has none).
+        #[arg(long)]
+        shared: bool,
     },
 }
 
@@ -129,7 +141,17 @@ pub fn run(command: SimCommand) -> anyhow::Result<()> {
                 state,
                 token,
                 empty,
-            } => central(&listen, state.as_deref(), token, empty, stop).await,
+                mqtt,
+                topic_prefix,
+                shared,
+            } => {
+                let mqtt = (!mqtt.is_empty()).then(|| ConsumerOptions {
+                    topic_prefix,
+                    shared,
+                    ..ConsumerOptions::new(mqtt)
+                });
+                central(&listen, state.as_deref(), token, empty, mqtt, stop).await
+            }
             other => {
                 tokio::select! {
                     r = device(other) => r,
@@ -432,6 +454,7 @@ async fn central(
     state: Option<&Path>,
     token: Option<String>,
     empty: bool,
+    mqtt: Option<ConsumerOptions>,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let say = Say::stdout("central");
@@ -473,6 +496,22 @@ async fn central(
         "sync API on http://{} (central.url for the agent)",
         listener.local_addr()?
     ));
+    let _consumer = match mqtt {
+        Some(options) => {
+            say.line(format!(
+                "fleet uplink: consuming {}/+/events from {}{}",
+                options.topic_prefix,
+                options.brokers.join(", "),
+                if options.shared {
+                    " (shared subscription)"
+                } else {
+                    ""
+                }
+            ));
+            Some(central.spawn_mqtt(options).map_err(anyhow::Error::msg)?)
+        }
+        None => None,
+    };
     let app = central
         .router()
         .layer(middleware::from_fn(move |req, next| {

@@ -200,6 +200,27 @@ impl Central {
         })
     }
 
+    /// `PUT /v1/stores/{s}/status`: the heartbeat (spec/fleet.md 3).
+    /// Returns the status code.
+    pub async fn put_status(&self, body: &serde_json::Value) -> Result<u16, SyncError> {
+        let url = format!("{}/v1/stores/{}/status", self.base, self.store_id);
+        let response = self
+            .http
+            .put(&url)
+            .headers(self.headers())
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| SyncError::Transport(describe(&e)))?;
+        Ok(response.status().as_u16())
+    }
+
+    /// Whether there is an HTTP side at all (over MQTT the url is only
+    /// needed for the bulk pulls, and may be absent).
+    pub fn has_url(&self) -> bool {
+        !self.base.is_empty()
+    }
+
     /// GET a pull endpoint (`prices` or `stock`) since a version.
     pub async fn pull(&self, what: &str, since: i64) -> Result<(u16, String), SyncError> {
         let url = format!(

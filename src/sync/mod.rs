@@ -2,9 +2,11 @@
 //! prices and stock baselines.
 
 pub mod client;
+pub mod heartbeat;
 pub mod pull;
 pub mod push;
 pub mod state;
+pub mod uplink;
 
 pub use client::{Central, SyncError};
 pub use push::Link;

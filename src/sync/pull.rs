@@ -108,8 +108,21 @@ pub struct Puller {
 /// label sender when label updates became pending.
 pub async fn run(
     p: Puller,
+    link: tokio::sync::watch::Receiver<Link>,
+    labels_changed: Arc<tokio::sync::Notify>,
+    shutdown: Shutdown,
+) {
+    let never = Arc::new(tokio::sync::Notify::new());
+    run_triggered(p, link, labels_changed, never, shutdown).await;
+}
+
+/// [`run`], and at once whenever `now` is notified (a `pull_prices` or
+/// `pull_stock` command from central, spec/fleet.md 4).
+pub async fn run_triggered(
+    p: Puller,
     mut link: tokio::sync::watch::Receiver<Link>,
     labels_changed: Arc<tokio::sync::Notify>,
+    now: Arc<tokio::sync::Notify>,
     mut shutdown: Shutdown,
 ) {
     let Puller {
@@ -130,6 +143,10 @@ pub async fn run(
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => break,
+                _ = now.notified() => {
+                    tracing::info!(what = what.path(), "central asked for a pull; pulling now");
+                    break;
+                }
                 changed = link.changed() => {
                     if changed.is_err() { return; }
                     let now = *link.borrow();

@@ -84,12 +84,7 @@ pub fn next_batch(
         if count > 0 {
             events.push(',');
         }
-        let _ = write!(
-            events,
-            "{{\"seq\":{seq},\"ts\":\"{}\",\"device\":{},\"kind\":\"{kind}\",\"data\":{data}}}",
-            format_ts(&ts),
-            serde_json::Value::String(device)
-        );
+        write_event(&mut events, seq, &ts, device, &kind, &data);
         if events.len() > MAX_BATCH_BYTES && count > 0 {
             events.truncate(before);
             break;
@@ -117,7 +112,25 @@ pub fn next_batch(
     }))
 }
 
-fn covered_by_drops(conn: &Connection, from: i64, to: i64) -> Result<bool, StoreError> {
+/// One journal row as the JSON of an event in a batch (`data` is stored
+/// as JSON already and is copied as is).
+pub(super) fn write_event(
+    out: &mut String,
+    seq: i64,
+    ts: &chrono::DateTime<chrono::Utc>,
+    device: String,
+    kind: &str,
+    data: &str,
+) {
+    let _ = write!(
+        out,
+        "{{\"seq\":{seq},\"ts\":\"{}\",\"device\":{},\"kind\":\"{kind}\",\"data\":{data}}}",
+        format_ts(ts),
+        serde_json::Value::String(device)
+    );
+}
+
+pub(super) fn covered_by_drops(conn: &Connection, from: i64, to: i64) -> Result<bool, StoreError> {
     // Ranges are recorded per drop run; adjacent runs together may cover it.
     let mut st = conn
         .prepare_cached("SELECT first_seq, last_seq FROM dropped_ranges WHERE last_seq >= ?1 AND first_seq <= ?2 ORDER BY first_seq")
@@ -358,7 +371,7 @@ async fn persist(
 
 /// Record an unrecoverable gap as skipped and raise an alert, so the push
 /// can go on and central learns what it will never get.
-async fn record_skip(writer: &Writer, from: i64, to: i64) {
+pub(super) async fn record_skip(writer: &Writer, from: i64, to: i64) {
     let result = writer
         .transact(move |w| {
             w.conn()

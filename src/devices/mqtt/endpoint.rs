@@ -7,12 +7,12 @@ use std::fmt;
 /// Where an external broker is, from `mqtt://[user:password@]host[:port]`
 /// or `mqtts://...` (TLS, verified against the system's CA bundle).
 #[derive(Debug, Clone, PartialEq)]
-pub(super) struct Endpoint {
+pub(crate) struct Endpoint {
     /// A name or an IP address; IPv6 in brackets.
-    pub(super) host: String,
-    pub(super) port: u16,
-    pub(super) tls: bool,
-    pub(super) credentials: Option<(String, String)>,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) tls: bool,
+    pub(crate) credentials: Option<(String, String)>,
 }
 
 impl fmt::Display for Endpoint {
@@ -24,7 +24,7 @@ impl fmt::Display for Endpoint {
 }
 
 impl Endpoint {
-    pub(super) fn parse(url: &str) -> Result<Endpoint, String> {
+    pub(crate) fn parse(url: &str) -> Result<Endpoint, String> {
         let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtt://") {
             (false, rest)
         } else if let Some(rest) = url.strip_prefix("mqtts://") {
@@ -91,7 +91,7 @@ pub(super) fn host_text(ip: std::net::IpAddr) -> String {
 
 /// The system's CA certificates (PEM) for `mqtts://`: `SSL_CERT_FILE`, or
 /// the bundle of Debian/Ubuntu, Fedora/RHEL or Alpine.
-pub(super) fn system_ca_bundle() -> Result<Vec<u8>, String> {
+pub(crate) fn system_ca_bundle() -> Result<Vec<u8>, String> {
     let mut candidates: Vec<std::path::PathBuf> = Vec::new();
     if let Some(file) = std::env::var_os("SSL_CERT_FILE") {
         candidates.push(file.into());

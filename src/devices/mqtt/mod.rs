@@ -78,7 +78,9 @@ mod route;
 mod session;
 mod subs;
 
-use endpoint::{Endpoint, host_text, system_ca_bundle};
+use endpoint::host_text;
+/// Broker URLs and the system's CA bundle, for the fleet uplink too.
+pub(crate) use endpoint::{Endpoint, system_ca_bundle};
 use hub::{Facts, HubRequest, Owner};
 
 use super::broker::{self, MAX_PAYLOAD};
