@@ -12,6 +12,9 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mos
 # mosquitto_pub/_sub play devices in tests/mqtt_limits.rs and the bare
 # subscriber of `storegate bench backlog`.
 command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
+# A 3-node nats-server cluster (JetStream, MQTT listener) plays the
+# retailer's fleet broker cluster in tests/nats_cluster.rs.
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
 # The staff page is tested in a real headless browser.
 [ -x /usr/bin/chromium ] || need+=(chromium)
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)

@@ -170,8 +170,7 @@ pub fn open_write(path: &Path, durability: Durability) -> Result<Connection, Sto
     conn.execute_batch(&format!(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = {synchronous};
-         PRAGMA foreign_keys = ON;
-         PRAGMA temp_store = MEMORY;"
+         PRAGMA foreign_keys = ON;"
     ))
     .map_err(|source| not_writable_or(path, source))?;
     conn.busy_timeout(Duration::from_secs(5))

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod broker;
 pub mod modbus;
+pub mod nats;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
