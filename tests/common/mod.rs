@@ -8,6 +8,7 @@ pub mod api;
 pub mod broker;
 pub mod modbus;
 pub mod nats;
+pub mod proxy;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
