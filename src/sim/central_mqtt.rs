@@ -261,6 +261,7 @@ fn take_batch(central: &Central, store: &str, payload: &[u8]) -> Option<i64> {
     );
     s.push_keys.push(format!("{store}:{first}-{last}"));
     s.batch_sizes.push(events.len());
+    s.mqtt_payload_bytes += payload.len() as u64;
     let (ack_at_most, count_only) = (s.behaviour.ack_at_most, s.behaviour.count_only);
     let view: &mut StoreView = s.stores.entry(store.to_string()).or_default();
     Some(
