@@ -26,6 +26,14 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1_000_000)]
         events: usize,
     },
+    /// A journal backlog drained over the MQTT uplink through a 3-node
+    /// nats-server cluster vs over HTTP, in the same run.
+    Uplink {
+        #[arg(long, default_value = DIR)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+    },
     /// RFID reads over MQTT end to end vs a bare subscriber on the same broker.
     Mqtt {
         #[arg(long, default_value = DIR)]
@@ -124,6 +132,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Journal(opts) => bench_journal(opts),
         BenchCommand::Sync { dir, events } => bench_sync(&dir, events),
         BenchCommand::Startup { dir, events } => bench_startup(&dir, events),
+        BenchCommand::Uplink { dir, events } => bench_uplink(&dir, events.max(1)),
         BenchCommand::Mqtt { dir, reads, rounds } => bench_mqtt(&dir, reads.max(1), rounds.max(1)),
         BenchCommand::Backlog {
             dir,
@@ -216,6 +225,46 @@ fn bench_sync(dir: &Path, events: usize) -> anyhow::Result<()> {
     println!(
         "  rate                        {:>10.0} events/s  (gzip, loopback reference central)",
         f.per_s
+    );
+    Ok(())
+}
+
+/// `storegate bench uplink`.
+fn bench_uplink(dir: &Path, events: usize) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let f = runtime
+        .block_on(super::uplink::run(dir, events))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let m = &f.mqtt;
+    println!(
+        "storegate bench uplink  ({}, {} cores, {} events, batches of at most 5000)",
+        super::stamp(),
+        num_cpus(),
+        m.events
+    );
+    println!(
+        "  HTTP  pusher -> central     {:>10.0} events/s  ({:.2} s, {} batches, gzip, loopback)",
+        f.http.per_s, f.http.seconds, f.http.batches
+    );
+    println!(
+        "  MQTT  uplink -> 3 nats      {:>10.0} events/s  ({:.2} s, QoS 1, 4 batches in flight, to central's ack)",
+        m.per_s, m.seconds
+    );
+    println!("  ratio MQTT / HTTP           {:>10.2}", f.ratio());
+    println!(
+        "  payload bytes per event     {:>10.1}  ({} bytes in {} batches taken, gzip)",
+        m.bytes_per_event(),
+        m.payload_bytes,
+        m.batches_taken
+    );
+    println!(
+        "  broker messages per event   {:>10.5}  ({} batches published + {} acks; {} resends, {} connections)",
+        m.messages_per_event(),
+        m.batches_sent,
+        m.batches_taken,
+        m.resends,
+        m.connections
     );
     Ok(())
 }

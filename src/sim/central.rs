@@ -72,6 +72,10 @@ pub struct CentralState {
     pub push_keys: Vec<String>,
     /// Batch sizes received, for tests.
     pub batch_sizes: Vec<usize>,
+    /// Bytes of the MQTT batch payloads received (as on the wire: gzip
+    /// or JSON), for `bench uplink`.
+    #[serde(default)]
+    pub mqtt_payload_bytes: u64,
 }
 
 /// A running central; cheap to clone.

@@ -30,6 +30,29 @@ pub struct ConsumerOptions {
     /// nats-server's MQTT).
     pub shared: bool,
     pub client_id: String,
+    /// For `mqtts://` brokers: the CA and, for mutual TLS, the client
+    /// certificate and key (PEM files).
+    pub tls: Option<ConsumerTls>,
+}
+
+/// The consumer's TLS settings (PEM files).
+#[derive(Debug, Clone)]
+pub struct ConsumerTls {
+    pub ca_file: std::path::PathBuf,
+    pub client: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+impl ConsumerTls {
+    fn transport(&self) -> Result<rumqttc::Transport, String> {
+        let read =
+            |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+        let ca = read(&self.ca_file)?;
+        let client = match &self.client {
+            Some((cert, key)) => Some((read(cert)?, read(key)?)),
+            None => None,
+        };
+        Ok(rumqttc::Transport::tls(ca, client, None))
+    }
 }
 
 impl ConsumerOptions {
@@ -39,6 +62,7 @@ impl ConsumerOptions {
             topic_prefix: "storegate/v1".into(),
             shared: false,
             client_id: format!("storegate-central-{}", std::process::id()),
+            tls: None,
         }
     }
 }
@@ -90,11 +114,21 @@ impl Central {
         }
         let mut connections = Vec::new();
         for url in &options.brokers {
-            let (host, port) = super::mqtt::parse_broker(url)?;
+            let tls = url.strip_prefix("mqtts://");
+            let plain = tls.map_or_else(|| url.clone(), |rest| format!("mqtt://{rest}"));
+            let (host, port) = super::mqtt::parse_broker(&plain)?;
             let mut o = MqttOptions::new(&options.client_id, host, port);
             o.set_keep_alive(Duration::from_secs(30))
                 .set_clean_session(true)
                 .set_max_packet_size(64 << 20, 1 << 20);
+            if tls.is_some() {
+                let Some(settings) = &options.tls else {
+                    return Err(format!(
+                        "{url:?}: mqtts:// needs the consumer's TLS settings"
+                    ));
+                };
+                o.set_transport(settings.transport()?);
+            }
             connections.push(o);
         }
         // One client handle for commands: requests go to whichever
@@ -227,6 +261,7 @@ fn take_batch(central: &Central, store: &str, payload: &[u8]) -> Option<i64> {
     );
     s.push_keys.push(format!("{store}:{first}-{last}"));
     s.batch_sizes.push(events.len());
+    s.mqtt_payload_bytes += payload.len() as u64;
     let (ack_at_most, count_only) = (s.behaviour.ack_at_most, s.behaviour.count_only);
     let view: &mut StoreView = s.stores.entry(store.to_string()).or_default();
     Some(

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod esl;
 pub mod m100;
 pub mod mqtt;
+pub mod nats_cluster;
 pub mod pos;
 pub mod pty;
 pub mod say;

@@ -118,7 +118,7 @@ pub(super) async fn run(
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    let refused = matches!(e, ConnectionError::ConnectionRefused(_));
+                    let refused = refused_by_broker(&e);
                     if refused {
                         tracing::error!(broker, error = %e, "central's broker refused the connection; check central.username, central.password_file and the client certificate");
                     } else if connected {
@@ -161,6 +161,15 @@ pub(super) async fn run(
             rewind(ctx);
         }
     }
+}
+
+/// The broker said no: a CONNACK refusal, or a TLS alert from it (a
+/// client certificate it does not trust: with TLS 1.3 the alert comes
+/// after the handshake, as an error on the first read). Either needs a
+/// human, so it is logged as an error and retried slowly.
+fn refused_by_broker(e: &ConnectionError) -> bool {
+    matches!(e, ConnectionError::ConnectionRefused(_))
+        || e.to_string().contains("received fatal alert")
 }
 
 fn rewind(ctx: &mut Ctx) {
