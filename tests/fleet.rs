@@ -75,6 +75,30 @@ async fn wait_connected(c: &Consumer) {
     tokio::time::sleep(Duration::from_millis(200)).await;
 }
 
+/// A broker, a store, the reference central and its connected consumer.
+struct Rig {
+    broker: Mosquitto,
+    store: Store,
+    central: CentralSim,
+    c: Consumer,
+}
+
+impl Rig {
+    async fn start() -> Rig {
+        let broker = Mosquitto::start();
+        let store = Store::new();
+        let central = CentralSim::default();
+        let c = consumer(&central, broker.port);
+        wait_connected(&c).await;
+        Rig {
+            broker,
+            store,
+            central,
+            c,
+        }
+    }
+}
+
 fn reading(i: usize) -> NewEvent {
     NewEvent::new(
         now_millis(),
@@ -142,11 +166,12 @@ async fn assert_exactly_once(store: &Store, central: &CentralSim, limit: Duratio
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_reaches_central_exactly_once_through_mosquitto() {
-    let broker = Mosquitto::start();
-    let store = Store::new();
-    let central = CentralSim::default();
-    let c = consumer(&central, broker.port);
-    wait_connected(&c).await;
+    let Rig {
+        broker,
+        store,
+        central,
+        c: _consumer,
+    } = Rig::start().await;
     // A backlog first (the agent was offline), then more while it runs.
     store
         .writer
@@ -172,11 +197,12 @@ async fn a_backlog_reaches_central_exactly_once_through_mosquitto() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_outage_is_bridged_by_resending_after_the_ack_timeout() {
-    let broker = Mosquitto::start();
-    let store = Store::new();
-    let central = CentralSim::default();
-    let c = consumer(&central, broker.port);
-    wait_connected(&c).await;
+    let Rig {
+        broker,
+        store,
+        central,
+        c,
+    } = Rig::start().await;
     let config = MqttUplinkConfig {
         ack_timeout_s: 2,
         ..uplink_config(broker.port)
@@ -220,11 +246,12 @@ async fn a_consumer_outage_is_bridged_by_resending_after_the_ack_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_payload_fits_max_payload_bytes() {
-    let broker = Mosquitto::start();
-    let store = Store::new();
-    let central = CentralSim::default();
-    let c = consumer(&central, broker.port);
-    wait_connected(&c).await;
+    let Rig {
+        broker,
+        store,
+        central,
+        c,
+    } = Rig::start().await;
     // The test's own subscriber sees every payload as published.
     let mut peer = Peer::connect(broker.port, "watcher").await;
     peer.subscribe("storegate/v1/+/events").await;
@@ -265,11 +292,12 @@ async fn every_payload_fits_max_payload_bytes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_too_big_for_any_payload_holds_the_push_loudly() {
-    let broker = Mosquitto::start();
-    let store = Store::new();
-    let central = CentralSim::default();
-    let c = consumer(&central, broker.port);
-    wait_connected(&c).await;
+    let Rig {
+        broker,
+        store,
+        central,
+        c,
+    } = Rig::start().await;
     store
         .writer
         .append((0..5).map(reading).collect())

@@ -7,9 +7,8 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use common::{Agent, free_port, wait_for, wait_for_async, wait_within};
@@ -162,17 +161,7 @@ impl TlsBroker {
             ),
         )
         .unwrap();
-        let child = Command::new("/usr/sbin/mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto is needed for this test (apt-get install mosquitto)");
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        wait_for("mosquitto to listen", || {
-            TcpStream::connect(addr).ok().map(|_| ())
-        });
+        let child = common::broker::spawn_mosquitto(&conf, port);
         TlsBroker { child, port, log }
     }
 

@@ -35,17 +35,7 @@ impl Mosquitto {
             ),
         )
         .unwrap();
-        let child = Command::new("/usr/sbin/mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto is needed for these tests (apt-get install mosquitto)");
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        wait_for("mosquitto to listen", || {
-            TcpStream::connect(addr).ok().map(|_| ())
-        });
+        let child = spawn_mosquitto(&conf, port);
         Mosquitto {
             child,
             port,
@@ -144,4 +134,20 @@ impl Peer {
             .await
             .unwrap();
     }
+}
+
+/// Start mosquitto on `conf` and wait until it listens on `port`.
+pub fn spawn_mosquitto(conf: &std::path::Path, port: u16) -> Child {
+    let child = Command::new("/usr/sbin/mosquitto")
+        .arg("-c")
+        .arg(conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto is needed for these tests (apt-get install mosquitto)");
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_for("mosquitto to listen", || {
+        TcpStream::connect(addr).ok().map(|_| ())
+    });
+    child
 }
