@@ -6,7 +6,9 @@
 //! once and one store's link is cut for 30 s. Afterwards central holds
 //! every event of every store's journal exactly once and contiguous
 //! (so every event the API acknowledged), every store's retained
-//! heartbeat is current, and no agent needed a hand.
+//! heartbeat is current, and no agent needed a hand. The same suite's
+//! short form runs against a single mosquitto (three stores, two kills
+//! each, the broker restarted, a 10 s cut).
 
 mod common;
 
@@ -17,6 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::broker::Mosquitto;
 use common::nats::NatsCluster;
 use common::proxy::Proxy;
 use common::{Agent, Lcg, free_port};
@@ -25,10 +28,63 @@ use storegate::db::{self, journal};
 use storegate::sim::central::Central as CentralSim;
 use storegate::sim::central_mqtt::{Consumer, ConsumerOptions};
 
-const STORES: usize = 5;
-const KILLS_PER_AGENT: usize = 5;
-/// How long the last store's link is down.
-const CUT: Duration = Duration::from_secs(30);
+/// What one run puts the fleet through.
+struct Plan {
+    stores: usize,
+    kills_per_agent: usize,
+    /// How long the last store's link is down.
+    cut: Duration,
+}
+
+/// The brokers central's side runs: a nats-server cluster or one mosquitto.
+enum Brokers {
+    Nats(NatsCluster),
+    Mosquitto {
+        broker: Option<Mosquitto>,
+        port: u16,
+    },
+}
+
+impl Brokers {
+    fn ports(&self) -> Vec<u16> {
+        match self {
+            Brokers::Nats(c) => (0..c.len()).map(|i| c.mqtt_port(i)).collect(),
+            Brokers::Mosquitto { port, .. } => vec![*port],
+        }
+    }
+
+    fn urls(&self) -> Vec<String> {
+        self.ports()
+            .iter()
+            .map(|p| format!("mqtt://127.0.0.1:{p}"))
+            .collect()
+    }
+
+    /// SIGKILL one broker (a cluster's second node) and start it again on
+    /// the same port after a pause.
+    async fn kill_and_restart(&mut self) {
+        match self {
+            Brokers::Nats(c) => {
+                c.kill(1);
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                c.restart(1);
+            }
+            Brokers::Mosquitto { broker, port } => {
+                // Dropping it kills it; its queue was in memory only.
+                broker.take();
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                *broker = Some(Mosquitto::start_on(*port));
+            }
+        }
+    }
+
+    fn diagnostics(&self) -> String {
+        match self {
+            Brokers::Nats(c) => c.diagnostics(),
+            Brokers::Mosquitto { .. } => String::new(),
+        }
+    }
+}
 /// Generous: the machine running CI has two cores and other work.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(180);
 
@@ -151,25 +207,47 @@ fn consumer(central: &CentralSim, brokers: &[String], n: usize) -> Consumer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_stores_through_a_failing_cluster_arrive_exactly_once() {
-    let mut cluster = NatsCluster::start(3);
-    let urls = cluster.mqtt_urls();
+    let mut cluster = Brokers::Nats(NatsCluster::start(3));
+    let plan = Plan {
+        stores: 5,
+        kills_per_agent: 5,
+        cut: Duration::from_secs(30),
+    };
+    fleet_under_chaos(&mut cluster, &plan).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_stores_through_a_failing_mosquitto_arrive_exactly_once() {
+    let port = free_port();
+    let mut broker = Brokers::Mosquitto {
+        broker: Some(Mosquitto::start_on(port)),
+        port,
+    };
+    let plan = Plan {
+        stores: 3,
+        kills_per_agent: 2,
+        cut: Duration::from_secs(10),
+    };
+    fleet_under_chaos(&mut broker, &plan).await;
+}
+
+async fn fleet_under_chaos(cluster: &mut Brokers, plan: &Plan) {
+    let urls = cluster.urls();
     let central = CentralSim::default();
     let (central_addr, _http) = central.clone().spawn("127.0.0.1:0").await.unwrap();
     let mut consumer_now = Some(consumer(&central, &urls, 0));
 
     // The last store reaches the cluster through proxies that can be cut.
     let mut proxies = Vec::new();
-    for i in 0..cluster.len() {
-        let node: SocketAddr = format!("127.0.0.1:{}", cluster.mqtt_port(i))
-            .parse()
-            .unwrap();
+    for port in cluster.ports() {
+        let node: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         proxies.push(Proxy::start(node).await);
     }
     let root = tempfile::tempdir().unwrap();
-    let mut stores: Vec<Store> = (0..STORES)
+    let mut stores: Vec<Store> = (0..plan.stores)
         .map(|i| {
             // Each store starts on another node, as a fleet spreads out.
-            let brokers: Vec<String> = if i == STORES - 1 {
+            let brokers: Vec<String> = if i == plan.stores - 1 {
                 proxies
                     .iter()
                     .map(|p| format!("mqtt://127.0.0.1:{}", p.port))
@@ -192,36 +270,33 @@ async fn five_stores_through_a_failing_cluster_arrive_exactly_once() {
     let mut rng = Lcg(0x5eed_f1ee7);
     let started = Instant::now();
     let mut cut_at = None;
-    for round in 0..KILLS_PER_AGENT {
+    for round in 0..plan.kills_per_agent {
         for store in stores.iter_mut() {
             tokio::time::sleep(Duration::from_millis(300 + rng.next() % 1200)).await;
             store.kill();
             store.start();
         }
-        match round {
-            0 => {
-                cluster.kill(1);
-                tokio::time::sleep(Duration::from_secs(3)).await;
-                cluster.restart(1);
+        // A short plan has fewer rounds: the events then share the last.
+        let last = plan.kills_per_agent - 1;
+        if round == 0 {
+            cluster.kill_and_restart().await;
+        }
+        if round == 1.min(last) {
+            if let Some(c) = consumer_now.take() {
+                c.stop();
             }
-            1 => {
-                if let Some(c) = consumer_now.take() {
-                    c.stop();
-                }
-                tokio::time::sleep(Duration::from_secs(3)).await;
-                consumer_now = Some(consumer(&central, &urls, 1));
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            consumer_now = Some(consumer(&central, &urls, 1));
+        }
+        if round == 2.min(last) {
+            for p in &proxies {
+                p.cut();
             }
-            2 => {
-                for p in &proxies {
-                    p.cut();
-                }
-                cut_at = Some(Instant::now());
-            }
-            _ => {}
+            cut_at = Some(Instant::now());
         }
     }
     if let Some(at) = cut_at {
-        tokio::time::sleep(CUT.saturating_sub(at.elapsed())).await;
+        tokio::time::sleep(plan.cut.saturating_sub(at.elapsed())).await;
     }
     for p in &proxies {
         p.restore();
@@ -288,7 +363,7 @@ async fn five_stores_through_a_failing_cluster_arrive_exactly_once() {
             "{}: {head} events at central, {acknowledged} adjustments acknowledged by the API, {} starts",
             s.id, s.starts
         );
-        assert_eq!(s.starts, KILLS_PER_AGENT + 1, "{}", s.id);
+        assert_eq!(s.starts, plan.kills_per_agent + 1, "{}", s.id);
     }
 
     // Every store's heartbeat at central is from the running agent.
