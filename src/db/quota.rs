@@ -1,6 +1,6 @@
 //! The one flag ingest checks before every commit: whether the disk quota
 //! is exhausted by events that are never dropped (set by the retention
-//! task, see `crate::retention`). While it is, device input is refused with
+//! task in src/retention.rs). While it is, device input is refused with
 //! [`StoreError::QuotaFull`](super::StoreError::QuotaFull) and held.
 
 use std::sync::Arc;

@@ -1,7 +1,8 @@
 //! What may leave the database, and in which order (DESIGN invariant 8):
 //! the storage half of retention and the disk quota. The task that runs
 //! these rounds, raises their alerts and refuses input while the quota is
-//! exhausted is `crate::retention`; nothing here knows about alerts.
+//! exhausted is the retention task (src/retention.rs); nothing here knows
+//! about alerts.
 //!
 //! Acknowledged events stay `journal_retention_h` for `GET /v1/events`,
 //! then are trimmed. When the database outgrows `disk_quota_mb`, space is
@@ -111,7 +112,7 @@ impl DroppedEvents {
 
 /// Enforce the quota once: remove one chunk of the first class present in
 /// the order of the module documentation. Raises no alert: see
-/// `crate::retention::enforce`.
+/// `enforce` in src/retention.rs.
 pub fn enforce(w: &mut WriteTx<'_>, quota_bytes: u64) -> Result<Enforced, StoreError> {
     let mut done = Enforced::default();
     if used_bytes(w.conn())? <= quota_bytes {
