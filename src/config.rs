@@ -123,6 +123,24 @@ pub struct CentralConfig {
     pub transport: CentralTransport,
 }
 
+impl CentralConfig {
+    /// The HTTP transport to `url` with every other key at its default
+    /// (docs/config.md): what `[central]` with only `url` reads as.
+    pub fn http(url: impl Into<String>) -> CentralConfig {
+        CentralConfig {
+            url: url.into(),
+            token_file: None,
+            ca_file: None,
+            batch_max: 5000,
+            max_backoff_s: 300,
+            poll_prices_s: 30,
+            poll_stock_s: 300,
+            heartbeat_s: 60,
+            transport: CentralTransport::Http,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct RfidConfig {
     pub dedup_window_ms: u64,

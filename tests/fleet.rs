@@ -9,12 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::broker::{Mosquitto, Peer};
-use common::{Agent, Store, free_port, wait_for_async, wait_within};
+use common::{Agent, Store, free_port, reading, wait_for_async, wait_within};
 use rumqttc::Packet;
 use serde_json::{Value, json};
 use storegate::config::MqttUplinkConfig;
 use storegate::db::{self, journal};
-use storegate::event::{EventBody, NewEvent, Reading, SaleLine, now_millis};
+use storegate::event::{EventBody, NewEvent, SaleLine, now_millis};
 use storegate::sim::central::Central as CentralSim;
 use storegate::sim::central_mqtt::{Consumer, ConsumerOptions};
 use storegate::sync::uplink::{Triggers, Uplink, UplinkStats};
@@ -97,18 +97,6 @@ impl Rig {
             c,
         }
     }
-}
-
-fn reading(i: usize) -> NewEvent {
-    NewEvent::new(
-        now_millis(),
-        "sensor",
-        EventBody::Reading(Reading {
-            name: format!("r{i}"),
-            value: i as f64,
-            unit: "C".into(),
-        }),
-    )
 }
 
 /// A receipt of `lines` lines, each its own `sale` event.
@@ -609,15 +597,9 @@ async fn over_http_the_heartbeat_is_put_to_central() {
     let central = CentralSim::default();
     let (addr, _) = central.clone().spawn("127.0.0.1:0").await.unwrap();
     let config = storegate::config::CentralConfig {
-        url: format!("http://{addr}"),
-        token_file: None,
-        ca_file: None,
         batch_max: 100,
         max_backoff_s: 1,
-        poll_prices_s: 30,
-        poll_stock_s: 300,
-        heartbeat_s: 60,
-        transport: storegate::config::CentralTransport::Http,
+        ..storegate::config::CentralConfig::http(format!("http://{addr}"))
     };
     let client = Arc::new(storegate::sync::Central::new(&config, STORE).unwrap());
     let (tx, rx) = tokio::sync::watch::channel(None);

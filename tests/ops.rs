@@ -311,15 +311,9 @@ async fn metrics_expose_every_family_with_plausible_values() {
 
     // A pusher whose central is not there: attempts, all failing.
     let config = CentralConfig {
-        url: format!("http://127.0.0.1:{}", free_port()),
-        token_file: None,
-        ca_file: None,
         batch_max: 100,
         max_backoff_s: 1,
-        poll_prices_s: 30,
-        poll_stock_s: 300,
-        heartbeat_s: 60,
-        transport: storegate::config::CentralTransport::Http,
+        ..CentralConfig::http(format!("http://127.0.0.1:{}", free_port()))
     };
     tokio::spawn(push::run_counted(
         Arc::new(Central::new(&config, "s1").unwrap()),

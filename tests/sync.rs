@@ -7,24 +7,12 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Store, wait_for_async};
+use common::{Store, reading, wait_for_async};
 use storegate::config::CentralConfig;
 use storegate::db::{self, journal};
-use storegate::event::{EventBody, NewEvent, Reading, SaleLine, TagTransition, now_millis};
+use storegate::event::{EventBody, NewEvent, SaleLine, TagTransition, now_millis};
 use storegate::sim::central::Central as CentralSim;
 use storegate::sync::{self, Central, Link};
-
-fn reading(i: usize) -> NewEvent {
-    NewEvent::new(
-        now_millis(),
-        "sensor",
-        EventBody::Reading(Reading {
-            name: format!("r{i}"),
-            value: i as f64,
-            unit: "C".into(),
-        }),
-    )
-}
 
 fn sale(receipt: &str, sku: &str, qty: i64) -> NewEvent {
     NewEvent::new(
@@ -50,15 +38,10 @@ fn central_config(
     batch_max: usize,
 ) -> CentralConfig {
     CentralConfig {
-        url,
         token_file,
-        ca_file: None,
         batch_max,
         max_backoff_s: 1,
-        poll_prices_s: 30,
-        poll_stock_s: 300,
-        heartbeat_s: 60,
-        transport: storegate::config::CentralTransport::Http,
+        ..CentralConfig::http(url)
     }
 }
 

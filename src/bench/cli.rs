@@ -514,15 +514,9 @@ fn debug_ingest(
         let (_never, shutdown) = crate::shutdown::shutdown_pair();
         if let Some(url) = central {
             let config = crate::config::CentralConfig {
-                url,
-                token_file: None,
-                ca_file: None,
                 batch_max: 500,
                 max_backoff_s: 2,
-                poll_prices_s: 30,
-                poll_stock_s: 300,
-                heartbeat_s: 60,
-                transport: crate::config::CentralTransport::Http,
+                ..crate::config::CentralConfig::http(url)
             };
             let central = std::sync::Arc::new(crate::sync::Central::new(&config, "crash-test")?);
             let reader = std::sync::Arc::new(std::sync::Mutex::new(db::open_read(db_path)?));

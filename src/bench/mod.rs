@@ -357,15 +357,8 @@ pub async fn sync_drain(
     sim.lock().behaviour.count_only = true;
     let (addr, _server) = sim.clone().spawn("127.0.0.1:0").await?;
     let config = crate::config::CentralConfig {
-        url: format!("http://{addr}"),
-        token_file: None,
-        ca_file: None,
-        batch_max: 5000,
         max_backoff_s: 1,
-        poll_prices_s: 30,
-        poll_stock_s: 300,
-        heartbeat_s: 60,
-        transport: crate::config::CentralTransport::Http,
+        ..crate::config::CentralConfig::http(format!("http://{addr}"))
     };
     let central = Arc::new(crate::sync::Central::new(&config, "bench")?);
     let reader = Arc::new(std::sync::Mutex::new(db::open_read(&path)?));

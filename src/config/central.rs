@@ -69,19 +69,20 @@ pub(super) fn read_central(t: &Table, p: &mut Vec<Problem>) -> Option<CentralCon
         }
         None
     };
+    let d = CentralConfig::http(url.clone().unwrap_or_default());
     let c = CentralConfig {
-        url: url.clone().unwrap_or_default(),
         token_file: f.string(p, "token_file").map(PathBuf::from),
         ca_file: f.string(p, "ca_file").map(PathBuf::from),
-        batch_max: f.integer(p, "batch_max", 5000, 1..=100_000) as usize,
-        max_backoff_s: f.integer(p, "max_backoff_s", 300, 1..=86400),
-        poll_prices_s: f.integer(p, "poll_prices_s", 30, 1..=86400),
-        poll_stock_s: f.integer(p, "poll_stock_s", 300, 1..=86400),
-        heartbeat_s: f.integer(p, "heartbeat_s", 60, 5..=86400),
+        batch_max: f.integer(p, "batch_max", d.batch_max as u64, 1..=100_000) as usize,
+        max_backoff_s: f.integer(p, "max_backoff_s", d.max_backoff_s, 1..=86400),
+        poll_prices_s: f.integer(p, "poll_prices_s", d.poll_prices_s, 1..=86400),
+        poll_stock_s: f.integer(p, "poll_stock_s", d.poll_stock_s, 1..=86400),
+        heartbeat_s: f.integer(p, "heartbeat_s", d.heartbeat_s, 5..=86400),
         transport: match mqtt {
             Some(m) => CentralTransport::Mqtt(m),
             None => CentralTransport::Http,
         },
+        ..d
     };
     if let Some(u) = &url {
         if !(u.starts_with("http://") || u.starts_with("https://")) {

@@ -19,7 +19,7 @@ use storegate::config::{Config, Durability};
 use storegate::db::{self, Writer, WriterThread, journal};
 use storegate::devices::{DeviceSpec, Ingest};
 use storegate::domain::{Projections, rfid::TagTracker};
-use storegate::event::Event;
+use storegate::event::{Event, EventBody, NewEvent, Reading, now_millis};
 use storegate::health::HealthBoard;
 use storegate::profiles::ProfileSet;
 use storegate::shutdown::{Shutdown, ShutdownTrigger, shutdown_pair};
@@ -353,4 +353,18 @@ pub fn assert_at_central(
             e.seq
         );
     }
+}
+
+/// A sensor reading numbered `i`: an event without a natural key, for
+/// journals that need many distinct events.
+pub fn reading(i: usize) -> NewEvent {
+    NewEvent::new(
+        now_millis(),
+        "sensor",
+        EventBody::Reading(Reading {
+            name: format!("r{i}"),
+            value: i as f64,
+            unit: "C".into(),
+        }),
+    )
 }
