@@ -13,6 +13,7 @@ pub mod label_sender;
 pub mod modbus;
 pub mod mqtt;
 pub mod serial;
+pub mod serial_ports;
 pub mod watch;
 
 use std::sync::Arc;
