@@ -43,6 +43,9 @@ pub fn available() -> Vec<SerialPortName> {
             }));
         }
     }
+    // i.MX UARTs sit on the platform bus, which serialport's scan leaves
+    // out (on PCs it holds only placeholder ttyS ports).
+    ports.extend(platform_uarts(Path::new("/sys/class/tty"), "ttymxc"));
     for link in by_id_links(Path::new(BY_ID_DIR)) {
         let Ok(target) = std::fs::canonicalize(&link) else {
             continue;
@@ -61,6 +64,25 @@ pub fn available() -> Vec<SerialPortName> {
         p.by_id.sort();
     }
     ports
+}
+
+/// The UARTs named `prefix*` that the kernel has (a /sys/class/tty entry
+/// with a device behind it and a /dev node).
+fn platform_uarts(sys: &Path, prefix: &str) -> Vec<SerialPortName> {
+    let Ok(entries) = std::fs::read_dir(sys) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        .filter(|e| e.path().join("device").exists())
+        .map(|e| Path::new("/dev").join(e.file_name()))
+        .filter(|dev| dev.exists())
+        .map(|path| SerialPortName {
+            path,
+            by_id: Vec::new(),
+        })
+        .collect()
 }
 
 /// The entries of a by-id directory (absent when nothing USB is plugged).
