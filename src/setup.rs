@@ -98,9 +98,7 @@ pub fn warnings(path: &Path, config: &Config) -> Vec<String> {
         .iter()
         .enumerate()
         .filter_map(|(i, d)| match &d.transport {
-            Transport::Serial(line) | Transport::ModbusRtu { line, .. }
-                if !line.port.exists() =>
-            {
+            Transport::Serial(line) | Transport::ModbusRtu { line, .. } if !line.port.exists() => {
                 Some((i, line.port.clone()))
             }
             _ => None,
@@ -114,9 +112,8 @@ pub fn warnings(path: &Path, config: &Config) -> Vec<String> {
     if problems.is_empty() {
         return Vec::new();
     }
-    let hint = crate::devices::serial_ports::missing_port_hint(
-        &crate::devices::serial_ports::available(),
-    );
+    let hint =
+        crate::devices::serial_ports::missing_port_hint(&crate::devices::serial_ports::available());
     for p in &mut problems {
         p.message = format!("{}; {hint}; plug the device in or correct port", p.message);
     }

@@ -119,7 +119,10 @@ fn check_rejects_modbus_rtu_unit_0_the_broadcast_address() {
     let expected = format!(
         "{file}:10 device \"fridge-1\": unit: 0 is the Modbus broadcast address: no device answers it; set the device's own address, 1 to 247"
     );
-    assert!(stderr.contains(&expected), "expected {expected:?} in:\n{stderr}");
+    assert!(
+        stderr.contains(&expected),
+        "expected {expected:?} in:\n{stderr}"
+    );
     // Over TCP, unit 0 addresses the gateway itself and stays allowed.
     let (code, stderr, _) = check_devices(
         "[[device]]\nid = \"fridge-1\"\nprofile = \"xy-md02\"\ntransport = \"modbus-tcp\"\naddress = \"127.0.0.1:502\"\nunit = 0\n",
@@ -132,7 +135,10 @@ fn check_rejects_an_unknown_locale_and_names_the_known_ones() {
     let (code, stderr, file) = check_devices("locale = \"xx-YY\"\n");
     assert_eq!(code, Some(78), "{stderr}");
     let expected = format!("{file}:4 locale: unknown locale \"xx-YY\"; use a known language");
-    assert!(stderr.contains(&expected), "expected {expected:?} in:\n{stderr}");
+    assert!(
+        stderr.contains(&expected),
+        "expected {expected:?} in:\n{stderr}"
+    );
     assert!(
         stderr.contains("known languages: de, en, es, fr, it, ja, nl, pl, sv"),
         "{stderr}"
@@ -162,15 +168,24 @@ fn check_warns_of_a_missing_serial_port_and_lists_the_ports_there_are() {
         "warning: {file}:8 device \"door\": port: {} does not exist (yet); ",
         missing.display()
     );
-    assert!(stderr.contains(&expected), "expected {expected:?} in:\n{stderr}");
+    assert!(
+        stderr.contains(&expected),
+        "expected {expected:?} in:\n{stderr}"
+    );
     assert_eq!(stderr.matches("warning:").count(), 1, "{stderr}");
     // The ports this machine has, as serialport and /dev/serial/by-id see
     // them, each named; or that there are none.
     let ports = storegate::devices::serial_ports::available();
     if ports.is_empty() {
-        assert!(stderr.contains("this machine has no serial ports"), "{stderr}");
+        assert!(
+            stderr.contains("this machine has no serial ports"),
+            "{stderr}"
+        );
     } else {
-        assert!(stderr.contains("serial ports on this machine: "), "{stderr}");
+        assert!(
+            stderr.contains("serial ports on this machine: "),
+            "{stderr}"
+        );
         for p in &ports {
             assert!(p.path.exists(), "{}", p.path.display());
             assert!(

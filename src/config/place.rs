@@ -58,7 +58,11 @@ fn span_start(root: &DeValue<'_>, key: &str) -> Option<usize> {
 
 fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
-    text.as_bytes()[..end].iter().filter(|b| **b == b'\n').count() + 1
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
 }
 
 /// The caller's checks of devices (`more`) without the ones that only

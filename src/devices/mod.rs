@@ -21,11 +21,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backoff::Backoff;
-use down_log::{DownLog, Say};
 use crate::config::{DeviceConfig, Transport};
 use crate::db::StoreError;
 use crate::profiles::Profile;
 use crate::shutdown::Shutdown;
+use down_log::{DownLog, Say};
 pub use ingest::{Ingest, Source};
 
 /// A configured device with its resolved profile.
