@@ -345,9 +345,6 @@ impl Config {
         let more = more(&config);
         problems.extend(place::without_consequences(more, &problems));
         place::locate(text, &mut problems);
-        // In file order, as a technician goes through them; whole-file
-        // problems (no line) first.
-        problems.sort_by_key(|p| p.line);
         if problems.is_empty() {
             Ok(config)
         } else {
