@@ -1,6 +1,7 @@
 //! The technician's first hour, as the log shows it: `storegate run` with
 //! an MQTT device on the embedded broker logs no ERROR when nothing is
-//! wrong, writes no colour codes where stderr is not a terminal, and a
+//! wrong, writes no colour codes where stderr is not a terminal (nor with
+//! NO_COLOR at one), and a
 //! device that never comes up is logged at WARN once with its reason, not
 //! at every retry.
 
@@ -82,6 +83,51 @@ fn the_log_has_no_colour_codes_when_stderr_is_not_a_terminal() {
         !bytes.contains(&0x1b),
         "an ESC byte in a log that is a file:\n{text:?}"
     );
+}
+
+/// What `storegate rebuild` (which logs the schema migrations at INFO)
+/// writes to a real terminal: `script` (util-linux, in every Debian) runs
+/// it on a pseudo-terminal and copies what it wrote.
+fn on_a_terminal(dir: &Path, no_color: bool) -> Vec<u8> {
+    let path = dir.join(format!("store-{no_color}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "store_id = \"store-t\"\ndata_dir = {:?}\n",
+            dir.join(format!("data-{no_color}"))
+        ),
+    )
+    .unwrap();
+    let command = format!(
+        "{} rebuild --config {}",
+        env!("CARGO_BIN_EXE_storegate"),
+        path.display()
+    );
+    let mut script = std::process::Command::new("script");
+    script
+        .args(["-qec", &command, "/dev/null"])
+        .env("STOREGATE_LOG", "info");
+    if no_color {
+        script.env("NO_COLOR", "1");
+    } else {
+        script.env_remove("NO_COLOR");
+    }
+    let out = script.output().expect("running script(1)");
+    assert!(out.status.success(), "{out:?}");
+    out.stdout
+}
+
+#[test]
+fn colour_only_on_a_terminal_and_never_with_no_color() {
+    let dir = tempfile::tempdir().unwrap();
+    let coloured = on_a_terminal(dir.path(), false);
+    let text = String::from_utf8_lossy(&coloured);
+    assert!(text.contains("INFO"), "it logged:\n{text:?}");
+    assert!(coloured.contains(&0x1b), "colour at a terminal:\n{text:?}");
+    let plain = on_a_terminal(dir.path(), true);
+    let text = String::from_utf8_lossy(&plain);
+    assert!(text.contains("INFO"), "it logged:\n{text:?}");
+    assert!(!plain.contains(&0x1b), "NO_COLOR=1:\n{text:?}");
 }
 
 #[test]
