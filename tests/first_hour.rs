@@ -1,9 +1,8 @@
 //! The technician's first hour, as the log shows it: `storegate run` with
 //! an MQTT device on the embedded broker logs no ERROR when nothing is
 //! wrong, writes no colour codes where stderr is not a terminal (nor with
-//! NO_COLOR at one), and a
-//! device that never comes up is logged at WARN once with its reason, not
-//! at every retry.
+//! NO_COLOR at one), and a device that never comes up is logged at WARN
+//! once with its reason, not at every retry.
 
 mod common;
 
