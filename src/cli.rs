@@ -82,7 +82,7 @@ fn describe(path: &Path, c: &Config) -> String {
 pub fn run(path: &Path) -> anyhow::Result<()> {
     let setup = setup::load(path)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(crate::daemon::run(setup))?;
+    runtime.block_on(crate::daemon::supervise(path, setup))?;
     Ok(())
 }
 

@@ -15,6 +15,7 @@ use toml::{Table, Value};
 mod central;
 mod device;
 mod fields;
+pub mod layered;
 
 pub use central::{CentralTransport, DEFAULT_MAX_PAYLOAD_BYTES, MqttUplinkConfig};
 use device::read_device;
@@ -121,6 +122,12 @@ pub struct CentralConfig {
     pub heartbeat_s: u64,
     /// HTTP (the default) or the MQTT fleet uplink.
     pub transport: CentralTransport,
+    /// How often central's config is pulled (spec/fleet.md 4), besides at
+    /// start and on the `pull_config` command.
+    pub poll_config_s: u64,
+    /// How long the devices that were up before a central config was
+    /// applied have to come up again before the agent rolls back.
+    pub config_rollback_s: u64,
 }
 
 impl CentralConfig {
@@ -137,6 +144,8 @@ impl CentralConfig {
             poll_stock_s: 300,
             heartbeat_s: 60,
             transport: CentralTransport::Http,
+            poll_config_s: 300,
+            config_rollback_s: 120,
         }
     }
 }
@@ -283,12 +292,25 @@ impl Config {
                 message: format!("not valid TOML: {}", e.to_string().trim_end()),
             }])
         })?;
+        Config::from_table(&table, path, known_profiles)
+    }
+
+    /// Validate an already parsed table (the local file merged with
+    /// central's config, [`layered::merge`]); `path` names it in messages.
+    pub fn from_table(
+        table: &Table,
+        path: &Path,
+        known_profiles: &BTreeSet<String>,
+    ) -> Result<Config, ConfigError> {
         let mut problems = Vec::new();
-        let config = read_config(&table, known_profiles, &mut problems);
+        let config = read_config(table, known_profiles, &mut problems);
         if problems.is_empty() {
             Ok(config)
         } else {
-            Err(fail(problems))
+            Err(ConfigError {
+                file: path.to_path_buf(),
+                problems,
+            })
         }
     }
 
