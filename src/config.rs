@@ -437,6 +437,11 @@ fn read_config(table: &Table, profiles: &BTreeSet<String>, p: &mut Vec<Problem>)
     }
 }
 
+/// Whether `s` is usable as a store id (it goes into URLs and file names).
+pub fn is_store_id(s: &str) -> bool {
+    is_identifier(s) && s != "." && s != ".."
+}
+
 pub(super) fn is_identifier(s: &str) -> bool {
     !s.is_empty()
         && s.chars()

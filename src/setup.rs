@@ -53,8 +53,8 @@ pub fn read_table(path: &Path) -> Result<Table, ConfigError> {
             message,
         }],
     };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| fail(format!("cannot read the file: {e}")))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read the file: {e}")))?;
     text.parse()
         .map_err(|e: toml::de::Error| fail(format!("not valid TOML: {}", e.to_string().trim_end())))
 }

@@ -239,11 +239,9 @@ async fn roll_back(writer: &Writer, trial: &Trial, why: String) -> Result<String
         .transact(move |w| {
             central_config::decide(w.conn(), id, false, Some(&why))?;
             let back = central_config::newest_active(w.conn())?;
-            let back_to = back
-                .as_ref()
-                .map_or("the local file".to_string(), |b| {
-                    format!("central config v{}", b.version)
-                });
+            let back_to = back.as_ref().map_or("the local file".to_string(), |b| {
+                format!("central config v{}", b.version)
+            });
             alerts::config_rolled_back(w, version, &back_to, &why)?;
             w.append(NewEvent::new(
                 now_millis(),

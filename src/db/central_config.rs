@@ -63,7 +63,9 @@ fn one(conn: &Connection, sql: &str) -> Result<Option<StoredConfig>, StoreError>
 pub fn running(conn: &Connection) -> Result<Option<StoredConfig>, StoreError> {
     match one(
         conn,
-        &format!("SELECT {COLUMNS} FROM central_config WHERE state = 'trial' ORDER BY id DESC LIMIT 1"),
+        &format!(
+            "SELECT {COLUMNS} FROM central_config WHERE state = 'trial' ORDER BY id DESC LIMIT 1"
+        ),
     )? {
         Some(trial) => Ok(Some(trial)),
         None => newest_active(conn),
@@ -74,7 +76,9 @@ pub fn running(conn: &Connection) -> Result<Option<StoredConfig>, StoreError> {
 pub fn newest_active(conn: &Connection) -> Result<Option<StoredConfig>, StoreError> {
     one(
         conn,
-        &format!("SELECT {COLUMNS} FROM central_config WHERE state = 'active' ORDER BY id DESC LIMIT 1"),
+        &format!(
+            "SELECT {COLUMNS} FROM central_config WHERE state = 'active' ORDER BY id DESC LIMIT 1"
+        ),
     )
 }
 
@@ -90,9 +94,11 @@ pub fn newest(conn: &Connection) -> Result<Option<StoredConfig>, StoreError> {
 
 /// The state of the newest row with this sha256, if central sent it before.
 pub fn state_of(conn: &Connection, sha256: &str) -> Result<Option<String>, StoreError> {
-    conn.prepare_cached("SELECT state FROM central_config WHERE sha256 = ?1 ORDER BY id DESC LIMIT 1")
-        .and_then(|mut st| st.query_row([sha256], |r| r.get(0)).optional())
-        .ctx("reading central_config")
+    conn.prepare_cached(
+        "SELECT state FROM central_config WHERE sha256 = ?1 ORDER BY id DESC LIMIT 1",
+    )
+    .and_then(|mut st| st.query_row([sha256], |r| r.get(0)).optional())
+    .ctx("reading central_config")
 }
 
 /// Whether this config was rejected or rolled back: never to be tried again.

@@ -43,10 +43,7 @@ pub struct CentralToml {
 
 /// GET the config, sending the sha256 we last got as `If-None-Match`.
 pub async fn fetch(central: &Central, held: Option<&str>) -> Result<Fetched, String> {
-    let (status, body) = central
-        .get_config(held)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (status, body) = central.get_config(held).await.map_err(|e| e.to_string())?;
     match status {
         304 => Ok(Fetched::Unchanged),
         404 => Ok(Fetched::None),
@@ -181,16 +178,16 @@ pub async fn pull_once(p: &ConfigPuller) -> Result<bool, String> {
                 .filter(|d| d.up)
                 .map(|d| d.id)
                 .collect();
-            tracing::info!(
-                version = c.version,
-                sha256 = %sha,
-                devices_up = up.len(),
-                "applying central config v{}: restarting devices, sync and API with it",
-                c.version
-            );
-            record_accepted(&p.writer, c, sha, up)
+            let (version, devices_up) = (c.version, up.len());
+            record_accepted(&p.writer, c, sha.clone(), up)
                 .await
                 .map_err(|e| e.to_string())?;
+            tracing::info!(
+                version,
+                sha256 = %sha,
+                devices_up,
+                "applying central config v{version}: restarting devices, sync and API with it"
+            );
             Ok(true)
         }
     }
