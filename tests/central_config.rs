@@ -55,6 +55,11 @@ struct World {
 
 impl World {
     async fn new(rollback_s: u64, local_devices: &str) -> World {
+        World::with_central(rollback_s, local_devices, "poll_config_s = 1\n").await
+    }
+
+    /// [`World::new`] with more `[central]` keys (the poll cadence included).
+    async fn with_central(rollback_s: u64, local_devices: &str, central_keys: &str) -> World {
         let dir = tempfile::tempdir().unwrap();
         let configs = dir.path().join("central-configs");
         std::fs::create_dir(&configs).unwrap();
@@ -79,8 +84,8 @@ max_backoff_s = 1
 heartbeat_s = 5
 poll_prices_s = 3600
 poll_stock_s = 3600
-poll_config_s = 1
 config_rollback_s = {rollback_s}
+{central_keys}
 {local_devices}"#,
                 data = dir.path().display(),
                 staff = staff.display(),
@@ -587,4 +592,117 @@ async fn an_agent_killed_while_applying_loses_no_acknowledged_event() {
         status.contains("central v1 over the local file (active"),
         "{status}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_central_fetches_merges_and_validates_without_applying() {
+    let (_one, one_addr) = shelf(1000).await;
+    let world = World::new(60, &shelf_toml("shelf-1", &one_addr)).await;
+    let config = world.config.clone();
+    let check = move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_storegate"))
+            .args(["check", "--central", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, out, _) = tokio::task::spawn_blocking(check.clone()).await.unwrap();
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("central manages no config"), "{out}");
+
+    let good = format!(
+        "{}\n{}",
+        shelf_toml("shelf-1", &one_addr),
+        shelf_toml("shelf-2", "127.0.0.1:1502")
+    );
+    world.central.set_config(STORE, &good).unwrap();
+    let (code, out, err) = tokio::task::spawn_blocking(check.clone()).await.unwrap();
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("central config v1 over"), "{out}");
+    assert!(out.contains("devices    2"), "{out}");
+    assert!(out.contains("shelf-2"), "{out}");
+
+    world
+        .central
+        .set_config(STORE, "data_dir = \"/tmp\"\nlocle = \"x\"\n")
+        .unwrap();
+    let (code, _, err) = tokio::task::spawn_blocking(check).await.unwrap();
+    assert_eq!(code, Some(78), "{err}");
+    assert!(err.contains("central config v2"), "{err}");
+    assert!(err.contains("data_dir: is a bootstrap key"), "{err}");
+    // Nothing was applied: no agent ran, no database was written.
+    assert!(!world.db().exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_mqtt_uplink_pull_config_applies_at_once() {
+    let broker = common::broker::Mosquitto::start();
+    let (_one, one_addr) = shelf(1000).await;
+    let (_two, two_addr) = shelf(2000).await;
+    // No polling to speak of: only the command can bring the config.
+    let world = World::with_central(
+        60,
+        &shelf_toml("shelf-1", &one_addr),
+        &format!(
+            "transport = \"mqtt\"\nbrokers = [\"mqtt://127.0.0.1:{}\"]\nack_timeout_s = 5\npoll_config_s = 3600\n",
+            broker.port
+        ),
+    )
+    .await;
+    let mut options = storegate::sim::central_mqtt::ConsumerOptions::new(vec![format!(
+        "mqtt://127.0.0.1:{}",
+        broker.port
+    )]);
+    options.client_id = format!("central-cfg-{}", free_port());
+    let consumer = world.central.spawn_mqtt(options).unwrap();
+    let mut agent = world.start("agent.log");
+    agent.wait_log("connected to central's broker");
+    world
+        .wait(&agent, "shelf-1 to be ingesting", || {
+            (weights_from(&world.events(), "shelf-1", 1000) > 0).then_some(())
+        })
+        .await;
+    world
+        .wait(&agent, "the consumer to connect", || {
+            consumer.is_connected().then_some(())
+        })
+        .await;
+    // Past the pull at start (it found nothing).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sent = std::time::Instant::now();
+    // Changing the config at central sends pull_config over MQTT.
+    world
+        .central
+        .set_config(
+            STORE,
+            &format!(
+                "{}\n{}",
+                shelf_toml("shelf-1", &one_addr),
+                shelf_toml("shelf-2", &two_addr)
+            ),
+        )
+        .unwrap();
+    agent.wait_log("applying central config v1");
+    agent.wait_log("central asked for a config pull; pulling now");
+    assert!(
+        sent.elapsed() < Duration::from_secs(60),
+        "took {:?} (poll_config_s is an hour)",
+        sent.elapsed()
+    );
+    world
+        .wait(&agent, "the new shelf to ingest", || {
+            (weights_from(&world.events(), "shelf-2", 2000) > 0).then_some(())
+        })
+        .await;
+    assert_exactly_once(&world, &agent).await;
+    assert_eq!(
+        applied_at_central(&world.at_central()),
+        [(json!(1), "central".to_string())]
+    );
+    drop(consumer);
 }
