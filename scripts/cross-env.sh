@@ -5,7 +5,7 @@
 # what is missing with apt when run as root.
 #
 #   source scripts/cross-env.sh aarch64-unknown-linux-gnu
-#   "${CROSS_RUNNER[@]}" target/aarch64-unknown-linux-gnu/smoke/storegate --version
+#   "${CROSS_RUNNER[@]}" target/aarch64-unknown-linux-gnu/debug/storegate --version
 #
 # Used by scripts/build-deb.sh and scripts/arm-smoke.sh; docs/packaging.md.
 

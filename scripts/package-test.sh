@@ -137,6 +137,7 @@ if out=$(runuser -u storegate -- storegate check --config "$CONFIG" 2>&1); then
 else
     code=$?
 fi
+[ "$code" -eq 78 ] || fail "exit $code, not 78 (EX_CONFIG, which the unit does not restart on): $out"
 grep -q "store_id: missing" <<<"$out" || fail "exit $code without naming store_id: $out"
 echo "check       as shipped: refused (exit $code): $(grep 'store_id' <<<"$out" | head -1 | sed 's/^ *//')"
 

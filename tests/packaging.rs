@@ -173,7 +173,11 @@ fn the_shipped_config_is_refused_until_store_id_is_set() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "the shipped config passed check");
+    assert_eq!(
+        out.status.code(),
+        Some(78),
+        "the shipped config must be refused with EX_CONFIG: {stderr}"
+    );
     assert!(stderr.contains("store_id: missing"), "{stderr}");
 
     let dir = tempfile::tempdir().unwrap();
