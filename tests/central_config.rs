@@ -23,11 +23,7 @@ async fn an_accepted_config_is_applied_journaled_and_reported() {
     let (_two, two_addr) = shelf(2000).await;
     let world = World::new(60, &shelf_toml("shelf-1", &one_addr)).await;
     let mut agent = world.start("agent.log");
-    world
-        .wait(&agent, "shelf-1 to be ingesting", || {
-            (weights_from(&world.events(), "shelf-1", 1000) > 0).then_some(())
-        })
-        .await;
+    world.wait_shelf_1(&agent).await;
     assert!(world.status().contains("config     the local file"));
 
     // Central adds a second shelf and a locale.
@@ -100,11 +96,7 @@ async fn rejected_configs_name_every_problem_and_the_old_one_keeps_running() {
     let (one, one_addr) = shelf(1000).await;
     let world = World::new(60, &shelf_toml("shelf-1", &one_addr)).await;
     let agent = world.start("agent.log");
-    world
-        .wait(&agent, "shelf-1 to be ingesting", || {
-            (weights_from(&world.events(), "shelf-1", 1000) > 0).then_some(())
-        })
-        .await;
+    world.wait_shelf_1(&agent).await;
     let cases: [(String, &[&str]); 3] = [
         // A bootstrap key (two of them: both named).
         (
@@ -190,11 +182,7 @@ async fn a_config_whose_device_never_comes_up_is_rolled_back_and_not_retried() {
     let (one, one_addr) = shelf(1000).await;
     let world = World::new(4, &shelf_toml("shelf-1", &one_addr)).await;
     let mut agent = world.start("agent.log");
-    world
-        .wait(&agent, "shelf-1 to be ingesting", || {
-            (weights_from(&world.events(), "shelf-1", 1000) > 0).then_some(())
-        })
-        .await;
+    world.wait_shelf_1(&agent).await;
     // The same shelf moved to an address where nothing answers.
     let closed = format!("127.0.0.1:{}", free_port());
     let version = world
@@ -262,11 +250,7 @@ async fn an_agent_killed_while_applying_loses_no_acknowledged_event() {
     let (_two, two_addr) = shelf(2000).await;
     let world = World::new(60, &shelf_toml("shelf-1", &one_addr)).await;
     let mut agent = world.start("agent-1.log");
-    world
-        .wait(&agent, "shelf-1 to be ingesting", || {
-            (weights_from(&world.events(), "shelf-1", 1000) > 0).then_some(())
-        })
-        .await;
+    world.wait_shelf_1(&agent).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = staff_writer(world.api, stop.clone());
     world
@@ -401,11 +385,7 @@ async fn over_the_mqtt_uplink_pull_config_applies_at_once() {
     let consumer = world.central.spawn_mqtt(options).unwrap();
     let mut agent = world.start("agent.log");
     agent.wait_log("connected to central's broker");
-    world
-        .wait(&agent, "shelf-1 to be ingesting", || {
-            (weights_from(&world.events(), "shelf-1", 1000) > 0).then_some(())
-        })
-        .await;
+    world.wait_shelf_1(&agent).await;
     world
         .wait(&agent, "the consumer to connect", || {
             consumer.is_connected().then_some(())

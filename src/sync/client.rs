@@ -227,19 +227,7 @@ impl Central {
             "{}/v1/stores/{}/{what}?since={since}",
             self.base, self.store_id
         );
-        let response = self
-            .http
-            .get(&url)
-            .headers(self.headers())
-            .send()
-            .await
-            .map_err(|e| SyncError::Transport(describe(&e)))?;
-        let status = response.status().as_u16();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| SyncError::Transport(describe(&e)))?;
-        Ok((status, text))
+        status_and_body(self.http.get(&url).headers(self.headers())).await
     }
 }
 
@@ -253,17 +241,23 @@ impl Central {
         if let Some(sha) = sha256 {
             request = request.header(reqwest::header::IF_NONE_MATCH, format!("\"{sha}\""));
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| SyncError::Transport(describe(&e)))?;
-        let status = response.status().as_u16();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| SyncError::Transport(describe(&e)))?;
-        Ok((status, text))
+        status_and_body(request).await
     }
+}
+
+/// Send a GET and return its status code and body: the pulls judge the
+/// status themselves (304, 404 and 200 each mean something).
+async fn status_and_body(request: reqwest::RequestBuilder) -> Result<(u16, String), SyncError> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| SyncError::Transport(describe(&e)))?;
+    let status = response.status().as_u16();
+    let text = response
+        .text()
+        .await
+        .map_err(|e| SyncError::Transport(describe(&e)))?;
+    Ok((status, text))
 }
 
 /// The first 200 bytes of a body, for logs.

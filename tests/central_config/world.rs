@@ -133,6 +133,15 @@ config_rollback_s = {rollback_s}
     }
 
     /// Wait for `what` with the agent's log tail as the diagnostic.
+    /// Wait until shelf-1 (the local file's shelf, weights from 1000 g)
+    /// has journaled a reading: the agent is up and ingesting.
+    pub async fn wait_shelf_1(&self, agent: &Agent) {
+        self.wait(agent, "shelf-1 to be ingesting", || {
+            (weights_from(&self.events(), "shelf-1", 1000) > 0).then_some(())
+        })
+        .await;
+    }
+
     pub async fn wait<T>(&self, agent: &Agent, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
         let deadline = std::time::Instant::now() + LONG;
         loop {
