@@ -10,6 +10,7 @@ mod decoder;
 pub mod http;
 pub mod ingest;
 pub mod label_sender;
+pub mod llrp;
 pub mod modbus;
 pub mod mqtt;
 pub mod serial;
@@ -139,6 +140,7 @@ pub async fn run_device(
             Transport::Http { .. } | Transport::HttpStream { .. } => {
                 http::session(&spec, &ingest, &mut shutdown).await
             }
+            Transport::Llrp(_) => llrp::session(&spec, &ingest, &mut shutdown).await,
         };
         if shutdown.is_triggered() {
             break;

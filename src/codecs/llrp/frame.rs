@@ -114,6 +114,17 @@ impl Splitter {
         self.buf.len()
     }
 
+    /// Whether [`Splitter::next_frame`] would return at once (a whole
+    /// message, or a length that is out of step) without more bytes.
+    pub fn has_frame(&self) -> bool {
+        match header(&self.buf) {
+            Some((_, _, length, _)) => {
+                !(HEADER_LEN..=MAX_MESSAGE).contains(&length) || self.buf.len() >= length
+            }
+            None => false,
+        }
+    }
+
     /// The next whole message, `Ok(None)` until one is complete. An error
     /// means the stream is out of step (see the module doc); the offset is
     /// counted from the start of the connection.
