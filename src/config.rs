@@ -146,6 +146,9 @@ impl CentralConfig {
 pub struct RfidConfig {
     pub dedup_window_ms: u64,
     pub departed_after_s: u64,
+    /// An antenna that read before and has read nothing for this long
+    /// raises `antenna_quiet` (readers reporting antenna ports: llrp).
+    pub quiet_after_s: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -355,6 +358,7 @@ fn read_config(table: &Table, profiles: &BTreeSet<String>, p: &mut Vec<Problem>)
         let c = RfidConfig {
             dedup_window_ms: r.integer(p, "dedup_window_ms", 5000, 0..=3_600_000),
             departed_after_s: r.integer(p, "departed_after_s", 600, 1..=7 * 86400),
+            quiet_after_s: r.integer(p, "quiet_after_s", 300, 1..=7 * 86400),
         };
         r.finish(p, "keys of [rfid]");
         c

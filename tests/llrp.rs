@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use common::{Store, free_port, wait_within};
 use storegate::codecs::llrp::encode::{self, InventoryPlan};
-use storegate::devices::run_device;
-use storegate::event::{EventBody, TagTransition};
+use storegate::devices::{antenna_watch, run_device};
+use storegate::event::{AlertState, EventBody, TagTransition};
 
 /// The venv's `bin/`, or a panic telling how to make it.
 fn venv_bin() -> PathBuf {
@@ -250,6 +250,110 @@ async fn a_reader_that_sends_no_keepalive_is_down_until_it_answers_again() {
         || is_up(&store),
     )
     .await;
+}
+
+/// An antenna whose cable is pulled raises `antenna_quiet` after
+/// `quiet_after_s` (the others do not), resolved when it reads again; the
+/// board behind the per-antenna metrics counts reads and RSSI per port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pulled_antenna_goes_quiet_and_reads_again() {
+    let store = Store::new();
+    let port = free_port();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/llrp/emulator.py");
+    let mut emulator = Command::new(venv_bin().join("python"))
+        .arg(&script)
+        .args([port.to_string(), "4".to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start tests/llrp/emulator.py");
+    let mut control = emulator.stdin.take().unwrap();
+    let mut said = std::io::BufReader::new(emulator.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut said, &mut line).unwrap();
+    assert_eq!(line.trim(), "listening", "emulator.py did not start");
+
+    let spec = store.device(&device_toml(port, ""), None);
+    tokio::spawn(run_device(
+        spec,
+        store.ingest.clone(),
+        None,
+        store.shutdown.clone(),
+    ));
+    tokio::spawn(antenna_watch::run(
+        store.writer.clone(),
+        store.health.antennas().clone(),
+        // Short, but well above the gaps between reads of one antenna
+        // (100 reads/s over 4), even on a loaded machine.
+        4,
+        store.shutdown.clone(),
+    ));
+    let board = store.health.antennas().clone();
+    let reads_of = |antenna: u16| {
+        board
+            .snapshot()
+            .into_iter()
+            .find(|a| a.antenna == antenna)
+            .map(|a| a.reads)
+            .unwrap_or(0)
+    };
+    wait_within("reads on all 4 antennas", Duration::from_secs(60), || {
+        (1..=4).all(|a| reads_of(a) > 0).then_some(())
+    })
+    .await;
+    let stats = board.snapshot();
+    let third = stats.iter().find(|a| a.antenna == 3).unwrap();
+    assert_eq!(third.zone, "backroom");
+    assert!(
+        third
+            .rssi_mean_dbm
+            .is_some_and(|m| (-80.0..-30.0).contains(&m)),
+        "{third:?}"
+    );
+
+    writeln!(control, "off 3").unwrap();
+    let quiet = |state: AlertState| {
+        let store = &store;
+        move || {
+            store.events().into_iter().find_map(|e| match e.body {
+                EventBody::Alert(a) if a.code == "antenna_quiet" && a.state == state => Some(a),
+                _ => None,
+            })
+        }
+    };
+    let raised = wait_within(
+        "antenna_quiet for antenna 3",
+        Duration::from_secs(30),
+        quiet(AlertState::Open),
+    )
+    .await;
+    assert_eq!(raised.subject, "dock/antenna-3");
+    assert_eq!(raised.context["zone"], "backroom");
+    // The other antennas kept reading, so theirs never opened.
+    let opened: Vec<String> = store
+        .events()
+        .into_iter()
+        .filter_map(|e| match e.body {
+            EventBody::Alert(a) if a.code == "antenna_quiet" => Some(a.subject),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(opened, ["dock/antenna-3"]);
+    let before = reads_of(3);
+
+    writeln!(control, "on 3").unwrap();
+    let resolved = wait_within(
+        "antenna_quiet resolved",
+        Duration::from_secs(30),
+        quiet(AlertState::Resolved),
+    )
+    .await;
+    assert_eq!(resolved.subject, "dock/antenna-3");
+    assert!(reads_of(3) > before);
+    drop(control);
+    let _ = emulator.kill();
+    let _ = emulator.wait();
 }
 
 /// Every client message we send, decoded by llrpkit: the emulator's own

@@ -5,6 +5,7 @@
 //! failing never affects another: each has its own task, its own backoff
 //! and its own health row.
 
+pub mod antenna_watch;
 pub mod broker;
 mod decoder;
 pub mod http;

@@ -103,6 +103,18 @@ pub async fn session(
         {
             break Err(e);
         }
+        // Counted on arrival: an antenna that reads is not quiet, whatever
+        // the tag table later makes of the reads.
+        for (zone, reads) in &batch.reads {
+            for r in reads {
+                if let Some(antenna) = r.antenna.and_then(|a| u16::try_from(a).ok()) {
+                    ingest
+                        .health()
+                        .antennas()
+                        .record(id, antenna, zone, r.rssi_dbm, now_millis());
+                }
+            }
+        }
         for (source, items) in batch.deliveries(&zones) {
             if !deliver_until_stored(ingest, &source, items, shutdown).await {
                 break;
