@@ -97,3 +97,65 @@ fn has_port(address: &str) -> bool {
         None => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    use crate::config::{Config, Transport};
+
+    fn parse(device: &str) -> Result<Config, Vec<String>> {
+        let profiles: BTreeSet<String> = ["impinj-r700-llrp".to_string()].into();
+        let text = format!(
+            "store_id = \"s1\"\n[[device]]\nid = \"dock\"\nprofile = \"impinj-r700-llrp\"\ntransport = \"llrp\"\n{device}"
+        );
+        Config::parse(&text, Path::new("store.toml"), &profiles).map_err(|e| {
+            e.problems
+                .iter()
+                .map(|p| format!("{}: {}", p.key, p.message))
+                .collect()
+        })
+    }
+
+    #[test]
+    fn a_bare_host_gets_port_5084_and_overrides_are_read() {
+        let c = parse(
+            "address = \"10.0.0.7\"\nantennas = [1, 3]\ntx_power_dbm = 27.5\nsession = 2\n\
+             keepalive_s = 5\nzones = { 1 = \"salesfloor\", 3 = \"backroom\" }\n",
+        )
+        .unwrap();
+        let Transport::Llrp(link) = &c.devices[0].transport else {
+            panic!("not llrp");
+        };
+        assert_eq!(link.address, "10.0.0.7:5084");
+        assert_eq!(link.antennas, Some(vec![1, 3]));
+        assert_eq!(link.tx_power_dbm, Some(27.5));
+        assert_eq!(link.session, Some(2));
+        assert_eq!(link.keepalive_s, Some(5));
+        assert_eq!(link.zones.get(&3).map(String::as_str), Some("backroom"));
+        let c = parse("address = \"[fe80::1]:6000\"\n").unwrap();
+        assert_eq!(c.devices[0].transport.endpoint(), "[fe80::1]:6000");
+    }
+
+    #[test]
+    fn bad_llrp_keys_are_named() {
+        let problems = parse(
+            "address = \"r\"\nantennas = [1, 1, 0]\nsession = 4\ntx_power_dbm = 50\n\
+             zones = { 0 = \"x\", 2 = 7 }\nbaud = 9600\n",
+        )
+        .unwrap_err();
+        let all = problems.join("\n");
+        for want in [
+            "device[0].antennas: antenna 1 is listed twice",
+            "device[0].antennas: antenna ports are whole numbers from 1",
+            "device[0].session: 4 is out of range",
+            "device[0].tx_power_dbm: 50 dBm is outside 0-40 dBm",
+            "device[0].zones.0: zones are keyed by antenna port from 1",
+            "device[0].zones.2: expected a zone name",
+            "device[0].baud",
+        ] {
+            assert!(all.contains(want), "missing {want:?} in\n{all}");
+        }
+    }
+}
