@@ -393,7 +393,10 @@ impl Collector for DeviceCollector {
             &mut enc,
             "antenna_reads",
             "Tag reads per antenna port of readers that report ports (llrp), since the agent started; rate() is the read rate.",
-            antennas.iter().map(|a| (port_labels(a), a.reads)),
+            antennas
+                .iter()
+                .filter(|a| a.reads > 0)
+                .map(|a| (port_labels(a), a.reads)),
         )?;
         gauge_family(
             &mut enc,

@@ -252,9 +252,10 @@ async fn a_reader_that_sends_no_keepalive_is_down_until_it_answers_again() {
     .await;
 }
 
-/// An antenna whose cable is pulled raises `antenna_quiet` after
-/// `quiet_after_s` (the others do not), resolved when it reads again; the
-/// board behind the per-antenna metrics counts reads and RSSI per port.
+/// An antenna whose cable is pulled raises `antenna_disconnected` (the
+/// reader's AntennaEvent) and `antenna_quiet` after `quiet_after_s` (the
+/// other antennas raise neither), both resolved when it is back; the board
+/// behind the per-antenna metrics counts reads and RSSI per port.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pulled_antenna_goes_quiet_and_reads_again() {
     let store = Store::new();
@@ -313,19 +314,26 @@ async fn a_pulled_antenna_goes_quiet_and_reads_again() {
     );
 
     writeln!(control, "off 3").unwrap();
-    let quiet = |state: AlertState| {
+    let alert = |code: &'static str, state: AlertState| {
         let store = &store;
         move || {
             store.events().into_iter().find_map(|e| match e.body {
-                EventBody::Alert(a) if a.code == "antenna_quiet" && a.state == state => Some(a),
+                EventBody::Alert(a) if a.code == code && a.state == state => Some(a),
                 _ => None,
             })
         }
     };
+    let disconnected = wait_within(
+        "antenna_disconnected for antenna 3",
+        Duration::from_secs(30),
+        alert("antenna_disconnected", AlertState::Open),
+    )
+    .await;
+    assert_eq!(disconnected.subject, "dock/antenna-3");
     let raised = wait_within(
         "antenna_quiet for antenna 3",
         Duration::from_secs(30),
-        quiet(AlertState::Open),
+        alert("antenna_quiet", AlertState::Open),
     )
     .await;
     assert_eq!(raised.subject, "dock/antenna-3");
@@ -335,21 +343,23 @@ async fn a_pulled_antenna_goes_quiet_and_reads_again() {
         .events()
         .into_iter()
         .filter_map(|e| match e.body {
-            EventBody::Alert(a) if a.code == "antenna_quiet" => Some(a.subject),
+            EventBody::Alert(a) if a.code.starts_with("antenna_") => Some(a.subject),
             _ => None,
         })
         .collect();
-    assert_eq!(opened, ["dock/antenna-3"]);
+    assert_eq!(opened, ["dock/antenna-3", "dock/antenna-3"]);
     let before = reads_of(3);
 
     writeln!(control, "on 3").unwrap();
-    let resolved = wait_within(
-        "antenna_quiet resolved",
-        Duration::from_secs(30),
-        quiet(AlertState::Resolved),
-    )
-    .await;
-    assert_eq!(resolved.subject, "dock/antenna-3");
+    for code in ["antenna_disconnected", "antenna_quiet"] {
+        let resolved = wait_within(
+            "the antenna alerts resolved",
+            Duration::from_secs(30),
+            alert(code, AlertState::Resolved),
+        )
+        .await;
+        assert_eq!(resolved.subject, "dock/antenna-3");
+    }
     assert!(reads_of(3) > before);
     drop(control);
     let _ = emulator.kill();

@@ -104,16 +104,20 @@ pub async fn session(
             break Err(e);
         }
         // Counted on arrival: an antenna that reads is not quiet, whatever
-        // the tag table later makes of the reads.
+        // the tag table later makes of the reads. Reads first, events
+        // after: a read that came before a disconnect in the same burst
+        // must not mark the antenna connected again.
+        let board = ingest.health().antennas();
         for (zone, reads) in &batch.reads {
             for r in reads {
                 if let Some(antenna) = r.antenna.and_then(|a| u16::try_from(a).ok()) {
-                    ingest
-                        .health()
-                        .antennas()
-                        .record(id, antenna, zone, r.rssi_dbm, now_millis());
+                    board.record(id, antenna, zone, r.rssi_dbm, now_millis());
                 }
             }
+        }
+        for (antenna, connected) in &batch.antennas {
+            let zone = zones.zone(Some(u32::from(*antenna)));
+            board.set_connected(id, *antenna, zone, *connected, now_millis());
         }
         for (source, items) in batch.deliveries(&zones) {
             if !deliver_until_stored(ingest, &source, items, shutdown).await {
@@ -175,20 +179,32 @@ struct Batch {
     reads: BTreeMap<String, Vec<TagRead>>,
     bad: Vec<Decoded>,
     replies: Vec<u8>,
+    /// Antenna events: (port, connected).
+    antennas: Vec<(u16, bool)>,
+}
+
+/// What a reader message gave, besides replies.
+enum Out {
+    Reads(Vec<TagRead>),
+    Bad(Decoded),
+    Antenna { antenna: u16, connected: bool },
 }
 
 impl Batch {
     /// Act on one message. An error ends the session (the reader closed
     /// the connection on its side).
     fn take(&mut self, id: &str, incoming: Incoming, zones: &Zones) -> Result<(), DeviceError> {
-        handle_other(id, &mut self.replies, incoming, |reads, bad| {
-            for read in reads {
-                self.reads
-                    .entry(zones.zone(read.antenna).to_string())
-                    .or_default()
-                    .push(read);
+        handle_other(id, &mut self.replies, incoming, |out| match out {
+            Out::Reads(reads) => {
+                for read in reads {
+                    self.reads
+                        .entry(zones.zone(read.antenna).to_string())
+                        .or_default()
+                        .push(read);
+                }
             }
-            self.bad.extend(bad);
+            Out::Bad(bad) => self.bad.push(bad),
+            Out::Antenna { antenna, connected } => self.antennas.push((antenna, connected)),
         })
     }
 
@@ -206,26 +222,23 @@ impl Batch {
 }
 
 /// The common handling of a reader message outside a request's answer:
-/// ack keepalives (into `replies`), hand reports to `sink` as reads (and
-/// undecodable messages as quarantine), log events. Used by the set-up,
+/// ack keepalives (into `replies`), hand reports to `sink` as reads,
+/// undecodable messages as quarantine and antenna events; log events. Used by the set-up,
 /// which discards the reads of a ROSpec it is about to replace.
 fn handle_other(
     id: &str,
     replies: &mut Vec<u8>,
     incoming: Incoming,
-    mut sink: impl FnMut(Vec<TagRead>, Option<Decoded>),
+    mut sink: impl FnMut(Out),
 ) -> Result<(), DeviceError> {
     let message = match incoming.message {
         Ok(m) => m,
         Err(e) => {
             tracing::warn!(device = %id, message_type = incoming.frame.message_type, error = %e, "undecodable LLRP message quarantined");
-            sink(
-                Vec::new(),
-                Some(Decoded::Bad {
-                    reason: format!("LLRP message type {}: {e}", incoming.frame.message_type),
-                    raw: incoming.frame.bytes,
-                }),
-            );
+            sink(Out::Bad(Decoded::Bad {
+                reason: format!("LLRP message type {}: {e}", incoming.frame.message_type),
+                raw: incoming.frame.bytes,
+            }));
             return Ok(());
         }
     };
@@ -233,7 +246,7 @@ fn handle_other(
         ReaderMessage::Keepalive => {
             replies.extend(encode::keepalive_ack(incoming.frame.message_id));
         }
-        ReaderMessage::Report(tags) => sink(llrp::tag_reads(&tags, now_millis()), None),
+        ReaderMessage::Report(tags) => sink(Out::Reads(llrp::tag_reads(&tags, now_millis()))),
         ReaderMessage::Events { events, .. } => {
             for event in events {
                 match event {
@@ -248,6 +261,7 @@ fn handle_other(
                         } else {
                             tracing::warn!(device = %id, antenna, "reader reports antenna disconnected");
                         }
+                        sink(Out::Antenna { antenna, connected });
                     }
                     ReaderEvent::ReaderException { message } => {
                         tracing::warn!(device = %id, message = %message, "reader exception");

@@ -2,7 +2,8 @@
 //! connection event, learn its capabilities (for the power table), set
 //! keepalive and event notifications, replace any old ROSpec with ours,
 //! enable and start it. Reports that arrive meanwhile belong to a ROSpec
-//! being replaced and are dropped; keepalives are acked.
+//! being replaced and are dropped; keepalives are acked; events are only
+//! logged (an antenna's state is learnt again from its reads).
 
 use std::fmt;
 use std::time::Duration;
@@ -75,7 +76,7 @@ pub async fn run(conn: &mut Conn, settings: &Settings, id: &str) -> Result<Reade
     await_connection_event(conn, id).await?;
 
     let mut other = |replies: &mut Vec<u8>, incoming: Incoming| {
-        if let Err(e) = handle_other(id, replies, incoming, |_, _| {}) {
+        if let Err(e) = handle_other(id, replies, incoming, |_| {}) {
             tracing::debug!(device = %id, error = %e, "during LLRP set-up");
         }
     };
