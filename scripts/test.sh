@@ -40,6 +40,19 @@ if [ ! -x target/llrp-venv/bin/llrpkit ]; then
 fi
 
 cargo fmt --all -- --check
+# Dependency policy (deny.toml): licences, sources (crates.io only),
+# duplicate versions (warned) and RustSec advisories. Installing
+# cargo-deny takes about 9 min on 2 busy cores, once per machine.
+command -v cargo-deny >/dev/null 2>&1 || cargo install --locked cargo-deny
+# The advisory database is fetched from GitHub; where GitHub is not
+# reachable the other checks still run, and the log says advisories were
+# not checked (a stale local copy would pass silently).
+if timeout 20 git ls-remote https://github.com/RustSec/advisory-db HEAD >/dev/null 2>&1; then
+  cargo deny check
+else
+  echo "cargo deny: github.com unreachable; RustSec advisories NOT checked" >&2
+  cargo deny check licenses bans sources
+fi
 cargo clippy --all-targets -- -D warnings
 # The agent as a store builds it: without the simulators, demo and benches
 # (feature devtools). It must stand on its own and stay warning-free.

@@ -11,10 +11,30 @@ use crate::config::{Broker, Config, Transport};
 use crate::db::{self, Writer};
 use crate::setup;
 
-/// `storegate check`: print what would run, or every problem.
+/// The exit status of `check`, `run` and every other command when the
+/// configuration is not usable: EX_CONFIG from sysexits.h. The systemd
+/// unit does not restart on it (RestartPreventExitStatus=78): restarting
+/// cannot fix a config file.
+pub const EX_CONFIG: u8 = 78;
+
+/// The exit code for an error of a command: [`EX_CONFIG`] when the
+/// configuration is the problem, 1 otherwise.
+pub fn exit_code(error: &anyhow::Error) -> ExitCode {
+    if error.downcast_ref::<setup::SetupError>().is_some() {
+        ExitCode::from(EX_CONFIG)
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// `storegate check`: print what would run, or every problem; warnings
+/// (a serial port not there yet) go to stderr and do not fail the check.
 pub fn check(path: &Path) -> ExitCode {
     match setup::load(path) {
         Ok(s) => {
+            for w in setup::warnings(path, &s.config) {
+                eprintln!("warning: {w}");
+            }
             print!("{}", describe(path, &s.config));
             ExitCode::SUCCESS
         }
@@ -24,7 +44,7 @@ pub fn check(path: &Path) -> ExitCode {
                 "storegate check: {} is not usable; nothing was started",
                 path.display()
             );
-            ExitCode::from(2)
+            ExitCode::from(EX_CONFIG)
         }
     }
 }
@@ -81,6 +101,11 @@ fn describe(path: &Path, c: &Config) -> String {
 /// `storegate run`.
 pub fn run(path: &Path) -> anyhow::Result<()> {
     let setup = setup::load(path)?;
+    // The device will be retried until its port appears; say now why it
+    // is down, with the ports that do exist.
+    for w in setup::warnings(path, &setup.config) {
+        tracing::warn!("{w}");
+    }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(crate::daemon::run(setup))?;
     Ok(())

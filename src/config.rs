@@ -16,19 +16,56 @@ mod central;
 mod device;
 mod fields;
 mod llrp;
+mod place;
 
 pub use central::{CentralTransport, DEFAULT_MAX_PAYLOAD_BYTES, MqttUplinkConfig};
 use device::read_device;
 use fields::Fields;
 pub use fields::closest;
 
+/// Give each problem its line in `text` and its device's id (for problems
+/// found outside this module, such as `storegate check`'s warnings).
+pub fn locate(text: &str, problems: &mut [Problem]) {
+    place::locate(text, problems);
+}
+
 /// One thing wrong with a configuration file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Problem {
     /// Dotted key path, e.g. `device[2].baud` (empty for whole-file problems).
     pub key: String,
     /// What is wrong and what would be right.
     pub message: String,
+    /// The line of the file it is on (1-based), when known: the key's
+    /// line, or its table's when the key is missing.
+    pub line: Option<usize>,
+    /// The `id` of the `[[device]]` the key belongs to, when it has one:
+    /// technicians know their devices by id, not by position.
+    pub device: Option<String>,
+}
+
+impl Problem {
+    /// The problem as a technician reads it: `store.toml:41 device
+    /// "pos-3": port: ...`.
+    pub fn in_file(&self, file: &Path) -> String {
+        format!("{}{}", file.display(), self.located())
+    }
+
+    /// How the problem reads after the file name: `:41 device "pos-3":
+    /// port: ...`, `:3 locale: ...` or `: store_id: ...`.
+    fn located(&self) -> String {
+        let line = self.line.map_or(":".to_string(), |l| format!(":{l}"));
+        let (device, key) = match (&self.device, place::device_key(&self.key)) {
+            (Some(id), Some((_, rest))) => (format!(" device {id:?}:"), rest),
+            _ => (String::new(), self.key.as_str()),
+        };
+        let key = if key.is_empty() {
+            String::new()
+        } else {
+            format!(" {key}:")
+        };
+        format!("{line}{device}{key} {}", self.message)
+    }
 }
 
 /// Every problem found in one configuration file.
@@ -48,11 +85,7 @@ impl fmt::Display for ConfigError {
             if n == 1 { "" } else { "s" }
         )?;
         for p in &self.problems {
-            if p.key.is_empty() {
-                write!(f, "\n  {}: {}", self.file.display(), p.message)?;
-            } else {
-                write!(f, "\n  {}: {}: {}", self.file.display(), p.key, p.message)?;
-            }
+            write!(f, "\n  {}{}", self.file.display(), p.located())?;
         }
         Ok(())
     }
@@ -285,14 +318,27 @@ impl Config {
     /// Read and validate a configuration file. `known_profiles` is the set
     /// of profile names a device may use.
     pub fn load(path: &Path, known_profiles: &BTreeSet<String>) -> Result<Config, ConfigError> {
+        Config::load_with(path, known_profiles, |_| Vec::new())
+    }
+
+    /// [`Config::load`] with checks of the caller's (devices against their
+    /// profiles, the locale) run on the config as read even when it has
+    /// problems of its own, so that every problem is reported in one pass,
+    /// each with its line.
+    pub fn load_with(
+        path: &Path,
+        known_profiles: &BTreeSet<String>,
+        more: impl FnOnce(&Config) -> Vec<Problem>,
+    ) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: path.to_path_buf(),
             problems: vec![Problem {
                 key: String::new(),
                 message: format!("cannot read the file: {e}"),
+                ..Default::default()
             }],
         })?;
-        Config::parse(&text, path, known_profiles)
+        Config::parse_with(&text, path, known_profiles, more)
     }
 
     /// Validate configuration text; `path` is only used in messages.
@@ -300,6 +346,16 @@ impl Config {
         text: &str,
         path: &Path,
         known_profiles: &BTreeSet<String>,
+    ) -> Result<Config, ConfigError> {
+        Config::parse_with(text, path, known_profiles, |_| Vec::new())
+    }
+
+    /// [`Config::parse`] with the caller's checks (see [`Config::load_with`]).
+    pub fn parse_with(
+        text: &str,
+        path: &Path,
+        known_profiles: &BTreeSet<String>,
+        more: impl FnOnce(&Config) -> Vec<Problem>,
     ) -> Result<Config, ConfigError> {
         let fail = |problems| ConfigError {
             file: path.to_path_buf(),
@@ -309,10 +365,14 @@ impl Config {
             fail(vec![Problem {
                 key: String::new(),
                 message: format!("not valid TOML: {}", e.to_string().trim_end()),
+                ..Default::default()
             }])
         })?;
         let mut problems = Vec::new();
         let config = read_config(&table, known_profiles, &mut problems);
+        let more = more(&config);
+        problems.extend(place::without_consequences(more, &problems));
+        place::locate(text, &mut problems);
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -383,6 +443,7 @@ fn read_config(table: &Table, profiles: &BTreeSet<String>, p: &mut Vec<Problem>)
                     p.push(Problem {
                         key: prefix,
                         message: "expected a [[device]] table".into(),
+                        ..Default::default()
                     });
                     continue;
                 };
@@ -395,6 +456,7 @@ fn read_config(table: &Table, profiles: &BTreeSet<String>, p: &mut Vec<Problem>)
                                 "duplicate device id {:?} (also device[{first}]); every device needs its own id",
                                 d.id
                             ),
+                            ..Default::default()
                         });
                     }
                 }
@@ -413,6 +475,7 @@ fn read_config(table: &Table, profiles: &BTreeSet<String>, p: &mut Vec<Problem>)
                     message: format!(
                         "the devices' broker is also in central.brokers and both would connect as \"storegate-{store_id}\", taking each other's session; set e.g. client_id = \"storegate-{store_id}-devices\""
                     ),
+                    ..Default::default()
                 });
             }
         }
@@ -423,6 +486,7 @@ fn read_config(table: &Table, profiles: &BTreeSet<String>, p: &mut Vec<Problem>)
             message: format!(
                 "{store_id:?} may only contain letters, digits, '-', '_' and '.' (it is used in URLs)"
             ),
+            ..Default::default()
         });
     }
 
@@ -608,7 +672,7 @@ transport = "serial"
         .unwrap_err();
         assert_eq!(
             e.to_string(),
-            "/etc/storegate/x.toml: 1 problem\n  /etc/storegate/x.toml: store_id: expected a string, found integer 5"
+            "/etc/storegate/x.toml: 1 problem\n  /etc/storegate/x.toml:1 store_id: expected a string, found integer 5"
         );
     }
 

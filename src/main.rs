@@ -127,7 +127,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("storegate: {e:#}");
-            ExitCode::FAILURE
+            cli::exit_code(&e)
         }
     }
 }
@@ -138,10 +138,20 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour_wanted())
         .with_writer(std::io::stderr);
     let quiet = storegate::devices::broker::without_broker_spans();
     match format {
         LogFormat::Text => builder.finish().with(quiet).init(),
         LogFormat::Json => builder.json().finish().with(quiet).init(),
     }
+}
+
+/// Colour in the log only for a person at a terminal: under systemd, in a
+/// pipe or a file, escape codes are noise in journalctl and grep. NO_COLOR
+/// (https://no-color.org: set and not empty) turns it off everywhere.
+fn colour_wanted() -> bool {
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    !no_color && std::io::stderr().is_terminal()
 }

@@ -17,7 +17,9 @@
 //!   never waits for the writer nor holds it up).
 //!
 //! The output is the OpenMetrics text format that prometheus-client
-//! writes; Prometheus reads it under either content type.
+//! writes, served under its own content type ([`CONTENT_TYPE`]): under
+//! Prometheus' older `text/plain; version=0.0.4` a strict parser rejects
+//! the `# EOF` line and the `info` type.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -46,6 +48,31 @@ use crate::sync::uplink::UplinkStats;
 /// (or a burst beyond this per scrape interval) catches up over several
 /// scrapes instead of holding the request for long.
 const EVENTS_PER_SCRAPE: i64 = 100_000;
+
+/// The content type of what [`Metrics::render`] writes.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Which build is running, as `storegate_build_info`'s labels: a fleet
+/// dashboard shows which stores still run an old version or which
+/// architecture a problem is on.
+fn build_info() -> prometheus_client::metrics::info::Info<Vec<(&'static str, String)>> {
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    prometheus_client::metrics::info::Info::new(vec![
+        ("version", env!("CARGO_PKG_VERSION").to_string()),
+        // The architecture and OS it was built for (`x86_64-linux`,
+        // `aarch64-linux`, `arm-linux`), from the compiler's constants:
+        // no build script needed.
+        (
+            "target",
+            format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS),
+        ),
+        ("profile", profile.to_string()),
+    ])
+}
 
 /// What the metrics are read from.
 pub struct Sources {
@@ -103,6 +130,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn new(sources: Sources) -> Metrics {
         let mut registry = Registry::with_prefix("storegate");
+        registry.register("build", "The running build (always 1)", build_info());
         let after = *sources.head.borrow();
         registry.register_collector(Box::new(StoreCollector {
             db_path: sources.db_path,

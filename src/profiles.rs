@@ -218,6 +218,7 @@ fn one_problem(file: &Path, key: &str, message: String) -> ConfigError {
         problems: vec![Problem {
             key: key.to_string(),
             message,
+            ..Default::default()
         }],
     }
 }
@@ -251,6 +252,7 @@ pub fn parse(text: &str, file: &Path, stem: &str) -> Result<Profile, ConfigError
         problems.push(Problem {
             key: key.to_string(),
             message,
+            ..Default::default()
         })
     };
     let text_of = |key: &str| table.get(key).and_then(Value::as_str).map(str::to_string);
@@ -395,6 +397,7 @@ pub fn check_devices(config: &crate::config::Config, set: &ProfileSet) -> Vec<Pr
                     d.transport.name(),
                     transports.iter().map(|t| format!("{t:?}")).collect::<Vec<_>>().join(" or ")
                 ),
+                ..Default::default()
             });
         }
         if let Transport::Serial(line) | Transport::ModbusRtu { line, .. } = &d.transport {
@@ -405,6 +408,7 @@ pub fn check_devices(config: &crate::config::Config, set: &ProfileSet) -> Vec<Pr
                         "profile {:?} has no default baud rate; set baud, e.g. baud = 9600",
                         d.profile
                     ),
+                    ..Default::default()
                 });
             }
         }
@@ -413,6 +417,7 @@ pub fn check_devices(config: &crate::config::Config, set: &ProfileSet) -> Vec<Pr
                 key: format!("device[{i}].slots"),
                 message: "a shelf needs its slot -> SKU map, e.g. slots = { 0 = \"SKU-1001\" }"
                     .into(),
+                ..Default::default()
             });
         }
     }

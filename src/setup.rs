@@ -5,7 +5,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Problem, Transport};
 use crate::profiles::{self, ProfileSet};
 
 /// Problems in the config file and/or profile files, each naming its file.
@@ -52,18 +52,15 @@ pub fn load(path: &Path) -> Result<Setup, SetupError> {
                 .filter_map(|e| e.file.file_stem()?.to_str().map(String::from)),
         );
     }
-    match Config::load(path, &names) {
+    // Checked on the config as read, problems or not, so that a device's
+    // mismatch with its profile is reported in the same pass as a typo.
+    let more = |config: &Config| {
+        let mut problems = profiles::check_devices(config, &profiles);
+        problems.extend(check_locale(&config.locale));
+        problems
+    };
+    match Config::load_with(path, &names, more) {
         Ok(config) => {
-            let problems = profiles::check_devices(&config, &profiles);
-            if !problems.is_empty() {
-                errors.insert(
-                    0,
-                    ConfigError {
-                        file: path.to_path_buf(),
-                        problems,
-                    },
-                );
-            }
             if errors.is_empty() {
                 Ok(Setup { config, profiles })
             } else {
@@ -75,4 +72,53 @@ pub fn load(path: &Path) -> Result<Setup, SetupError> {
             Err(SetupError(errors))
         }
     }
+}
+
+/// The locale must be one labels can be written in: an unknown one would
+/// print every price the US way without a word.
+fn check_locale(locale: &str) -> Option<Problem> {
+    use crate::domain::price_text::{KNOWN_LANGUAGES, is_known_locale};
+    (!is_known_locale(locale)).then(|| Problem {
+        key: "locale".into(),
+        message: format!(
+            "unknown locale {locale:?}; use a known language with its region, e.g. \"de-DE\", \"de-AT\", \"fr-FR\", \"en-GB\" (known languages: {})",
+            KNOWN_LANGUAGES.join(", ")
+        ),
+        ..Default::default()
+    })
+}
+
+/// What is doubtful in a valid configuration but may be right by the
+/// time the agent runs: a serial `port` that does not exist now (the USB
+/// adapter not plugged in yet). Each line names the file, line and
+/// device, and lists the serial ports this machine does have.
+pub fn warnings(path: &Path, config: &Config) -> Vec<String> {
+    let mut problems: Vec<Problem> = config
+        .devices
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| match &d.transport {
+            Transport::Serial(line) | Transport::ModbusRtu { line, .. } if !line.port.exists() => {
+                Some((i, line.port.clone()))
+            }
+            _ => None,
+        })
+        .map(|(i, port)| Problem {
+            key: format!("device[{i}].port"),
+            message: format!("{} does not exist (yet)", port.display()),
+            ..Default::default()
+        })
+        .collect();
+    if problems.is_empty() {
+        return Vec::new();
+    }
+    let hint =
+        crate::devices::serial_ports::missing_port_hint(&crate::devices::serial_ports::available());
+    for p in &mut problems {
+        p.message = format!("{}; {hint}; plug the device in or correct port", p.message);
+    }
+    if let Ok(text) = std::fs::read_to_string(path) {
+        crate::config::locate(&text, &mut problems);
+    }
+    problems.iter().map(|p| p.in_file(path)).collect()
 }

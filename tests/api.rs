@@ -49,7 +49,7 @@ async fn healthz_and_metrics_need_no_token() {
         response.headers()["content-type"]
             .to_str()
             .unwrap()
-            .starts_with("text/plain")
+            .starts_with("application/openmetrics-text; version=1.0.0")
     );
     let text = response.text().await.unwrap();
     assert!(text.contains("storegate_journal_head_seq 2\n"), "{text}");

@@ -1,5 +1,7 @@
 //! The `storegate` binary as an operator uses it.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -59,20 +61,143 @@ fn check_lists_every_problem_and_fails() {
     );
     let out = storegate(&["check", "--config", path.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(out.status.code(), Some(78), "EX_CONFIG\n{stderr}");
     let file = path.display().to_string();
     for expected in [
         format!("{file}: 4 problems"),
-        format!("{file}: durability: \"maybe\" is not allowed; use one of \"full\", \"normal\""),
-        format!("{file}: api.listen: \"nowhere\" is not an address"),
-        format!("{file}: device[0].profile: unknown profile \"nope\""),
-        format!("{file}: device[0].topic: missing; add e.g. topic ="),
+        format!("{file}:4 durability: \"maybe\" is not allowed; use one of \"full\", \"normal\""),
+        format!("{file}:6 api.listen: \"nowhere\" is not an address"),
+        format!("{file}:9 device \"x\": profile: unknown profile \"nope\""),
+        format!("{file}:7 device \"x\": topic: missing; add e.g. topic ="),
     ] {
         assert!(
             stderr.contains(&expected),
             "expected {expected:?} in:\n{stderr}"
         );
     }
+}
+
+/// `storegate check` on `device_toml` after a valid head: (exit code,
+/// stderr, the config's path as printed).
+fn check_devices(device_toml: &str) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), device_toml);
+    let out = storegate(&["check", "--config", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code(), stderr, path.display().to_string())
+}
+
+#[test]
+fn check_names_a_device_by_line_and_id_and_reports_a_profile_mismatch_with_the_rest() {
+    // Line 4 on: a typo at the top and a device whose profile cannot work
+    // over its transport. The mismatch used to be reported only once
+    // everything else was fixed.
+    let (code, stderr, file) = check_devices(
+        "durabilty = \"full\"\n\n[[device]]\nid = \"pos-3\"\nprofile = \"uhf-m100-serial\"\ntransport = \"mqtt\"\ntopic = \"store/pos\"\n",
+    );
+    assert_eq!(code, Some(78), "{stderr}");
+    for expected in [
+        format!("{file}: 2 problems"),
+        format!("{file}:4 durabilty: unknown key; did you mean \"durability\"?"),
+        format!(
+            "{file}:9 device \"pos-3\": transport: profile \"uhf-m100-serial\" uses the m100 codec, which does not work over mqtt; use transport = \"serial\""
+        ),
+    ] {
+        assert!(
+            stderr.contains(&expected),
+            "expected {expected:?} in:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn check_rejects_modbus_rtu_unit_0_the_broadcast_address() {
+    let (code, stderr, file) = check_devices(
+        "[[device]]\nid = \"fridge-1\"\nprofile = \"xy-md02\"\ntransport = \"modbus-rtu\"\nport = \"/dev/null\"\nbaud = 9600\nunit = 0\n",
+    );
+    assert_eq!(code, Some(78), "{stderr}");
+    let expected = format!(
+        "{file}:10 device \"fridge-1\": unit: 0 is the Modbus broadcast address: no device answers it; set the device's own address, 1 to 247"
+    );
+    assert!(
+        stderr.contains(&expected),
+        "expected {expected:?} in:\n{stderr}"
+    );
+    // Over TCP, unit 0 addresses the gateway itself and stays allowed.
+    let (code, stderr, _) = check_devices(
+        "[[device]]\nid = \"fridge-1\"\nprofile = \"xy-md02\"\ntransport = \"modbus-tcp\"\naddress = \"127.0.0.1:502\"\nunit = 0\n",
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
+fn check_rejects_an_unknown_locale_and_names_the_known_ones() {
+    let (code, stderr, file) = check_devices("locale = \"xx-YY\"\n");
+    assert_eq!(code, Some(78), "{stderr}");
+    let expected = format!("{file}:4 locale: unknown locale \"xx-YY\"; use a known language");
+    assert!(
+        stderr.contains(&expected),
+        "expected {expected:?} in:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("known languages: de, en, es, fr, it, ja, nl, pl, sv"),
+        "{stderr}"
+    );
+    let (code, stderr, _) = check_devices("locale = \"de-AT\"\n");
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
+fn check_warns_of_a_missing_serial_port_and_lists_the_ports_there_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("ttyUSB-not-plugged");
+    // A real pseudo-terminal for the neighbour: an existing port is fine.
+    let pty = common::PtyPair::new(dir.path(), "reader");
+    let path = write_config(
+        dir.path(),
+        &format!(
+            "[[device]]\nid = \"door\"\nprofile = \"uhf-m100-serial\"\ntransport = \"serial\"\nport = {missing:?}\n\n[[device]]\nid = \"handheld\"\nprofile = \"uhf-m100-serial\"\ntransport = \"serial\"\nport = {:?}\n",
+            pty.agent
+        ),
+    );
+    let out = storegate(&["check", "--config", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "a warning, not a failure:\n{stderr}");
+    let file = path.display();
+    let expected = format!(
+        "warning: {file}:8 device \"door\": port: {} does not exist (yet); ",
+        missing.display()
+    );
+    assert!(
+        stderr.contains(&expected),
+        "expected {expected:?} in:\n{stderr}"
+    );
+    assert_eq!(stderr.matches("warning:").count(), 1, "{stderr}");
+    // The ports this machine has, as serialport and /dev/serial/by-id see
+    // them, each named; or that there are none.
+    let ports = storegate::devices::serial_ports::available();
+    if ports.is_empty() {
+        assert!(
+            stderr.contains("this machine has no serial ports"),
+            "{stderr}"
+        );
+    } else {
+        assert!(
+            stderr.contains("serial ports on this machine: "),
+            "{stderr}"
+        );
+        for p in &ports {
+            assert!(p.path.exists(), "{}", p.path.display());
+            assert!(
+                stderr.contains(&p.to_string()),
+                "{p} not listed in:\n{stderr}"
+            );
+        }
+    }
+    assert!(
+        stderr.contains("plug the device in or correct port"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -143,9 +268,13 @@ fn run_refuses_a_bad_config_without_starting_anything() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), "typo_key = 1\n");
     let out = storegate(&["run", "--config", path.to_str().unwrap()]);
-    assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("typo_key: unknown key"), "{stderr}");
+    // EX_CONFIG: systemd does not restart it (RestartPreventExitStatus=78).
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:4 typo_key: unknown key", path.display())),
+        "{stderr}"
+    );
     assert!(
         !dir.path().join("data").exists(),
         "nothing may be created for a bad config"

@@ -640,3 +640,62 @@ fn the_unit_file_verifies_and_is_sandboxed() {
     println!("systemd-analyze security: exposure {exposure}");
     assert!(exposure <= 4.9, "exposure {exposure}:\n{stdout}");
 }
+
+/// `/metrics` is served as what it is, OpenMetrics text, with the build
+/// it came from, on whichever listener serves it: the main one, or
+/// `api.ops_listen` when that is set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_openmetrics_with_build_info_on_either_listener() {
+    let http = reqwest::Client::new();
+    for ops in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let (main_port, ops_port) = (free_port(), free_port());
+        let config = dir.path().join("store.toml");
+        let ops_line = if ops {
+            format!("ops_listen = \"127.0.0.1:{ops_port}\"\n")
+        } else {
+            String::new()
+        };
+        std::fs::write(
+            &config,
+            format!(
+                "store_id = \"store-m\"\ndata_dir = {:?}\nprofiles_dir = {:?}\n[api]\nlisten = \"127.0.0.1:{main_port}\"\n{ops_line}[mqtt]\nbroker = \"mqtt://127.0.0.1:{}\"\n",
+                dir.path().join("data"),
+                dir.path().join("profiles"),
+                free_port()
+            ),
+        )
+        .unwrap();
+        let mut agent = common::Agent::start(&config, dir.path().join("agent.log"));
+        agent.wait_log("storegate is running");
+        let port = if ops { ops_port } else { main_port };
+        let response = http
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200, "ops listener: {ops}");
+        assert_eq!(
+            response.headers()["content-type"].to_str().unwrap(),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            "ops listener: {ops}"
+        );
+        let text = response.text().await.unwrap();
+        // What makes it OpenMetrics rather than Prometheus 0.0.4 text.
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert!(text.contains("# TYPE storegate_build info\n"), "{text}");
+        let build = format!(
+            "storegate_build_info{{version=\"{}\",target=\"{}-{}\",profile=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::ARCH,
+            std::env::consts::OS,
+            if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            }
+        );
+        assert!(text.contains(&build), "expected {build:?} in:\n{text}");
+        agent.kill();
+    }
+}

@@ -96,7 +96,7 @@ pub async fn healthz(State(state): State<Shared>) -> Json<Value> {
     }))
 }
 
-/// `GET /metrics`: Prometheus text.
+/// `GET /metrics`: OpenMetrics text.
 pub async fn metrics(State(state): State<Shared>) -> Result<Response, ApiError> {
     let render = state.metrics.clone();
     let text = tokio::task::spawn_blocking(move || render())
@@ -108,7 +108,7 @@ pub async fn metrics(State(state): State<Shared>) -> Result<Response, ApiError> 
     Ok((
         [(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
         )],
         text,
     )

@@ -45,6 +45,22 @@ pub(super) fn read_serial_line(f: &mut Fields, p: &mut Vec<Problem>) -> SerialLi
     }
 }
 
+/// A Modbus RTU device's address. Unit 0 is the broadcast address on a
+/// serial line: every device obeys a write to it and none answers, so a
+/// poll of unit 0 can only time out. (Over TCP, 0 may address the gateway
+/// itself, so modbus-tcp accepts it.)
+fn rtu_unit(f: &mut Fields, p: &mut Vec<Problem>) -> u8 {
+    if let Some(Value::Integer(0)) = f.get("unit") {
+        f.problem(
+            p,
+            "unit",
+            "0 is the Modbus broadcast address: no device answers it; set the device's own address, 1 to 247 (its manual or DIP switches say which)",
+        );
+        return 1;
+    }
+    f.integer(p, "unit", 1, 1..=247) as u8
+}
+
 pub(super) fn read_device(
     t: &Table,
     prefix: &str,
@@ -89,7 +105,7 @@ pub(super) fn read_device(
         },
         "modbus-rtu" => Transport::ModbusRtu {
             line: read_serial_line(&mut f, p),
-            unit: f.integer(p, "unit", 1, 0..=247) as u8,
+            unit: rtu_unit(&mut f, p),
             poll_ms: f.integer(p, "poll_ms", 1000, 10..=3_600_000),
         },
         "http" => Transport::Http {
@@ -134,10 +150,12 @@ pub(super) fn read_device(
                     message:
                         "slot numbers are whole numbers from 0, e.g. slots = { 0 = \"SKU-1001\" }"
                             .into(),
+                    ..Default::default()
                 }),
                 (_, v) => p.push(Problem {
                     key,
                     message: format!("expected a SKU string, found {} {v}", v.type_str()),
+                    ..Default::default()
                 }),
             }
         }

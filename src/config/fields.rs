@@ -49,6 +49,7 @@ impl<'a> Fields<'a> {
         problems.push(Problem {
             key: self.key(name),
             message: message.into(),
+            ..Default::default()
         });
     }
 

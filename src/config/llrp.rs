@@ -66,14 +66,17 @@ pub(super) fn read_llrp(f: &mut Fields, p: &mut Vec<Problem>) -> LlrpLink {
                 (Ok(a), Value::String(_)) if a >= 1 => p.push(Problem {
                     key,
                     message: "a zone name may not be empty".into(),
+                    ..Default::default()
                 }),
                 (Ok(a), v) if a >= 1 => p.push(Problem {
                     key,
                     message: format!("expected a zone name, found {} {v}", v.type_str()),
+                    ..Default::default()
                 }),
                 _ => p.push(Problem {
                     key,
                     message: "zones are keyed by antenna port from 1, e.g. zones = { 1 = \"salesfloor\" }".into(),
+                    ..Default::default()
                 }),
             }
         }

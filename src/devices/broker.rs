@@ -96,7 +96,7 @@ pub fn start_embedded(listen: SocketAddr) -> Result<(), DeviceError> {
                 "the broker stopped while starting ({outcome}); is {listen} in use?"
             )));
         }
-        if TcpStream::connect_timeout(&probe, Duration::from_millis(200)).is_ok() {
+        if mqtt_handshake(probe).is_ok() {
             tracing::info!(listen = %listen, "embedded MQTT broker is listening");
             return Ok(());
         }
@@ -108,6 +108,39 @@ pub fn start_embedded(listen: SocketAddr) -> Result<(), DeviceError> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Whether the broker on `addr` answers an MQTT CONNECT: the readiness
+/// probe. It speaks MQTT 3.1.1 (CONNECT, CONNACK, then closes) because
+/// rumqttd logs an ERROR for every connection that closes before sending
+/// CONNECT, so a bare TCP connect would put a spurious error in the log at
+/// every start. It closes without DISCONNECT for the same reason: rumqttd
+/// 0.20 logs a client's DISCONNECT as "router-drop" at ERROR, and a close
+/// after CONNACK at INFO (no will, clean session: nothing is left behind).
+fn mqtt_handshake(addr: SocketAddr) -> std::io::Result<()> {
+    use std::io::{Error, ErrorKind, Read, Write};
+    const CLIENT_ID: &[u8] = b"storegate-readiness-probe";
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(200))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut connect = vec![0x10, (12 + CLIENT_ID.len()) as u8];
+    // Protocol "MQTT" level 4, clean session, keep-alive 10 s.
+    connect.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 10]);
+    connect.extend_from_slice(&[0, CLIENT_ID.len() as u8]);
+    connect.extend_from_slice(CLIENT_ID);
+    stream.write_all(&connect)?;
+    let mut connack = [0u8; 4];
+    stream.read_exact(&mut connack)?;
+    if connack != [0x20, 0x02, 0x00, 0x00] {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            format!("unexpected CONNACK {connack:02x?}"),
+        ));
+    }
+    stream.shutdown(std::net::Shutdown::Write)?;
+    // Wait for the broker to close its side, so the probe's connection is
+    // gone before the agent's own client connects.
+    let _ = stream.read(&mut [0u8; 1]);
+    Ok(())
 }
 
 /// Where a client on this host reaches a server listening on `ip`: an

@@ -8,6 +8,7 @@
 pub mod antenna_watch;
 pub mod broker;
 mod decoder;
+pub mod down_log;
 pub mod http;
 pub mod ingest;
 pub mod label_sender;
@@ -15,6 +16,7 @@ pub mod llrp;
 pub mod modbus;
 pub mod mqtt;
 pub mod serial;
+pub mod serial_ports;
 pub mod watch;
 
 use std::sync::Arc;
@@ -25,6 +27,7 @@ use crate::config::{DeviceConfig, Transport};
 use crate::db::StoreError;
 use crate::profiles::Profile;
 use crate::shutdown::Shutdown;
+use down_log::{DownLog, Say};
 pub use ingest::{Ingest, Source};
 
 /// A configured device with its resolved profile.
@@ -125,6 +128,7 @@ pub async fn run_device(
 ) {
     let id = spec.id().to_string();
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    let mut down_log = DownLog::default();
     while !shutdown.is_triggered() {
         let result = match &spec.config.transport {
             Transport::Serial(_) => serial::session(&spec, &ingest, &mut shutdown).await,
@@ -149,15 +153,24 @@ pub async fn run_device(
         let was_up = ingest.health().get(&id).is_some_and(|h| h.up);
         if was_up {
             backoff.reset();
+            down_log.up();
         }
         let message = match &result {
             Ok(()) => "session ended".to_string(),
             Err(e) => e.to_string(),
         };
-        if ingest.health().set_up(&id, false, Some(message.clone())) {
-            tracing::warn!(device = %id, error = %message, "device down; reconnecting with backoff");
-        } else {
-            tracing::debug!(device = %id, error = %message, "device still down");
+        ingest.health().set_up(&id, false, Some(message.clone()));
+        match down_log.failed(std::time::Instant::now()) {
+            Say::Down => {
+                tracing::warn!(device = %id, error = %message, "device down; reconnecting with backoff")
+            }
+            Say::StillDown(for_how_long) => tracing::warn!(
+                device = %id,
+                error = %message,
+                down_for_s = for_how_long.as_secs(),
+                "device still down; reconnecting with backoff"
+            ),
+            Say::Quiet => tracing::debug!(device = %id, error = %message, "device still down"),
         }
         if !shutdown.sleep(backoff.next_delay()).await {
             break;

@@ -81,6 +81,29 @@ const PL: Style = Style {
 };
 const JA: Style = EN;
 
+/// The languages with a number format of their own; any region of them
+/// is accepted (`de-DE`, `de-AT`, `fr-BE`), and `en` covers the rest of
+/// the world's `$1,234.50` style.
+pub const KNOWN_LANGUAGES: [&str; 9] = ["de", "en", "es", "fr", "it", "ja", "nl", "pl", "sv"];
+
+/// Whether `locale` is one [`price_text`] knows: a known language,
+/// optionally followed by a region (`-DE` or `_DE`, two letters or three
+/// digits). An unknown one would silently print prices the US way.
+pub fn is_known_locale(locale: &str) -> bool {
+    let normalized = locale.trim().replace('_', "-").to_ascii_lowercase();
+    let mut parts = normalized.split('-');
+    let language = parts.next().unwrap_or("");
+    let region_ok = match (parts.next(), parts.next()) {
+        (None, _) => true,
+        (Some(r), None) => {
+            (r.len() == 2 && r.bytes().all(|b| b.is_ascii_alphabetic()))
+                || (r.len() == 3 && r.bytes().all(|b| b.is_ascii_digit()))
+        }
+        _ => false,
+    };
+    KNOWN_LANGUAGES.contains(&language) && region_ok
+}
+
 /// The style of a locale tag (`de-DE`, `de_DE` and `DE-de` alike): first
 /// the exact locale, then its language, then en-US.
 fn style(locale: &str) -> Style {
@@ -202,6 +225,16 @@ pub fn price_text(minor: i64, currency: &str, locale: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn known_locales_are_languages_with_an_optional_region() {
+        for ok in ["de-DE", "de_AT", "fr", "en-US", "es-419", "SV-se"] {
+            assert!(is_known_locale(ok), "{ok}");
+        }
+        for bad in ["xx-YY", "german", "de-DE-x", "", "de-D3"] {
+            assert!(!is_known_locale(bad), "{bad}");
+        }
+    }
 
     /// Write test expectations with plain spaces for U+00A0 and `_` for
     /// U+202F, which keeps them readable.
