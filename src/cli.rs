@@ -49,6 +49,87 @@ pub fn check(path: &Path) -> ExitCode {
     }
 }
 
+/// `storegate check --central`: fetch central's config for this store,
+/// merge it over the local file and validate the result as `check` does,
+/// without applying anything. Exit 78 (EX_CONFIG) on problems in either.
+pub fn check_central(path: &Path) -> ExitCode {
+    let local = match setup::load(path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            eprintln!("storegate check: {} is not usable", path.display());
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let Some(c) = local.config.central.as_ref().filter(|c| !c.url.is_empty()) else {
+        eprintln!(
+            "storegate check --central: {} has no [central] url to fetch a config from; add url = \"https://central.example.com/api\"",
+            path.display()
+        );
+        return ExitCode::from(EX_CONFIG);
+    };
+    let fetched = tokio::runtime::Runtime::new()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| {
+            rt.block_on(async {
+                let central = crate::sync::Central::new(c, &local.config.store_id)
+                    .map_err(|e| e.to_string())?;
+                crate::sync::config_pull::fetch(&central, None).await
+            })
+        });
+    use crate::sync::config_pull::{Fetched, validate};
+    let c = match fetched {
+        Ok(Fetched::Config(c)) => c,
+        Ok(Fetched::None | Fetched::Unchanged) => {
+            println!(
+                "central manages no config for store {}: the local file runs as it is",
+                local.config.store_id
+            );
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("storegate check --central: cannot fetch central's config: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let sha = crate::config::layered::sha256_hex(&c.toml);
+    let table = match setup::read_table(path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    if let Err(problems) = validate(&table, &c) {
+        eprintln!(
+            "central config v{} (sha256 {sha}): {} problem{}",
+            c.version,
+            problems.len(),
+            if problems.len() == 1 { "" } else { "s" }
+        );
+        for p in &problems {
+            eprintln!("  {p}");
+        }
+        eprintln!(
+            "storegate check --central: the agent would reject it and keep its current config"
+        );
+        return ExitCode::from(EX_CONFIG);
+    }
+    let merged = crate::config::layered::merge(&table, &c.toml)
+        .ok()
+        .and_then(|m| setup::from_table(&m, path).ok());
+    let label = std::path::PathBuf::from(format!(
+        "central config v{} over {}",
+        c.version,
+        path.display()
+    ));
+    if let Some(s) = merged {
+        print!("{}", describe(&label, &s.config));
+    }
+    println!("sha256     {sha} (not applied: the agent applies it itself)");
+    ExitCode::SUCCESS
+}
+
 fn describe(path: &Path, c: &Config) -> String {
     use std::fmt::Write as _;
     let mut o = String::new();
@@ -107,7 +188,7 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
         tracing::warn!("{w}");
     }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(crate::daemon::run(setup))?;
+    runtime.block_on(crate::daemon::supervise(path, setup))?;
     Ok(())
 }
 

@@ -15,6 +15,7 @@ use toml::{Table, Value};
 mod central;
 mod device;
 mod fields;
+pub mod layered;
 mod llrp;
 mod place;
 
@@ -155,6 +156,12 @@ pub struct CentralConfig {
     pub heartbeat_s: u64,
     /// HTTP (the default) or the MQTT fleet uplink.
     pub transport: CentralTransport,
+    /// How often central's config is pulled (spec/fleet.md 4), besides at
+    /// start and on the `pull_config` command.
+    pub poll_config_s: u64,
+    /// How long the devices that were up before a central config was
+    /// applied have to come up again before the agent rolls back.
+    pub config_rollback_s: u64,
 }
 
 impl CentralConfig {
@@ -171,6 +178,8 @@ impl CentralConfig {
             poll_stock_s: 300,
             heartbeat_s: 60,
             transport: CentralTransport::Http,
+            poll_config_s: 300,
+            config_rollback_s: 120,
         }
     }
 }
@@ -357,32 +366,56 @@ impl Config {
         known_profiles: &BTreeSet<String>,
         more: impl FnOnce(&Config) -> Vec<Problem>,
     ) -> Result<Config, ConfigError> {
-        let fail = |problems| ConfigError {
-            file: path.to_path_buf(),
-            problems,
-        };
-        let table: Table = text.parse().map_err(|e: toml::de::Error| {
-            fail(vec![Problem {
-                key: String::new(),
-                message: format!("not valid TOML: {}", e.to_string().trim_end()),
-                ..Default::default()
-            }])
-        })?;
+        let table = parse_table(text, path)?;
+        Config::from_table_with(&table, Some(text), path, known_profiles, more)
+    }
+
+    /// Validate an already parsed table with the caller's checks; `text`
+    /// is the table's source when it has one (problems get its lines),
+    /// `path` names it in messages. A merged table (the local file with
+    /// central's config over it, [`layered::merge`]) has no text: its
+    /// device problems still name the device.
+    pub fn from_table_with(
+        table: &Table,
+        text: Option<&str>,
+        path: &Path,
+        known_profiles: &BTreeSet<String>,
+        more: impl FnOnce(&Config) -> Vec<Problem>,
+    ) -> Result<Config, ConfigError> {
         let mut problems = Vec::new();
-        let config = read_config(&table, known_profiles, &mut problems);
+        let config = read_config(table, known_profiles, &mut problems);
         let more = more(&config);
         problems.extend(place::without_consequences(more, &problems));
-        place::locate(text, &mut problems);
+        match text {
+            Some(text) => place::locate(text, &mut problems),
+            None => place::name_devices(table, &mut problems),
+        }
         if problems.is_empty() {
             Ok(config)
         } else {
-            Err(fail(problems))
+            Err(ConfigError {
+                file: path.to_path_buf(),
+                problems,
+            })
         }
     }
 
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.join("storegate.db")
     }
+}
+
+/// Configuration text as a TOML table, or the problem (with its line) that
+/// keeps it from being one; `path` names the file in the message.
+pub fn parse_table(text: &str, path: &Path) -> Result<Table, ConfigError> {
+    text.parse().map_err(|e: toml::de::Error| ConfigError {
+        file: path.to_path_buf(),
+        problems: vec![Problem {
+            key: String::new(),
+            message: format!("not valid TOML: {}", e.to_string().trim_end()),
+            ..Default::default()
+        }],
+    })
 }
 
 fn read_config(table: &Table, profiles: &BTreeSet<String>, p: &mut Vec<Problem>) -> Config {
@@ -506,6 +539,11 @@ fn read_config(table: &Table, profiles: &BTreeSet<String>, p: &mut Vec<Problem>)
         pricing,
         devices,
     }
+}
+
+/// Whether `s` is usable as a store id (it goes into URLs and file names).
+pub fn is_store_id(s: &str) -> bool {
+    is_identifier(s) && s != "." && s != ".."
 }
 
 pub(super) fn is_identifier(s: &str) -> bool {

@@ -88,10 +88,11 @@ pub enum EventBody {
     PriceConflict(PriceConflict),
     Alert(Alert),
     Reading(Reading),
+    ConfigApplied(ConfigApplied),
 }
 
 /// Every `kind`, in the order of the spec table. Used for metrics and status.
-pub const KINDS: [&str; 14] = [
+pub const KINDS: [&str; 15] = [
     "sale",
     "return",
     "receipt",
@@ -106,6 +107,7 @@ pub const KINDS: [&str; 14] = [
     "price_conflict",
     "alert",
     "reading",
+    "config_applied",
 ];
 
 impl EventBody {
@@ -125,6 +127,7 @@ impl EventBody {
             EventBody::PriceConflict(_) => "price_conflict",
             EventBody::Alert(_) => "alert",
             EventBody::Reading(_) => "reading",
+            EventBody::ConfigApplied(_) => "config_applied",
         }
     }
 
@@ -355,6 +358,20 @@ pub struct Reading {
     pub name: String,
     pub value: f64,
     pub unit: String,
+}
+
+/// The agent started running a configuration (spec/fleet.md 4): the
+/// audit trail of what ran when. `source` is `"local"` (the store's own
+/// file), `"central"` (central's config over it) or `"rollback"` (back to
+/// the previous one after a trial failed); `version` and `sha256` are
+/// central's, absent for the local file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigApplied {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    pub source: String,
 }
 
 /// RFC 3339 UTC with milliseconds, `2026-11-22T10:15:30.123Z`, as the sync

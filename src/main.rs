@@ -47,12 +47,22 @@ struct ConfigArg {
     config: PathBuf,
 }
 
+#[derive(clap::Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Also fetch central's config for this store, merge it over the file
+    /// and check the result, without applying it.
+    #[arg(long)]
+    central: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the agent until SIGTERM/SIGINT.
     Run(ConfigArg),
     /// Validate the configuration and print the devices it would start.
-    Check(ConfigArg),
+    Check(CheckArgs),
     /// Show the journal, sync state and event counts.
     Status(ConfigArg),
     /// Import data for store-only operation.
@@ -106,7 +116,8 @@ fn main() -> ExitCode {
     }
     init_logging(cli.log_format);
     let result = match cli.command {
-        Command::Check(c) => return cli::check(&c.config),
+        Command::Check(c) if c.central => return cli::check_central(&c.config.config),
+        Command::Check(c) => return cli::check(&c.config.config),
         Command::Run(c) => cli::run(&c.config),
         Command::Status(c) => cli::status(&c.config),
         Command::Import(ImportCommand::Prices { file, config }) => {

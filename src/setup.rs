@@ -5,7 +5,9 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::config::{Config, ConfigError, Problem, Transport};
+use toml::Table;
+
+use crate::config::{self, Config, ConfigError, Problem, Transport};
 use crate::profiles::{self, ProfileSet};
 
 /// Problems in the config file and/or profile files, each naming its file.
@@ -30,12 +32,48 @@ pub struct Setup {
     pub profiles: ProfileSet,
 }
 
+/// Load and validate the configuration file at `path` with its profiles.
 pub fn load(path: &Path) -> Result<Setup, SetupError> {
-    // profiles_dir comes from the config itself; a first lenient read finds
-    // it so that profiles in that directory count as known.
-    let profiles_dir = std::fs::read_to_string(path)
+    match std::fs::read_to_string(path) {
+        Ok(text) => build(path, config::parse_table(&text, path), Some(&text)),
+        Err(e) => build(path, Err(cannot_read(path, e)), None),
+    }
+}
+
+/// Validate an already merged table (the local file with central's config
+/// over it, `config::layered::merge`) with the same rules as [`load`],
+/// which `storegate check` runs; `label` names it in messages.
+pub fn from_table(table: &Table, label: &Path) -> Result<Setup, SetupError> {
+    build(label, Ok(table.clone()), None)
+}
+
+/// The configuration file as a TOML table, or why it is not one.
+pub fn read_table(path: &Path) -> Result<Table, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| cannot_read(path, e))?;
+    config::parse_table(&text, path)
+}
+
+fn cannot_read(path: &Path, e: std::io::Error) -> ConfigError {
+    ConfigError {
+        file: path.to_path_buf(),
+        problems: vec![Problem {
+            key: String::new(),
+            message: format!("cannot read the file: {e}"),
+            ..Default::default()
+        }],
+    }
+}
+
+fn build(
+    path: &Path,
+    table: Result<Table, ConfigError>,
+    text: Option<&str>,
+) -> Result<Setup, SetupError> {
+    // profiles_dir comes from the config itself; it is read first so that
+    // profiles in that directory count as known.
+    let profiles_dir = table
+        .as_ref()
         .ok()
-        .and_then(|t| t.parse::<toml::Table>().ok())
         .and_then(|t| t.get("profiles_dir")?.as_str().map(PathBuf::from))
         .unwrap_or_else(|| "/usr/share/storegate/firmware-profiles".into());
     let (profiles, mut errors) = match ProfileSet::load(&profiles_dir) {
@@ -59,7 +97,7 @@ pub fn load(path: &Path) -> Result<Setup, SetupError> {
         problems.extend(check_locale(&config.locale));
         problems
     };
-    match Config::load_with(path, &names, more) {
+    match table.and_then(|t| Config::from_table_with(&t, text, path, &names, more)) {
         Ok(config) => {
             if errors.is_empty() {
                 Ok(Setup { config, profiles })

@@ -26,6 +26,7 @@ pub fn report(path: &Path) -> Result<String, StoreError> {
         "journal    head seq {head}, oldest kept {}",
         oldest.map_or("none (empty)".to_string(), |s| s.to_string())
     );
+    config_lines(&conn, &mut out)?;
     sync_lines(&conn, head, &mut out)?;
     device_lines(&conn, &mut out)?;
     let (pending, ok, failed) = crate::domain::labels::summary(&conn)?;
@@ -77,6 +78,43 @@ fn sync_lines(conn: &Connection, head: i64, out: &mut String) -> Result<(), Stor
         )),
         error.map_or(String::new(), |e| format!(", last error: {e}"))
     );
+    Ok(())
+}
+
+/// Which config runs and where it came from (spec/fleet.md 4), and a
+/// newer central config that was refused.
+fn config_lines(conn: &Connection, out: &mut String) -> Result<(), StoreError> {
+    use crate::db::central_config as cc;
+    match cc::running(conn)? {
+        None => {
+            let _ = writeln!(out, "config     the local file");
+        }
+        Some(c) => {
+            let _ = writeln!(
+                out,
+                "config     central v{} over the local file ({}, sha256 {}, since {})",
+                c.version,
+                if c.state == cc::TRIAL {
+                    "ON TRIAL: waiting for its devices"
+                } else {
+                    "active"
+                },
+                &c.sha256[..c.sha256.len().min(12)],
+                crate::event::format_ts(&ts_from_millis(c.at_ms))
+            );
+        }
+    }
+    if let Some(n) =
+        cc::newest(conn)?.filter(|n| n.state == cc::REJECTED || n.state == cc::ROLLED_BACK)
+    {
+        let _ = writeln!(
+            out,
+            "           central v{} {}: {}",
+            n.version,
+            n.state.replace('_', " "),
+            n.problems.unwrap_or_default().replace('\n', "; ")
+        );
+    }
     Ok(())
 }
 

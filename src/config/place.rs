@@ -36,6 +36,20 @@ pub(super) fn locate(text: &str, problems: &mut [Problem]) {
 }
 
 /// The byte offset where the deepest existing part of `key` starts.
+/// Name the device of each device problem from the table alone, for a
+/// configuration that has no text of its own (central's merged over the
+/// local file).
+pub(super) fn name_devices(table: &toml::Table, problems: &mut [Problem]) {
+    for p in problems.iter_mut() {
+        if let Some((index, _)) = device_key(&p.key) {
+            p.device = table
+                .get("device")
+                .and_then(|d| d.as_array()?.get(index))
+                .and_then(|d| d.get("id")?.as_str().map(str::to_string));
+        }
+    }
+}
+
 fn span_start(root: &DeValue<'_>, key: &str) -> Option<usize> {
     let mut here = root;
     let mut start = None;

@@ -2,6 +2,7 @@
 //! read queries. One file, `storegate.db`, in WAL mode so that readers
 //! (API, status, sync) never block the writer.
 
+pub mod central_config;
 pub mod journal;
 pub mod latency;
 pub mod quota;

@@ -222,6 +222,23 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE labels ADD COLUMN last_seen_ms INTEGER;
     "#,
+    // 6: configurations central sent (spec/fleet.md 4) and what became of
+    // each: the one on trial or active is what a (re)start runs; rejected
+    // and rolled back ones are never tried again.
+    r#"
+    CREATE TABLE central_config (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        version    INTEGER NOT NULL,
+        sha256     TEXT    NOT NULL,
+        toml       TEXT    NOT NULL,
+        state      TEXT    NOT NULL,   -- trial | active | retired | rejected | rolled_back
+        problems   TEXT,               -- why it was rejected or rolled back
+        up_before  TEXT    NOT NULL DEFAULT '[]',  -- JSON: devices up when it was applied
+        at_ms      INTEGER NOT NULL,
+        decided_ms INTEGER
+    );
+    CREATE INDEX central_config_sha256 ON central_config(sha256);
+    "#,
 ];
 
 /// The schema version this build writes.

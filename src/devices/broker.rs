@@ -43,10 +43,25 @@ pub fn without_broker_spans() -> FilterFn<fn(&Metadata<'_>) -> bool> {
     filter_fn(keep)
 }
 
+/// Addresses an embedded broker of this process listens on.
+static STARTED: std::sync::Mutex<Vec<SocketAddr>> = std::sync::Mutex::new(Vec::new());
+
 /// Start rumqttd on `listen` (an MQTT 3.1.1 server) on its own thread and
 /// return once the port accepts TCP connections. The broker runs until the
-/// process ends; rumqttd cannot be stopped.
+/// process ends; rumqttd cannot be stopped. So when the daemon runs again
+/// in the same process (a config from central applied), the broker it
+/// started before is reused: same address, nothing to do.
 pub fn start_embedded(listen: SocketAddr) -> Result<(), DeviceError> {
+    let mut started = STARTED.lock().unwrap_or_else(|p| p.into_inner());
+    if started.contains(&listen) {
+        return Ok(());
+    }
+    start_new(listen)?;
+    started.push(listen);
+    Ok(())
+}
+
+fn start_new(listen: SocketAddr) -> Result<(), DeviceError> {
     let open_error = |reason: String| DeviceError::Open {
         what: format!("embedded MQTT broker on {listen}"),
         reason,

@@ -121,6 +121,120 @@ pub fn resolve(
     }
 }
 
+/// Central's config alerts are about one subject: the store's config.
+const CONFIG_SUBJECT: &str = "config";
+
+/// Open `config_rejected` for central's config `version`: the message
+/// carries every problem (cut to the bound of an alert message, with how
+/// many were left out), the context the version, sha256 and the full list.
+/// An older rejection still open is resolved first, so the open one always
+/// names the newest version.
+pub fn config_rejected(
+    w: &mut WriteTx<'_>,
+    version: i64,
+    sha256: &str,
+    problems: &[String],
+) -> Result<(), StoreError> {
+    resolve(
+        w,
+        "agent",
+        "config_rejected",
+        CONFIG_SUBJECT,
+        format!("superseded by central config v{version}"),
+    )?;
+    let mut message = format!(
+        "central config v{version} rejected ({} problem{}); still running the previous config. Fix it at central:",
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" }
+    );
+    let budget = crate::event::bounds::MAX_TEXT_LEN - 64;
+    for (i, p) in problems.iter().enumerate() {
+        if message.len() + p.len() + 3 > budget {
+            message.push_str(&format!("\n- ... and {} more", problems.len() - i));
+            break;
+        }
+        message.push_str("\n- ");
+        message.push_str(p);
+    }
+    let mut context = serde_json::Map::new();
+    context.insert("version".into(), version.into());
+    context.insert("sha256".into(), sha256.into());
+    raise(
+        w,
+        "agent",
+        "config_rejected",
+        CONFIG_SUBJECT,
+        Severity::Warning,
+        message,
+        context,
+    )
+    .map(|_| ())
+}
+
+/// Central's config `version` was accepted: a rejection before it is over.
+pub fn config_accepted(w: &mut WriteTx<'_>, version: i64) -> Result<(), StoreError> {
+    resolve(
+        w,
+        "agent",
+        "config_rejected",
+        CONFIG_SUBJECT,
+        format!("central config v{version} accepted"),
+    )
+    .map(|_| ())
+}
+
+/// Open `config_rolled_back`: central's config `version` was applied but
+/// `why` (the devices that did not come back), so the agent went back.
+pub fn config_rolled_back(
+    w: &mut WriteTx<'_>,
+    version: i64,
+    back_to: &str,
+    why: &str,
+) -> Result<(), StoreError> {
+    resolve(
+        w,
+        "agent",
+        "config_rolled_back",
+        CONFIG_SUBJECT,
+        format!("superseded by the rollback of central config v{version}"),
+    )?;
+    let mut context = serde_json::Map::new();
+    context.insert("version".into(), version.into());
+    let mut message = format!(
+        "central config v{version} rolled back to {back_to}: {why}; it will not be tried again, send a corrected version"
+    );
+    let budget = crate::event::bounds::MAX_TEXT_LEN - 8;
+    if message.len() > budget {
+        let mut end = budget;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+    }
+    raise(
+        w,
+        "agent",
+        "config_rolled_back",
+        CONFIG_SUBJECT,
+        Severity::Critical,
+        message,
+        context,
+    )
+    .map(|_| ())
+}
+
+/// Central's config `version` passed its trial: an earlier rollback is over.
+pub fn config_passed(w: &mut WriteTx<'_>, version: i64) -> Result<(), StoreError> {
+    resolve(
+        w,
+        "agent",
+        "config_rolled_back",
+        CONFIG_SUBJECT,
+        format!("central config v{version} passed its trial"),
+    )
+    .map(|_| ())
+}
+
 /// Projection: keep the alerts table in step with `alert` events.
 pub fn apply(conn: &Connection, event: &Event) -> Result<(), StoreError> {
     let EventBody::Alert(a) = &event.body else {

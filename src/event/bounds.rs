@@ -171,6 +171,10 @@ impl EventBody {
                 }
                 check_text_len("name", &r.name, MAX_ID_LEN)
             }
+            EventBody::ConfigApplied(c) => {
+                check_text_len("source", &c.source, MAX_ID_LEN)?;
+                check_opt_id("sha256", c.sha256.as_deref())
+            }
         }
     }
 }

@@ -76,12 +76,23 @@ pub struct CentralState {
     /// or JSON), for `bench uplink`.
     #[serde(default)]
     pub mqtt_payload_bytes: u64,
+    /// Per-store configs (spec/fleet.md 4): `{store}.toml` files in this
+    /// directory, served by `GET /v1/stores/{s}/config`.
+    #[serde(default)]
+    pub configs_dir: Option<std::path::PathBuf>,
+    /// Per store: the sha256 of the config text last seen and its version
+    /// (bumped whenever the file's text changes).
+    #[serde(default)]
+    pub config_versions: BTreeMap<String, (String, i64)>,
 }
 
 /// A running central; cheap to clone.
 #[derive(Clone)]
 pub struct Central {
     pub state: Arc<Mutex<CentralState>>,
+    /// The MQTT consumer's client and topic prefix, once it runs: how a
+    /// changed config is announced (`pull_config`).
+    pub(super) commands: Arc<Mutex<Option<(rumqttc::AsyncClient, String)>>>,
 }
 
 impl Default for Central {
@@ -94,6 +105,7 @@ impl Central {
     pub fn new(state: CentralState) -> Self {
         Central {
             state: Arc::new(Mutex::new(state)),
+            commands: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -125,6 +137,14 @@ impl Central {
             .route("/v1/stores/{store}/prices", get(prices))
             .route("/v1/stores/{store}/stock", get(stock))
             .route("/v1/stores/{store}/status", put(put_status))
+            .route(
+                "/v1/stores/{store}/config",
+                get(super::central_config::get_config),
+            )
+            .route(
+                "/admin/stores/{store}/config",
+                put(super::central_config::put_config),
+            )
             .with_state(self.clone())
     }
 
@@ -208,7 +228,7 @@ fn stock_move(e: &Value) -> Option<(String, i64)> {
     }
 }
 
-fn error(status: StatusCode, msg: &str) -> Response {
+pub(super) fn error(status: StatusCode, msg: &str) -> Response {
     (
         status,
         axum::Json(json!({"error": {"code": status.as_u16().to_string(), "message": msg}})),
@@ -217,7 +237,10 @@ fn error(status: StatusCode, msg: &str) -> Response {
 }
 
 /// Token check shared by every endpoint: `Err` is the answer to give.
-fn authorize(b: &Behaviour, headers: &HeaderMap) -> Result<(), (StatusCode, &'static str)> {
+pub(super) fn authorize(
+    b: &Behaviour,
+    headers: &HeaderMap,
+) -> Result<(), (StatusCode, &'static str)> {
     if b.down {
         return Err((StatusCode::SERVICE_UNAVAILABLE, "central is down"));
     }

@@ -135,6 +135,8 @@ impl Central {
         // connection is current (the task swaps event loops under it).
         let (client, first) = AsyncClient::new(connections[0].clone(), 1024);
         let connected = Arc::new(AtomicBool::new(false));
+        *self.commands.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((client.clone(), options.topic_prefix.clone()));
         let task = tokio::spawn(consume(
             self.clone(),
             options.clone(),

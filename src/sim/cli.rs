@@ -109,6 +109,10 @@ pub enum SimCommand {
         /// Start with an empty price book instead of the demo catalog.
         #[arg(long)]
         empty: bool,
+        /// Serve per-store configs from this directory ({store_id}.toml;
+        /// spec/fleet.md 4); PUT /admin/stores/{s}/config changes one.
+        #[arg(long)]
+        configs: Option<PathBuf>,
         /// Also consume the fleet uplink (docs/fleet.md) from these
         /// brokers, tried in turn: mqtt://host:port[,mqtt://...].
         #[arg(long, value_delimiter = ',')]
@@ -141,6 +145,7 @@ pub fn run(command: SimCommand) -> anyhow::Result<()> {
                 state,
                 token,
                 empty,
+                configs,
                 mqtt,
                 topic_prefix,
                 shared,
@@ -150,7 +155,7 @@ pub fn run(command: SimCommand) -> anyhow::Result<()> {
                     shared,
                     ..ConsumerOptions::new(mqtt)
                 });
-                central(&listen, state.as_deref(), token, empty, mqtt, stop).await
+                central(&listen, state.as_deref(), token, empty, configs, mqtt, stop).await
             }
             other => {
                 tokio::select! {
@@ -454,6 +459,7 @@ async fn central(
     state: Option<&Path>,
     token: Option<String>,
     empty: bool,
+    configs: Option<PathBuf>,
     mqtt: Option<ConsumerOptions>,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -485,6 +491,13 @@ async fn central(
     };
     if token.is_some() {
         central.lock().behaviour.token = token;
+    }
+    if let Some(dir) = configs {
+        say.line(format!(
+            "store configs from {} ({{store_id}}.toml; PUT /admin/stores/{{s}}/config changes one)",
+            dir.display()
+        ));
+        central.lock().configs_dir = Some(dir);
     }
     if central.lock().behaviour.token.is_some() {
         say.line("requests need the bearer token (--token, or the one in the state file)");

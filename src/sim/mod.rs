@@ -3,6 +3,7 @@
 
 pub mod catalog;
 pub mod central;
+pub mod central_config;
 pub mod central_mqtt;
 pub mod cli;
 pub mod esl;

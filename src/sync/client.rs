@@ -243,6 +243,29 @@ impl Central {
     }
 }
 
+impl Central {
+    /// `GET /v1/stores/{s}/config` (spec/fleet.md 4) with
+    /// `If-None-Match: "{sha256}"` when the agent holds one. Returns the
+    /// status code and the body.
+    pub async fn get_config(&self, sha256: Option<&str>) -> Result<(u16, String), SyncError> {
+        let url = format!("{}/v1/stores/{}/config", self.base, self.store_id);
+        let mut request = self.http.get(&url).headers(self.headers());
+        if let Some(sha) = sha256 {
+            request = request.header(reqwest::header::IF_NONE_MATCH, format!("\"{sha}\""));
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| SyncError::Transport(describe(&e)))?;
+        let status = response.status().as_u16();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| SyncError::Transport(describe(&e)))?;
+        Ok((status, text))
+    }
+}
+
 /// The first 200 bytes of a body, for logs.
 pub fn snippet(text: &str) -> String {
     let mut end = text.len().min(200);

@@ -46,6 +46,7 @@ impl Source {
             *alerts.entry(a.code).or_default() += 1;
         }
         let devices = self.health.snapshot();
+        let running = db::central_config::running(&conn)?;
         let down_ids: Vec<&str> = devices
             .iter()
             .filter(|d| !d.up)
@@ -57,9 +58,13 @@ impl Source {
             "agent_version": crate::VERSION,
             "started_at": format_ts(&self.started_at),
             "at": format_ts(&Utc::now()),
-            // Until central-managed configuration exists (fleet.md 4).
-            "config_version": null,
-            "config_sha256": null,
+            // Central's config that runs (fleet.md 4); null: the local
+            // file alone. A rejected newer one is named too (its problems
+            // are in the config_rejected alert).
+            "config_version": running.as_ref().map(|c| c.version),
+            "config_sha256": running.as_ref().map(|c| c.sha256.clone()),
+            "config_state": running.as_ref().map_or("local", |c| c.state.as_str()),
+            "config_rejected_version": db::central_config::rejected_version(&conn)?,
             "backlog": (head - acked).max(0),
             "acked_through": acked,
             "devices": {

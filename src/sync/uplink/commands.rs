@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 pub enum Command {
     PullPrices,
     PullStock,
-    /// Not yet: central-managed configuration (fleet.md 4).
+    /// Central-managed configuration (fleet.md 4): pull it now.
     PullConfig,
     /// Not yet: click-and-collect orders (sync-api.md 6).
     PullOrders,
@@ -46,6 +46,8 @@ pub fn parse(payload: &[u8]) -> Result<Command, String> {
 pub struct Triggers {
     pub prices: Arc<Notify>,
     pub stock: Arc<Notify>,
+    /// Wakes the config puller (`sync::config_pull`).
+    pub config: Arc<Notify>,
     /// False when there is no central url to pull from.
     pub can_pull: bool,
 }
@@ -88,7 +90,8 @@ impl Dispatcher {
         match command {
             Command::PullPrices => pull(&self.triggers.prices, "prices"),
             Command::PullStock => pull(&self.triggers.stock, "stock"),
-            Command::PullConfig | Command::PullOrders => {
+            Command::PullConfig => pull(&self.triggers.config, "config"),
+            Command::PullOrders => {
                 tracing::debug!(?command, "not implemented yet; ignoring");
             }
             Command::PushNow => return true,

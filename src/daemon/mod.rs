@@ -23,6 +23,7 @@ use crate::metrics::{Metrics, Sources};
 use crate::notify::{self, Notifier, Timing};
 use crate::setup::Setup;
 use crate::shutdown::Shutdown;
+use crate::sync::config_pull::ConfigPuller;
 use crate::sync::pull::{Puller, What};
 use crate::sync::push::PushStats;
 use crate::sync::uplink::{Triggers, Uplink, UplinkStats};
@@ -33,6 +34,8 @@ use crate::sync::{self, Central, Link};
 pub enum DaemonError {
     #[error(transparent)]
     Store(#[from] db::StoreError),
+    #[error(transparent)]
+    Config(#[from] crate::setup::SetupError),
     #[error("cannot listen for signals: {0}")]
     Signals(std::io::Error),
     #[error("MQTT: {0}")]
@@ -46,11 +49,21 @@ pub enum DaemonError {
 /// How often departed tags are swept and tag sightings flushed.
 const TAG_PERIOD: Duration = Duration::from_secs(5);
 
-/// Run until SIGTERM or SIGINT.
+mod reconfigure;
+
+pub use reconfigure::supervise;
+
+/// Run until SIGTERM or SIGINT with the local file alone (no config from
+/// central); `storegate run` uses [`supervise`].
 pub async fn run(setup: Setup) -> Result<(), DaemonError> {
+    run_until(setup, stop_signal()?).await
+}
+
+/// A future that completes at SIGTERM or SIGINT, logging which.
+fn stop_signal() -> Result<impl std::future::Future<Output = ()>, DaemonError> {
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
-    run_until(setup, async move {
+    Ok(async move {
         let which = tokio::select! {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
@@ -60,7 +73,6 @@ pub async fn run(setup: Setup) -> Result<(), DaemonError> {
             "shutting down: stopping devices, draining the journal writer"
         );
     })
-    .await
 }
 
 /// Run until `stop` completes (signals for `run`, a timer for `demo`),
@@ -69,6 +81,28 @@ pub async fn run_until(
     setup: Setup,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), DaemonError> {
+    run_once(setup, None, stop).await.map(|_| ())
+}
+
+/// How one run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// `stop` completed: the process ends.
+    Stopped,
+    /// A central config was accepted or rolled back: run again with what
+    /// the database now says.
+    Reconfigure,
+}
+
+/// One run: start everything, run until `stop` or until `reconfig` asks
+/// for a restart, then drain exactly as a clean shutdown does (devices
+/// finish their current delivery and its commit, the writer commits what
+/// is queued) and return how it ended.
+async fn run_once(
+    setup: Setup,
+    reconfig: Option<reconfigure::Reconfig>,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<Ended, DaemonError> {
     let Setup { config, profiles } = setup;
     // Connections, devices and the database all need descriptors; the API
     // caps its connections at half of what this leaves.
@@ -162,6 +196,21 @@ pub async fn run_until(
                 can_pull: central.has_url(),
                 ..Triggers::default()
             };
+            if let (Some(r), true) = (&reconfig, central.has_url()) {
+                tasks.spawn(sync::config_pull::run(
+                    ConfigPuller {
+                        central: central.clone(),
+                        writer: writer.clone(),
+                        health: health.clone(),
+                        local: r.local.clone(),
+                        every: Duration::from_secs(c.poll_config_s),
+                        settle: Duration::from_secs(c.config_rollback_s.min(10)),
+                        now: triggers.config.clone(),
+                        apply: r.apply.clone(),
+                    },
+                    shutdown.clone(),
+                ));
+            }
             match &c.transport {
                 CentralTransport::Http => {
                     tasks.spawn(sync::push::run_counted(
@@ -347,6 +396,18 @@ pub async fn run_until(
         ));
     }
 
+    let apply = reconfig.as_ref().map(|r| r.apply.clone());
+    if let Some(r) = reconfig {
+        if let Some(trial) = r.trial {
+            tasks.spawn(reconfigure::watch_trial(
+                trial,
+                writer.clone(),
+                health.clone(),
+                r.apply.clone(),
+                shutdown.clone(),
+            ));
+        }
+    }
     tracing::info!(
         store = %config.store_id,
         db = %path.display(),
@@ -354,8 +415,20 @@ pub async fn run_until(
         "storegate is running"
     );
 
-    stop.await;
-    notifier.stopping();
+    let ended = tokio::select! {
+        _ = stop => Ended::Stopped,
+        _ = async {
+            match &apply {
+                Some(a) => a.notified().await,
+                None => std::future::pending().await,
+            }
+        } => Ended::Reconfigure,
+    };
+    if ended == Ended::Stopped {
+        notifier.stopping();
+    } else {
+        tracing::info!("stopping devices, sync and the API to run again with the new config");
+    }
     trigger.trigger();
     // Device sessions finish their current delivery (and so its commit)
     // before they return.
@@ -374,7 +447,7 @@ pub async fn run_until(
         .await
         .ok();
     tracing::info!("stopped cleanly");
-    Ok(())
+    Ok(ended)
 }
 
 /// Re-decide shelf prices now (at start-up, so a boundary passed while the
