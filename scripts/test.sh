@@ -18,6 +18,11 @@ command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need+=
 # The staff page is tested in a real headless browser.
 [ -x /usr/bin/chromium ] || need+=(chromium)
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
+# The ARM builds: Debian's cross toolchains (linker, C compiler for the
+# bundled SQLite) and qemu-user to run them (scripts/arm-smoke.sh).
+command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
+command -v arm-linux-gnueabihf-gcc >/dev/null 2>&1 || need+=(gcc-arm-linux-gnueabihf libc6-dev-armhf-cross)
+command -v qemu-aarch64 >/dev/null 2>&1 || need+=(qemu-user)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -58,5 +63,15 @@ cargo clippy --all-targets -- -D warnings
 # (feature devtools). It must stand on its own and stay warning-free.
 cargo clippy --no-default-features --lib --bins -- -D warnings
 cargo test --all-targets
+# The packages (issue 19, docs/packaging.md): the amd64 .deb installed
+# for real with dpkg, upgraded over a database, removed and purged (needs
+# root, as CI has); the ARM builds run under qemu-user.
+command -v cargo-deb >/dev/null 2>&1 || cargo install --locked cargo-deb
+if [ "$(id -u)" -eq 0 ]; then
+  scripts/package-test.sh
+else
+  echo "skipping scripts/package-test.sh: it installs a package and needs root"
+fi
+scripts/arm-smoke.sh
 # Every fuzz target briefly (scripts/fuzz.sh runs them for 10 minutes each).
 scripts/fuzz.sh 15 --ci

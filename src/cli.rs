@@ -1,6 +1,8 @@
 //! What each subcommand does, for `main.rs` to call. This is the edge of
 //! the program: errors become messages for a person and an exit code.
 
+pub mod generate;
+
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;

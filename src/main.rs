@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use storegate::cli;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -91,6 +91,10 @@ enum Command {
     #[cfg(feature = "devtools")]
     #[command(subcommand)]
     Sim(storegate::sim::cli::SimCommand),
+    /// Man pages and shell completions from these definitions (for the
+    /// packages, scripts/build-deb.sh).
+    #[command(subcommand, hide = true)]
+    Generate(cli::generate::GenerateCommand),
     /// Tools for tests and debugging.
     #[cfg(feature = "devtools")]
     #[command(subcommand, hide = true)]
@@ -124,6 +128,7 @@ fn main() -> ExitCode {
             cli::import_prices(&config.config, &file)
         }
         Command::Rebuild(c) => cli::rebuild(&c.config),
+        Command::Generate(g) => cli::generate::run(g, Cli::command()),
         Command::Export { since, config } => cli::export(&config.config, since),
         #[cfg(feature = "devtools")]
         Command::Demo(_) => Ok(()),

@@ -638,7 +638,7 @@ fn the_unit_file_verifies_and_is_sandboxed() {
             )
         });
     println!("systemd-analyze security: exposure {exposure}");
-    assert!(exposure <= 4.9, "exposure {exposure}:\n{stdout}");
+    assert!(exposure <= 2.0, "exposure {exposure}:\n{stdout}");
 }
 
 /// `/metrics` is served as what it is, OpenMetrics text, with the build

@@ -101,7 +101,11 @@ pub fn raise_fd_limit() -> io::Result<u64> {
         setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(io::Error::from)?;
         tracing::info!(from = soft, to = hard, "open-file limit raised");
     }
-    Ok(hard.max(soft))
+    // rlim_t is u64 on 64-bit targets but u32 on 32-bit ARM (armhf
+    // gateways): widen it, which is a no-op on 64-bit.
+    #[allow(clippy::useless_conversion)]
+    let limit = u64::from(hard.max(soft));
+    Ok(limit)
 }
 
 /// Half the open-file limit: the other half is for the database, the
