@@ -30,6 +30,20 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+# llrpkit's LLRP reader emulator plays the Impinj reader in tests/llrp.rs
+# (sllurp beside it for cross-checks by hand); the test finds the venv here
+# or in $LLRP_VENV, and fails naming this step when it is missing.
+command -v python3 >/dev/null 2>&1 && python3 -c 'import venv, ensurepip' 2>/dev/null || need_py=1
+if [ -n "${need_py:-}" ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3 python3-venv >/dev/null
+fi
+if [ ! -x target/llrp-venv/bin/llrpkit ]; then
+  python3 -m venv target/llrp-venv
+  target/llrp-venv/bin/pip install -q llrpkit==0.3.0 sllurp==3.0.5
+fi
+
 cargo fmt --all -- --check
 # Dependency policy (deny.toml): licences, sources (crates.io only),
 # duplicate versions (warned) and RustSec advisories. cargo-deny is

@@ -16,6 +16,7 @@ mod central;
 mod device;
 mod fields;
 pub mod layered;
+mod llrp;
 mod place;
 
 pub use central::{CentralTransport, DEFAULT_MAX_PAYLOAD_BYTES, MqttUplinkConfig};
@@ -187,6 +188,9 @@ impl CentralConfig {
 pub struct RfidConfig {
     pub dedup_window_ms: u64,
     pub departed_after_s: u64,
+    /// An antenna that read before and has read nothing for this long
+    /// raises `antenna_quiet` (readers reporting antenna ports: llrp).
+    pub quiet_after_s: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -238,7 +242,28 @@ pub enum Transport {
     HttpStream {
         url: String,
     },
+    /// An LLRP reader (Impinj, Zebra) over TCP; the profile's `[llrp]`
+    /// table gives the inventory, these keys override it per device.
+    Llrp(LlrpLink),
 }
+
+/// The keys of an `llrp` device (spec/config.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlrpLink {
+    /// `host:port`; a bare host gets port 5084.
+    pub address: String,
+    /// Overrides of the profile's `[llrp]` values.
+    pub keepalive_s: Option<u64>,
+    pub antennas: Option<Vec<u16>>,
+    pub tx_power_dbm: Option<f64>,
+    pub session: Option<u8>,
+    /// Antenna port -> zone; reads of other antennas take the device's
+    /// `zone`.
+    pub zones: BTreeMap<u16, String>,
+}
+
+/// The IANA port of LLRP (5085 is LLRP over TLS).
+pub const LLRP_PORT: u16 = 5084;
 
 impl Transport {
     pub fn name(&self) -> &'static str {
@@ -249,6 +274,7 @@ impl Transport {
             Transport::ModbusRtu { .. } => "modbus-rtu",
             Transport::Http { .. } => "http",
             Transport::HttpStream { .. } => "http-stream",
+            Transport::Llrp(_) => "llrp",
         }
     }
 
@@ -261,6 +287,7 @@ impl Transport {
             Transport::Mqtt { topic, .. } => topic.clone(),
             Transport::ModbusTcp { address, .. } => address.clone(),
             Transport::Http { url, .. } | Transport::HttpStream { url } => url.clone(),
+            Transport::Llrp(link) => link.address.clone(),
         }
     }
 }
@@ -273,13 +300,14 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 /// bytes plus the fixed header): no device limit can be above it.
 pub const MAX_MQTT_PACKET: usize = 268_435_455 + 5;
 
-pub const TRANSPORTS: [&str; 6] = [
+pub const TRANSPORTS: [&str; 7] = [
     "serial",
     "mqtt",
     "modbus-tcp",
     "modbus-rtu",
     "http",
     "http-stream",
+    "llrp",
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -423,6 +451,7 @@ fn read_config(table: &Table, profiles: &BTreeSet<String>, p: &mut Vec<Problem>)
         let c = RfidConfig {
             dedup_window_ms: r.integer(p, "dedup_window_ms", 5000, 0..=3_600_000),
             departed_after_s: r.integer(p, "departed_after_s", 600, 1..=7 * 86400),
+            quiet_after_s: r.integer(p, "quiet_after_s", 300, 1..=7 * 86400),
         };
         r.finish(p, "keys of [rfid]");
         c

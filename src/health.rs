@@ -5,6 +5,8 @@
 //! persisted (see [`HealthBoard::snapshot`]) so `storegate status` in
 //! another process can show it.
 
+pub mod antennas;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -40,6 +42,8 @@ pub struct HealthBoard {
     /// Store-wide conditions that stop or threaten ingest (the disk
     /// quota), by name, with what to do about them.
     problems: Arc<Mutex<BTreeMap<String, String>>>,
+    /// Reads per antenna port, for readers that report ports.
+    antennas: antennas::AntennaBoard,
 }
 
 impl HealthBoard {
@@ -47,6 +51,11 @@ impl HealthBoard {
         // A panic while holding this lock cannot leave the map half-updated
         // in a way that matters (counters only), so poisoning is ignored.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The per-antenna read statistics.
+    pub fn antennas(&self) -> &antennas::AntennaBoard {
+        &self.antennas
     }
 
     /// Start watching a device; it counts as down until it connects.

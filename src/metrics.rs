@@ -409,6 +409,31 @@ impl Collector for DeviceCollector {
                 .iter()
                 .map(|d| ([("device", d.id.as_str())], i64::from(d.stuck.is_some()))),
         )?;
+        let antennas = self.0.antennas().snapshot();
+        let port_labels = |a: &crate::health::antennas::AntennaStats| {
+            [
+                ("device", a.device.clone()),
+                ("antenna", a.antenna.to_string()),
+                ("zone", a.zone.clone()),
+            ]
+        };
+        counter_family(
+            &mut enc,
+            "antenna_reads",
+            "Tag reads per antenna port of readers that report ports (llrp), since the agent started; rate() is the read rate.",
+            antennas
+                .iter()
+                .filter(|a| a.reads > 0)
+                .map(|a| (port_labels(a), a.reads)),
+        )?;
+        gauge_family(
+            &mut enc,
+            "antenna_rssi_dbm_mean",
+            "Mean peak RSSI (dBm, rounded) of an antenna port's recent reads (about the last 20).",
+            antennas
+                .iter()
+                .filter_map(|a| a.rssi_mean_dbm.map(|m| (port_labels(a), m.round() as i64))),
+        )?;
         counter_family(
             &mut enc,
             "device_frames",

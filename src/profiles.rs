@@ -13,12 +13,13 @@ use toml::{Table, Value};
 use crate::codecs::esl::{EslJsonParams, OeplParams};
 use crate::codecs::json::{self, JsonCodec, JsonParams, ProfileKind};
 use crate::codecs::lines::{CompiledLines, LinesParams};
+use crate::codecs::llrp::LlrpParams;
 use crate::codecs::m100::M100Params;
 use crate::codecs::registers::RegistersParams;
 use crate::config::{ConfigError, Problem, Transport};
 
 /// Profiles built into the binary: (name, TOML text).
-pub const BUILTIN: [(&str, &str); 9] = [
+pub const BUILTIN: [(&str, &str); 11] = [
     (
         "zebra-fx-iot-connector",
         include_str!("../firmware-profiles/zebra-fx-iot-connector.toml"),
@@ -51,6 +52,14 @@ pub const BUILTIN: [(&str, &str); 9] = [
     (
         "openepaperlink-ap",
         include_str!("../firmware-profiles/openepaperlink-ap.toml"),
+    ),
+    (
+        "impinj-r700-llrp",
+        include_str!("../firmware-profiles/impinj-r700-llrp.toml"),
+    ),
+    (
+        "zebra-fx9600-llrp",
+        include_str!("../firmware-profiles/zebra-fx9600-llrp.toml"),
     ),
 ];
 
@@ -86,6 +95,7 @@ pub enum Codec {
     Registers(RegistersParams),
     EslJson(EslJsonParams),
     OpenEpaperLink(OeplParams),
+    Llrp(LlrpParams),
 }
 
 impl Codec {
@@ -97,6 +107,7 @@ impl Codec {
             Codec::Registers(_) => "registers",
             Codec::EslJson(_) => "esl-json",
             Codec::OpenEpaperLink(_) => "openepaperlink",
+            Codec::Llrp(_) => "llrp",
         }
     }
 
@@ -108,6 +119,7 @@ impl Codec {
             Codec::Registers(_) => &["modbus-tcp", "modbus-rtu"],
             Codec::EslJson(_) => &["mqtt"],
             Codec::OpenEpaperLink(_) => &["http"],
+            Codec::Llrp(_) => &["llrp"],
         }
     }
 }
@@ -216,8 +228,9 @@ fn table_key(codec: &str) -> String {
     codec.replace('-', "_")
 }
 
-const CODECS: [&str; 6] = [
+const CODECS: [&str; 7] = [
     "json",
+    "llrp",
     "m100",
     "lines",
     "registers",
@@ -353,6 +366,14 @@ fn build_codec(name: &str, kind: Option<Kind>, v: Value) -> Result<Codec, String
         }
         "esl-json" => Codec::EslJson(params(v)?),
         "openepaperlink" => Codec::OpenEpaperLink(params(v)?),
+        "llrp" => {
+            if kind != Some(Kind::Rfid) {
+                return Err("the llrp codec serves kind = \"rfid\"".into());
+            }
+            let p: LlrpParams = params(v)?;
+            p.validate()?;
+            Codec::Llrp(p)
+        }
         _ => return Err(format!("no codec {name:?}")),
     })
 }

@@ -254,6 +254,10 @@ async fn metrics_expose_every_family_with_plausible_values() {
     store
         .health
         .register("door", "zebra-fx-iot-connector", "mqtt");
+    // An LLRP reader's antenna 2 read twice (-60 then -50 dBm).
+    let antennas = store.health.antennas();
+    antennas.record("dock", 2, "backroom", Some(-60), now_millis());
+    antennas.record("dock", 2, "backroom", Some(-50), now_millis());
     let (link_tx, link) = tokio::sync::watch::channel(Link::Unknown);
     let push_stats = Arc::new(PushStats::default());
     let metrics = Metrics::new(Sources {
@@ -395,6 +399,10 @@ async fn metrics_expose_every_family_with_plausible_values() {
         1.0
     );
     assert_eq!(value(&m, "storegate_quarantined_frames", &[]), 1.0);
+    let port = [("device", "dock"), ("antenna", "2"), ("zone", "backroom")];
+    assert_eq!(value(&m, "storegate_antenna_reads_total", &port), 2.0);
+    // A running mean: -60 moved 5 % of the way to -50, rounded.
+    assert_eq!(value(&m, "storegate_antenna_rssi_dbm_mean", &port), -60.0);
 
     assert_eq!(value(&m, "storegate_labels", &[("state", "pending")]), 1.0);
     assert_eq!(value(&m, "storegate_labels", &[("state", "failed")]), 0.0);

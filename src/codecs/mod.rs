@@ -5,6 +5,7 @@
 pub mod esl;
 pub mod json;
 pub mod lines;
+pub mod llrp;
 pub mod m100;
 pub mod registers;
 pub(crate) mod time;

@@ -115,6 +115,7 @@ pub(super) fn read_device(
         "http-stream" => Transport::HttpStream {
             url: f.required_string(p, "url", "\"http://reader/api/v1/data/stream\""),
         },
+        "llrp" => Transport::Llrp(super::llrp::read_llrp(&mut f, p)),
         "" => Transport::Mqtt {
             topic: String::new(),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,

@@ -364,6 +364,12 @@ async fn run_once(
         offline,
         shutdown.clone(),
     ));
+    tasks.spawn(devices::antenna_watch::run(
+        writer.clone(),
+        health.antennas().clone(),
+        config.rfid.quiet_after_s,
+        shutdown.clone(),
+    ));
     tasks.spawn(tag_housekeeping(ingest.clone(), shutdown.clone()));
     tasks.spawn(price_boundaries(
         writer.clone(),

@@ -125,6 +125,7 @@ fn transport_name(transport: &Transport) -> &'static str {
         Transport::Http { .. } => "http",
         Transport::HttpStream { .. } => "http-stream",
         Transport::ModbusTcp { .. } | Transport::ModbusRtu { .. } => "Modbus",
+        Transport::Llrp(_) => "llrp",
     }
 }
 

@@ -5,12 +5,14 @@
 //! failing never affects another: each has its own task, its own backoff
 //! and its own health row.
 
+pub mod antenna_watch;
 pub mod broker;
 mod decoder;
 pub mod down_log;
 pub mod http;
 pub mod ingest;
 pub mod label_sender;
+pub mod llrp;
 pub mod modbus;
 pub mod mqtt;
 pub mod serial;
@@ -143,6 +145,7 @@ pub async fn run_device(
             Transport::Http { .. } | Transport::HttpStream { .. } => {
                 http::session(&spec, &ingest, &mut shutdown).await
             }
+            Transport::Llrp(_) => llrp::session(&spec, &ingest, &mut shutdown).await,
         };
         if shutdown.is_triggered() {
             break;

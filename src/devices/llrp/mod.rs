@@ -1,0 +1,285 @@
+//! The `llrp` transport (spec/profiles.md "Transports"): a fixed UHF
+//! reader (Impinj R700/Speedway, Zebra FX9600) controlled over LLRP on
+//! TCP 5084. What the bytes mean is `codecs::llrp`; this module owns the
+//! connection: the set-up sequence ([`setup`]), acking keepalives, tag
+//! reports into the journal with their antenna's zone, and noticing a dead
+//! reader.
+//!
+//! One [`session`] is one connection. It ends with an error when the
+//! reader closes it, when a request goes unanswered, or when no KEEPALIVE
+//! arrives for two intervals (a reader that froze or lost power keeps no
+//! TCP connection honest); the runner ([`super::run_device`]) then marks
+//! the device down and reconnects with backoff. Every connection runs the
+//! whole set-up again, so a reader that rebooted (and forgot its ROSpec)
+//! reads again without anyone restarting storegate.
+
+mod conn;
+mod setup;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use conn::{Conn, Incoming};
+use setup::Settings;
+
+use super::{DeviceError, DeviceSpec, Ingest, Source, deliver_until_stored};
+use crate::codecs::llrp::{self, ReaderEvent, ReaderMessage, encode};
+use crate::codecs::{Decoded, TagRead};
+use crate::config::Transport;
+use crate::event::now_millis;
+use crate::profiles::Codec;
+use crate::shutdown::Shutdown;
+
+/// How long opening the TCP connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connect to the reader, set up the inventory and journal its reads until
+/// shutdown (`Ok`) or until the connection is lost or dead (`Err`).
+pub async fn session(
+    spec: &DeviceSpec,
+    ingest: &Ingest,
+    shutdown: &mut Shutdown,
+) -> Result<(), DeviceError> {
+    let id = spec.id();
+    let (Transport::Llrp(link), Codec::Llrp(params)) =
+        (&spec.config.transport, &spec.profile.codec)
+    else {
+        return Err(DeviceError::Open {
+            what: spec.config.transport.endpoint(),
+            reason: format!(
+                "the llrp transport needs a profile with codec llrp, not {}",
+                spec.profile.codec.name()
+            ),
+        });
+    };
+    let settings = Settings::resolve(link, params);
+    let zones = Zones::new(spec);
+
+    let mut conn = tokio::select! {
+        c = Conn::open(&link.address, CONNECT_TIMEOUT) => c?,
+        _ = shutdown.wait() => return Ok(()),
+    };
+    let set_up = tokio::select! {
+        r = setup::run(&mut conn, &settings, id) => r?,
+        _ = shutdown.wait() => return Ok(()),
+    };
+    if ingest.health().set_up(id, true, None) {
+        tracing::info!(device = %id, address = %link.address, reader = %set_up, "LLRP reader up, inventory running");
+    }
+
+    let dead_after = settings.keepalive * 2;
+    let mut keepalive_due = tokio::time::Instant::now() + dead_after;
+    let result = loop {
+        let incoming = tokio::select! {
+            r = conn.next() => r,
+            _ = tokio::time::sleep_until(keepalive_due) => Err(DeviceError::Timeout(format!(
+                "no KEEPALIVE from the reader for {dead_after:?} (2 x keepalive_s)"
+            ))),
+            _ = shutdown.wait() => break Ok(()),
+        };
+        let mut batch = Batch::default();
+        let mut next = incoming;
+        // Take every message already buffered, so a burst of reports is
+        // one commit rather than one per read.
+        let outcome = loop {
+            match next {
+                Err(e) => break Err(e),
+                Ok(incoming) => {
+                    if matches!(incoming.message, Ok(ReaderMessage::Keepalive)) {
+                        keepalive_due = tokio::time::Instant::now() + dead_after;
+                    }
+                    if let Err(e) = batch.take(id, incoming, &zones) {
+                        break Err(e);
+                    }
+                }
+            }
+            if !conn.has_buffered_frame() {
+                break Ok(());
+            }
+            next = conn.next().await;
+        };
+        if !batch.replies.is_empty()
+            && let Err(e) = conn.send(&batch.replies).await
+        {
+            break Err(e);
+        }
+        // Counted on arrival: an antenna that reads is not quiet, whatever
+        // the tag table later makes of the reads. Reads first, events
+        // after: a read that came before a disconnect in the same burst
+        // must not mark the antenna connected again.
+        let board = ingest.health().antennas();
+        for (zone, reads) in &batch.reads {
+            for r in reads {
+                if let Some(antenna) = r.antenna.and_then(|a| u16::try_from(a).ok()) {
+                    board.record(id, antenna, zone, r.rssi_dbm, now_millis());
+                }
+            }
+        }
+        for (antenna, connected) in &batch.antennas {
+            let zone = zones.zone(Some(u32::from(*antenna)));
+            board.set_connected(id, *antenna, zone, *connected, now_millis());
+        }
+        for (source, items) in batch.deliveries(&zones) {
+            if !deliver_until_stored(ingest, &source, items, shutdown).await {
+                break;
+            }
+        }
+        if shutdown.is_triggered() {
+            break Ok(());
+        }
+        if let Err(e) = outcome {
+            break Err(e);
+        }
+    };
+    if result.is_ok() {
+        conn.close(settings.plan.rospec_id).await;
+    }
+    result
+}
+
+/// Which zone a read of each antenna puts a tag in.
+struct Zones {
+    device: String,
+    default: String,
+    by_antenna: BTreeMap<u16, String>,
+}
+
+impl Zones {
+    fn new(spec: &DeviceSpec) -> Zones {
+        let by_antenna = match &spec.config.transport {
+            Transport::Llrp(link) => link.zones.clone(),
+            _ => BTreeMap::new(),
+        };
+        Zones {
+            device: spec.id().to_string(),
+            default: spec.source().zone,
+            by_antenna,
+        }
+    }
+
+    fn zone(&self, antenna: Option<u32>) -> &str {
+        antenna
+            .and_then(|a| u16::try_from(a).ok())
+            .and_then(|a| self.by_antenna.get(&a))
+            .unwrap_or(&self.default)
+    }
+
+    fn source(&self, zone: &str) -> Source {
+        Source {
+            device: self.device.clone(),
+            zone: zone.to_string(),
+        }
+    }
+}
+
+/// What one burst of messages asks of us: reads per zone, quarantine,
+/// and bytes to send back (keepalive acks).
+#[derive(Default)]
+struct Batch {
+    reads: BTreeMap<String, Vec<TagRead>>,
+    bad: Vec<Decoded>,
+    replies: Vec<u8>,
+    /// Antenna events: (port, connected).
+    antennas: Vec<(u16, bool)>,
+}
+
+/// What a reader message gave, besides replies.
+enum Out {
+    Reads(Vec<TagRead>),
+    Bad(Decoded),
+    Antenna { antenna: u16, connected: bool },
+}
+
+impl Batch {
+    /// Act on one message. An error ends the session (the reader closed
+    /// the connection on its side).
+    fn take(&mut self, id: &str, incoming: Incoming, zones: &Zones) -> Result<(), DeviceError> {
+        handle_other(id, &mut self.replies, incoming, |out| match out {
+            Out::Reads(reads) => {
+                for read in reads {
+                    self.reads
+                        .entry(zones.zone(read.antenna).to_string())
+                        .or_default()
+                        .push(read);
+                }
+            }
+            Out::Bad(bad) => self.bad.push(bad),
+            Out::Antenna { antenna, connected } => self.antennas.push((antenna, connected)),
+        })
+    }
+
+    fn deliveries(self, zones: &Zones) -> Vec<(Source, Vec<Decoded>)> {
+        let mut out: Vec<(Source, Vec<Decoded>)> = self
+            .reads
+            .into_iter()
+            .map(|(zone, reads)| (zones.source(&zone), vec![Decoded::TagReads(reads)]))
+            .collect();
+        if !self.bad.is_empty() {
+            out.push((zones.source(&zones.default), self.bad));
+        }
+        out
+    }
+}
+
+/// The common handling of a reader message outside a request's answer:
+/// ack keepalives (into `replies`), hand reports to `sink` as reads,
+/// undecodable messages as quarantine and antenna events; log events. Used by the set-up,
+/// which discards the reads of a ROSpec it is about to replace.
+fn handle_other(
+    id: &str,
+    replies: &mut Vec<u8>,
+    incoming: Incoming,
+    mut sink: impl FnMut(Out),
+) -> Result<(), DeviceError> {
+    let message = match incoming.message {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(device = %id, message_type = incoming.frame.message_type, error = %e, "undecodable LLRP message quarantined");
+            sink(Out::Bad(Decoded::Bad {
+                reason: format!("LLRP message type {}: {e}", incoming.frame.message_type),
+                raw: incoming.frame.bytes,
+            }));
+            return Ok(());
+        }
+    };
+    match message {
+        ReaderMessage::Keepalive => {
+            replies.extend(encode::keepalive_ack(incoming.frame.message_id));
+        }
+        ReaderMessage::Report(tags) => sink(Out::Reads(llrp::tag_reads(&tags, now_millis()))),
+        ReaderMessage::Events { events, .. } => {
+            for event in events {
+                match event {
+                    ReaderEvent::ConnectionClose => {
+                        return Err(DeviceError::Lost(
+                            "the reader announced it is closing the connection".into(),
+                        ));
+                    }
+                    ReaderEvent::Antenna { antenna, connected } => {
+                        if connected {
+                            tracing::info!(device = %id, antenna, "reader reports antenna connected");
+                        } else {
+                            tracing::warn!(device = %id, antenna, "reader reports antenna disconnected");
+                        }
+                        sink(Out::Antenna { antenna, connected });
+                    }
+                    ReaderEvent::ReaderException { message } => {
+                        tracing::warn!(device = %id, message = %message, "reader exception");
+                    }
+                    ReaderEvent::Gpi { port, high } => {
+                        tracing::info!(device = %id, port, high, "reader GPI changed");
+                    }
+                    other => tracing::debug!(device = %id, event = ?other, "reader event"),
+                }
+            }
+        }
+        ReaderMessage::Response {
+            message_type,
+            status,
+        } if !status.is_success() => {
+            tracing::warn!(device = %id, message_type, %status, "reader reports an error");
+        }
+        other => tracing::debug!(device = %id, message = ?other, "LLRP message ignored"),
+    }
+    Ok(())
+}
