@@ -64,7 +64,16 @@ cargo clippy --all-targets -- -D warnings
 # The agent as a store builds it: without the simulators, demo and benches
 # (feature devtools). It must stand on its own and stay warning-free.
 cargo clippy --no-default-features --lib --bins -- -D warnings
-cargo test --all-targets
+# cargo-nextest (on the CI machine) runs the test files side by side,
+# with the CPU-heavy fault tests one at a time (.config/nextest.toml); the
+# benches run once each in test mode. Plain cargo test does the same in
+# sequence where nextest is missing.
+if command -v cargo-nextest >/dev/null 2>&1; then
+  cargo nextest run --lib --bins --tests
+  cargo test --benches
+else
+  cargo test --all-targets
+fi
 # The packages (issue 19, docs/packaging.md): the amd64 .deb installed
 # for real with dpkg, upgraded over a database, removed and purged (needs
 # root, as CI has); the ARM builds run under qemu-user.
