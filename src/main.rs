@@ -119,6 +119,9 @@ fn main() -> ExitCode {
         return storegate::demo::main(args, matches!(cli.log_format, LogFormat::Json));
     }
     init_logging(cli.log_format);
+    if prints_for_a_pipe(&cli.command) {
+        end_quietly_when_the_reader_goes();
+    }
     let result = match cli.command {
         Command::Check(c) if c.central => return cli::check_central(&c.config.config),
         Command::Check(c) => return cli::check(&c.config.config),
@@ -146,6 +149,31 @@ fn main() -> ExitCode {
             cli::exit_code(&e)
         }
     }
+}
+
+/// The commands that print a report and end, often into `head` or `less`.
+/// Not the daemon, the demo or the simulators: their sockets must see a
+/// closed peer as an error to handle, not a signal that ends the process.
+fn prints_for_a_pipe(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Check(_)
+            | Command::Status(_)
+            | Command::Export { .. }
+            | Command::Import(_)
+            | Command::Rebuild(_)
+            | Command::Generate(_)
+    )
+}
+
+/// `storegate check | head` should end the way other Unix tools do when
+/// the reader goes: quietly, by SIGPIPE. Rust ignores SIGPIPE, so the next
+/// println! would panic ("failed printing to stdout") and exit 101.
+fn end_quietly_when_the_reader_goes() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: restores the default disposition before any thread starts;
+    // no handler function is installed.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }
 
 fn init_logging(format: LogFormat) {
