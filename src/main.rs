@@ -68,11 +68,17 @@ enum Command {
     /// Import data for store-only operation.
     #[command(subcommand)]
     Import(ImportCommand),
-    /// Write the journal as NDJSON (one event per line, push API shape).
+    /// Write the journal as NDJSON (one event per line, push API shape),
+    /// or as a GS1 EPCIS 2.0 document.
     Export {
         /// Start after this seq (0: everything still in the journal).
         #[arg(long, default_value_t = 0)]
         since: i64,
+        /// ndjson: every event as the push API has it; epcis: one
+        /// EPCISDocument (JSON-LD) of the events EPCIS has a word for,
+        /// which needs the [epcis] table in the configuration.
+        #[arg(long, value_enum, default_value_t = cli::ExportFormat::Ndjson)]
+        format: cli::ExportFormat,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -132,7 +138,11 @@ fn main() -> ExitCode {
         }
         Command::Rebuild(c) => cli::rebuild(&c.config),
         Command::Generate(g) => cli::generate::run(g, Cli::command()),
-        Command::Export { since, config } => cli::export(&config.config, since),
+        Command::Export {
+            since,
+            format,
+            config,
+        } => cli::export(&config.config, since, format),
         #[cfg(feature = "devtools")]
         Command::Demo(_) => Ok(()),
         #[cfg(feature = "devtools")]

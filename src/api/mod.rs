@@ -74,6 +74,9 @@ pub struct ApiState {
     pub request_timeout: Duration,
     /// Connection cap and timeouts of the listener serving this state.
     pub limits: Limits,
+    /// The store's EPCIS setup (`[epcis]`); `None` answers
+    /// `/v1/epcis/events` with 404 `epcis_not_configured`.
+    pub epcis: Option<crate::epcis::Setup>,
 }
 
 impl ApiState {
@@ -99,6 +102,7 @@ impl ApiState {
             ops_on_main: true,
             request_timeout: REQUEST_TIMEOUT,
             limits: Limits::default(),
+            epcis: None,
         }
     }
 }
@@ -125,6 +129,7 @@ pub fn router(state: ApiState) -> Router {
     let central = Router::new()
         .route("/v1/state", get(handlers::state))
         .route("/v1/events", get(handlers::events))
+        .route("/v1/epcis/events", get(handlers::epcis_events))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_central,

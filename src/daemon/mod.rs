@@ -300,6 +300,7 @@ async fn run_once(
             tokens.clone(),
         );
         state.metrics = metrics.clone();
+        state.epcis = crate::epcis::Setup::from_config(&config).ok();
         state
     };
     let listener = tokio::net::TcpListener::bind(config.api.listen)
