@@ -178,6 +178,42 @@ pub fn decode_sgtin198(epc_hex: &str) -> Result<(String, String), SgtinError> {
     Ok((gtin, serial))
 }
 
+/// Encode a GTIN with the given partition, filter and serial (1 to 20
+/// GS1 characters) as an SGTIN-198 EPC in upper-case hex, padded to 208
+/// bits as a reader reports it. Used by simulators and tests.
+pub fn encode_sgtin198(
+    gtin: &str,
+    partition: u8,
+    filter: u8,
+    serial: &str,
+) -> Result<String, SgtinError> {
+    let bad_serial = || SgtinError::BadGtin {
+        gtin: format!("{gtin} with serial {serial:?}"),
+    };
+    if serial.is_empty() || serial.len() > MAX_SERIAL_CHARS || !serial.bytes().all(is_serial_char) {
+        return Err(bad_serial());
+    }
+    // The 58 bits before the serial are those of the SGTIN-96 encoding.
+    let as96 = u128::from_str_radix(&sgtin::encode_sgtin96(gtin, partition, filter, 0)?, 16)
+        .map_err(|_| bad_serial())?;
+    let head = (as96 >> 38) & ((1 << 50) - 1);
+    let mut bits = format!("{SGTIN198_HEADER:08b}{head:050b}");
+    for c in serial.bytes() {
+        bits += &format!("{c:07b}");
+    }
+    bits.extend(std::iter::repeat_n('0', 208 - bits.len()));
+    Ok(bits
+        .as_bytes()
+        .chunks(4)
+        .map(|nibble| {
+            let v = nibble
+                .iter()
+                .fold(0u32, |acc, b| (acc << 1) | u32::from(b - b'0'));
+            char::from_digit(v, 16).unwrap_or('0').to_ascii_uppercase()
+        })
+        .collect())
+}
+
 /// `len` bits from `at` as a number (len at most 64).
 fn field(bits: &[bool], at: usize, len: usize) -> u64 {
     bits[at..at + len]
@@ -203,18 +239,20 @@ pub fn digital_link(uri: &str) -> Result<Option<(String, String)>, String> {
         return Ok(None);
     };
     let gtin_text = segments.get(at + 1).copied().unwrap_or_default();
-    let gtin = normalize_gtin(gtin_text)
-        .ok_or_else(|| format!("Digital Link GTIN {:?} is not a valid GTIN", shorten(gtin_text)))?;
+    let gtin = normalize_gtin(gtin_text).ok_or_else(|| {
+        format!(
+            "Digital Link GTIN {:?} is not a valid GTIN",
+            shorten(gtin_text)
+        )
+    })?;
     // After the GTIN come key qualifiers as AI/value pairs: 22, 10, 21.
     let mut pairs = segments[at + 2..].chunks(2);
     let Some(raw) = pairs.find(|p| p[0] == "21").and_then(|p| p.get(1)) else {
         return Ok(None);
     };
-    let serial = percent_decode(raw).ok_or_else(|| "Digital Link serial has a bad %-escape".to_string())?;
-    if serial.is_empty()
-        || serial.len() > MAX_SERIAL_CHARS
-        || !serial.bytes().all(is_serial_char)
-    {
+    let serial =
+        percent_decode(raw).ok_or_else(|| "Digital Link serial has a bad %-escape".to_string())?;
+    if serial.is_empty() || serial.len() > MAX_SERIAL_CHARS || !serial.bytes().all(is_serial_char) {
         return Err(format!(
             "Digital Link serial {:?} is not 1 to 20 GS1 characters",
             shorten(&serial)
@@ -256,7 +294,13 @@ mod tests {
     /// An SGTIN-198 built bit by bit from TDS table 14-3, independent of
     /// the decoder's arithmetic: header, filter, partition, prefix, item
     /// reference, 7-bit characters, zero padding to 208 bits.
-    fn sgtin198(filter: u8, partition: u8, cp: (u64, usize), ir: (u64, usize), serial: &str) -> String {
+    fn sgtin198(
+        filter: u8,
+        partition: u8,
+        cp: (u64, usize),
+        ir: (u64, usize),
+        serial: &str,
+    ) -> String {
         let mut bits = format!("{:08b}{:03b}{:03b}", 0x36, filter, partition);
         bits += &format!("{:0w$b}", cp.0, w = cp.1);
         bits += &format!("{:0w$b}", ir.0, w = ir.1);
@@ -268,14 +312,22 @@ mod tests {
         }
         bits.as_bytes()
             .chunks(4)
-            .map(|n| format!("{:X}", u8::from_str_radix(std::str::from_utf8(n).unwrap(), 2).unwrap()))
+            .map(|n| {
+                format!(
+                    "{:X}",
+                    u8::from_str_radix(std::str::from_utf8(n).unwrap(), 2).unwrap()
+                )
+            })
             .collect()
     }
 
     #[test]
     fn sgtin96_tds_example_is_a_product() {
         // TDS 14.5.1's example: urn:epc:id:sgtin:0614141.812345.6789.
-        assert_eq!(classify(" 3074257bf7194e4000001a85\r"), product("80614141123458", "6789"));
+        assert_eq!(
+            classify(" 3074257bf7194e4000001a85\r"),
+            product("80614141123458", "6789")
+        );
     }
 
     #[test]
@@ -287,13 +339,23 @@ mod tests {
         let hex = sgtin198(3, 5, (614141, 24), (812345, 20), "mytest");
         assert_eq!(hex.len(), 52);
         assert!(hex.starts_with("3674257BF7194E"), "{hex}");
+        assert_eq!(
+            encode_sgtin198("80614141123458", 5, 3, "mytest").unwrap(),
+            hex
+        );
         assert_eq!(classify(&hex), product("80614141123458", "mytest"));
         // The same item as SGTIN-96 has serial 6789; as SGTIN-198 "6789" it
         // is the same tag identity.
         let as198 = sgtin198(1, 5, (614141, 24), (812345, 20), "6789");
-        assert_eq!(classify(&as198).key(&as198), classify("3074257BF7194E4000001A85").key(""));
+        assert_eq!(
+            classify(&as198).key(&as198),
+            classify("3074257BF7194E4000001A85").key("")
+        );
         // A padding word after the 208 bits is accepted.
-        assert_eq!(classify(&format!("{hex}0000")), product("80614141123458", "mytest"));
+        assert_eq!(
+            classify(&format!("{hex}0000")),
+            product("80614141123458", "mytest")
+        );
     }
 
     #[test]
@@ -359,8 +421,19 @@ mod tests {
                 }
             );
         }
-        for bad in ["", "  ", "xyz", "3074257BF7194E4000001A8", "30AB", "3074257BF7194E40000", "EPC;12"] {
-            assert!(matches!(classify(bad), SledTag::Malformed { .. }), "{bad:?}");
+        for bad in [
+            "",
+            "  ",
+            "xyz",
+            "3074257BF7194E4000001A8",
+            "30AB",
+            "3074257BF7194E40000",
+            "EPC;12",
+        ] {
+            assert!(
+                matches!(classify(bad), SledTag::Malformed { .. }),
+                "{bad:?}"
+            );
         }
         // SGTIN-96 header with partition 7: invalid per TDS.
         assert!(matches!(
@@ -369,7 +442,14 @@ mod tests {
         ));
         let long = "A".repeat(300);
         assert!(matches!(classify(&long), SledTag::Malformed { .. }));
-        assert_eq!(SledTag::Malformed { reason: String::new() }.key(&long).len(), 64);
+        assert_eq!(
+            SledTag::Malformed {
+                reason: String::new()
+            }
+            .key(&long)
+            .len(),
+            64
+        );
     }
 
     #[test]

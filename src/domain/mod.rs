@@ -14,6 +14,7 @@ pub mod prices;
 pub mod privacy;
 pub mod rfid;
 pub mod sgtin;
+pub mod sled;
 pub mod stock;
 
 use rusqlite::Connection;
