@@ -141,6 +141,11 @@ fn sled_lines(per_gtin: &[(String, u64)]) -> Sled {
     }
 }
 
+/// A staff request to the sled endpoint.
+async fn sled_post(api: &Api, body: Value) -> common::api::Answer {
+    api.post(PATH, Some(STAFF), body).await
+}
+
 fn count_events(events: &Value, session: &str) -> BTreeMap<String, (i64, i64)> {
     events["events"]
         .as_array()
@@ -195,13 +200,11 @@ async fn fifty_thousand_sled_lines_count_what_was_there() {
     let started = Instant::now();
     let mut last = Value::Null;
     for (i, chunk) in chunks.iter().enumerate() {
-        let a = api
-            .post(
-                PATH,
-                Some(STAFF),
-                json!({"session_id": "S-1", "zone": "salesfloor", "epcs": chunk}),
-            )
-            .await;
+        let a = sled_post(
+            &api,
+            json!({"session_id": "S-1", "zone": "salesfloor", "epcs": chunk}),
+        )
+        .await;
         assert_eq!(a.status, 200, "request {i}: {}", a.body);
         assert_eq!(a.body["state"], "open");
         assert_eq!(a.body["received"], chunk.len());
@@ -229,24 +232,20 @@ async fn fifty_thousand_sled_lines_count_what_was_there() {
     assert!(!example["reason"].as_str().unwrap().is_empty());
 
     // A resent request changes nothing.
-    let a = api
-        .post(
-            PATH,
-            Some(STAFF),
-            json!({"session_id": "S-1", "zone": "salesfloor", "epcs": chunks[3]}),
-        )
-        .await;
+    let a = sled_post(
+        &api,
+        json!({"session_id": "S-1", "zone": "salesfloor", "epcs": chunks[3]}),
+    )
+    .await;
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(a.body["new"], 0);
     assert_eq!(a.body["totals"], totals);
     // Another zone under the same session is refused.
-    let a = api
-        .post(
-            PATH,
-            Some(STAFF),
-            json!({"session_id": "S-1", "zone": "backroom", "epcs": chunks[0]}),
-        )
-        .await;
+    let a = sled_post(
+        &api,
+        json!({"session_id": "S-1", "zone": "backroom", "epcs": chunks[0]}),
+    )
+    .await;
     assert_eq!(
         (a.status, error_code(&a)),
         (409, "zone_mismatch"),
@@ -256,7 +255,7 @@ async fn fifty_thousand_sled_lines_count_what_was_there() {
 
     // Close and apply: per SKU, the distinct items that were there.
     let close = json!({"session_id": "S-1", "zone": "salesfloor", "close": true, "apply": true, "by": "anna"});
-    let a = api.post(PATH, Some(STAFF), close.clone()).await;
+    let a = sled_post(&api, close.clone()).await;
     assert_eq!(a.status, 200, "{}", a.body);
     let closed = a.body;
     assert_eq!(closed["state"], "closed");
@@ -315,17 +314,15 @@ async fn fifty_thousand_sled_lines_count_what_was_there() {
 
     // A resent close (and a resent batch) get the same answer, and nothing
     // more is journaled; new tags for a closed session are refused.
-    let a = api.post(PATH, Some(STAFF), close).await;
+    let a = sled_post(&api, close).await;
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(a.body["already_closed"], true);
     assert_eq!(a.body["lines"], closed["lines"]);
-    let a = api
-        .post(
-            PATH,
-            Some(STAFF),
-            json!({"session_id": "S-1", "zone": "salesfloor", "epcs": chunks[7], "close": true}),
-        )
-        .await;
+    let a = sled_post(
+        &api,
+        json!({"session_id": "S-1", "zone": "salesfloor", "epcs": chunks[7], "close": true}),
+    )
+    .await;
     assert_eq!(
         (a.status, &a.body["already_closed"]),
         (200, &json!(true)),
@@ -333,13 +330,11 @@ async fn fifty_thousand_sled_lines_count_what_was_there() {
         a.body
     );
     let fresh = encode_sgtin96(&gtin(1), 5, 1, 999_999).unwrap();
-    let a = api
-        .post(
-            PATH,
-            Some(STAFF),
-            json!({"session_id": "S-1", "zone": "salesfloor", "epcs": [fresh]}),
-        )
-        .await;
+    let a = sled_post(
+        &api,
+        json!({"session_id": "S-1", "zone": "salesfloor", "epcs": [fresh]}),
+    )
+    .await;
     assert_eq!(
         (a.status, error_code(&a)),
         (409, "session_closed"),
@@ -377,7 +372,7 @@ async fn sled_requests_out_of_bounds_get_clear_errors() {
         ),
     ];
     for (body, status, says) in cases {
-        let a = api.post(PATH, Some(STAFF), body).await;
+        let a = sled_post(&api, body).await;
         assert_eq!(a.status, status, "{}", a.body);
         let message = a.body["error"]["message"].as_str().unwrap_or_default();
         assert!(
@@ -409,13 +404,11 @@ async fn sled_requests_out_of_bounds_get_clear_errors() {
 
     // A session left open for a day expires: its tags are dropped and it
     // takes nothing more. (The writer is driven a day ahead directly.)
-    let a = api
-        .post(
-            PATH,
-            Some(STAFF),
-            json!({"session_id": "S-old", "zone": "z", "epcs": [epc]}),
-        )
-        .await;
+    let a = sled_post(
+        &api,
+        json!({"session_id": "S-old", "zone": "z", "epcs": [epc]}),
+    )
+    .await;
     assert_eq!(a.status, 200, "{}", a.body);
     let later = Utc::now().timestamp_millis() + IDLE_LIMIT_MS + 60_000;
     let refused = api
@@ -448,13 +441,11 @@ async fn sled_requests_out_of_bounds_get_clear_errors() {
         "{refused:?}"
     );
     assert_eq!(refused.1, 0, "the expired session's tags are dropped");
-    let a = api
-        .post(
-            PATH,
-            Some(STAFF),
-            json!({"session_id": "S-old", "zone": "z", "close": true}),
-        )
-        .await;
+    let a = sled_post(
+        &api,
+        json!({"session_id": "S-old", "zone": "z", "close": true}),
+    )
+    .await;
     assert_eq!(
         (a.status, error_code(&a)),
         (409, "session_expired"),
