@@ -252,9 +252,12 @@ pub const MIGRATIONS: &[&str] = &[
         products    INTEGER NOT NULL DEFAULT 0,
         non_product INTEGER NOT NULL DEFAULT 0,
         malformed   INTEGER NOT NULL DEFAULT 0,
-        result      TEXT               -- JSON of the closing answer
+        result      TEXT,              -- JSON of the closing answer
+        tags_dropped INTEGER NOT NULL DEFAULT 0  -- 1 once its sled_tags are gone
     ) WITHOUT ROWID;
-    CREATE INDEX sled_sessions_touched ON sled_sessions(touched_ms);
+    -- Only sessions that still have tags: what expiry looks at, however
+    -- many old sessions have piled up.
+    CREATE INDEX sled_sessions_live ON sled_sessions(touched_ms) WHERE tags_dropped = 0;
 
     -- One row per distinct tag (GTIN/serial, non-product hex, or the head
     -- of a malformed line) of a session.

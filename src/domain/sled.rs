@@ -390,12 +390,17 @@ fn load(conn: &Connection, id: &str) -> Result<Option<Session>, StoreError> {
 fn expire(conn: &Connection, now_ms: i64) -> Result<(), StoreError> {
     let before = now_ms.saturating_sub(IDLE_LIMIT_MS);
     conn.prepare_cached(
-        "UPDATE sled_sessions SET state = 'expired' WHERE state = 'open' AND touched_ms < ?1",
+        "UPDATE sled_sessions SET state = 'expired' WHERE tags_dropped = 0 AND state = 'open' AND touched_ms < ?1",
     )
     .and_then(|mut st| st.execute([before]))
     .ctx("expiring sled sessions")?;
     conn.prepare_cached(
-        "DELETE FROM sled_tags WHERE session_id IN (SELECT session_id FROM sled_sessions WHERE touched_ms < ?1)",
+        "DELETE FROM sled_tags WHERE session_id IN (SELECT session_id FROM sled_sessions WHERE tags_dropped = 0 AND touched_ms < ?1)",
+    )
+    .and_then(|mut st| st.execute([before]))
+    .ctx("dropping the tags of old sled sessions")?;
+    conn.prepare_cached(
+        "UPDATE sled_sessions SET tags_dropped = 1 WHERE tags_dropped = 0 AND touched_ms < ?1",
     )
     .and_then(|mut st| st.execute([before]))
     .ctx("dropping the tags of old sled sessions")?;
