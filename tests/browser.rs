@@ -359,11 +359,10 @@ async fn serve_store() -> (Store, String) {
     (store, base)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn staff_page_scans_shows_and_counts_in_a_real_browser() {
-    require_browser();
-    let (store, base) = serve_store().await;
-
+/// chromedriver and a phone-sized browser on the staff page at `base`,
+/// with the staff token saved the way staff do it: a fresh browser has no
+/// token, so the page asks for it first.
+async fn open_staff_page(base: &str) -> (Driver, Browser) {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
@@ -376,8 +375,6 @@ async fn staff_page_scans_shows_and_counts_in_a_real_browser() {
     browser
         .post("/url", json!({"url": format!("{base}/")}))
         .await;
-
-    // A fresh browser has no token: the page asks for it first.
     browser
         .wait_text("#token-form", "the token form", |t| {
             t.contains("Staff token")
@@ -395,6 +392,15 @@ async fn staff_page_scans_shows_and_counts_in_a_real_browser() {
         "",
         "token form stays open"
     );
+    (driver, browser)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staff_page_scans_shows_and_counts_in_a_real_browser() {
+    require_browser();
+    let (store, base) = serve_store().await;
+
+    let (driver, browser) = open_staff_page(&base).await;
 
     // A handheld scanner types the digits and presses Enter.
     browser.type_into("#code", &format!("{GTIN}\n")).await;
@@ -474,5 +480,85 @@ async fn staff_page_scans_shows_and_counts_in_a_real_browser() {
                 && c.expected == RECEIVED && c.zone == "A1"
         )),
         "no count event in {events:?}"
+    );
+}
+
+/// A sled export as a handheld writes it: CSV with a TagID column, 30
+/// items of the SKU (some read twice), an SSCC, a garbage line and a blank
+/// line; the page sends it, closes the count and shows per SKU.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staff_page_uploads_a_sled_export_in_a_real_browser() {
+    require_browser();
+    let (store, base) = serve_store().await;
+    const ITEMS: u64 = 30;
+    let mut csv = String::from("TagID,RSSI,Antenna\r\n");
+    for serial in (1..=ITEMS).chain(1..=5) {
+        let epc = storegate::domain::sgtin::encode_sgtin96(GTIN, 5, 1, serial).unwrap();
+        csv += &format!("{epc},-52,1\r\n");
+    }
+    csv += "3174257BF4499602D2000000,-60,2\r\n\r\ngarbage!!,-70,1\r\n";
+    // Line of "garbage!!" in the file: header, 35 EPCs, SSCC, blank.
+    let garbage_line = 1 + 35 + 1 + 1 + 1;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sled-export.csv");
+    std::fs::write(&file, csv).unwrap();
+
+    let (driver, browser) = open_staff_page(&base).await;
+    // WebDriver "types" a path into a file input to choose that file.
+    browser
+        .type_into("#sled-file", &file.display().to_string())
+        .await;
+    let zone = browser.find("#sled-zone").await;
+    browser
+        .post(&format!("/element/{zone}/clear"), json!({}))
+        .await;
+    browser.type_into("#sled-zone", "salesfloor").await;
+    browser.click("#sled-upload").await;
+    let summary = browser
+        .wait_text("#sled-summary", "the sled count's summary", |t| {
+            t.starts_with("Counted")
+        })
+        .await;
+    assert_eq!(
+        summary,
+        format!("Counted {ITEMS} items in 1 SKUs; 1 non-product tags, 1 malformed lines ignored")
+    );
+    let result = browser.text("#sled-result").await;
+    let delta = ITEMS as i64 - RECEIVED;
+    assert!(
+        result.contains(&format!(
+            "{SKU}: counted {ITEMS}, expected {RECEIVED} (+{delta})"
+        )),
+        "result {result:?}"
+    );
+    assert!(
+        result.contains(&format!("Malformed line {garbage_line}: garbage!!")),
+        "result {result:?}"
+    );
+    let message = browser.text("#message").await;
+    assert!(message.contains("closed"), "message {message:?}");
+    let fits = browser
+        .script("return document.documentElement.scrollWidth <= window.innerWidth;")
+        .await;
+    assert_eq!(fits, true, "the page scrolls sideways on a phone");
+    browser
+        .script("document.getElementById('sled').scrollIntoView(); return true;")
+        .await;
+    let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("staff-sled.png");
+    browser.screenshot(&shot).await;
+    browser.close().await;
+    drop(driver);
+
+    // Journaled and applied, as the page said.
+    let conn = storegate::db::open_read(&store.db).unwrap();
+    assert_eq!(stock::on_hand(&conn, SKU).unwrap(), ITEMS as i64);
+    let events = store.events();
+    assert!(
+        events.iter().any(|e| matches!(
+            &e.body,
+            EventBody::Count(c) if c.sku == SKU && c.counted == ITEMS as i64
+                && c.expected == RECEIVED && c.zone == "salesfloor" && c.method == "rfid"
+        )),
+        "no sled count event in {events:?}"
     );
 }

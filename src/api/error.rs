@@ -203,7 +203,9 @@ fn too_large() -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "payload_too_large",
-        format!("the request body is larger than {MAX_BODY} bytes"),
+        format!(
+            "the request body is larger than {MAX_BODY} bytes; send it in smaller parts (sled EPCs: several requests of one session)"
+        ),
     )
 }
 

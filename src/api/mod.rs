@@ -16,6 +16,7 @@ pub mod error;
 mod handlers;
 mod input;
 pub mod server;
+mod sled;
 mod socket;
 mod tracked;
 mod writes;
@@ -119,6 +120,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/skus/{code}", get(handlers::sku))
         .route("/v1/counts", post(writes::count))
         .route("/v1/counts/rfid", post(writes::rfid_count))
+        .route("/v1/counts/epcs", post(sled::sled_count))
         .route("/v1/adjustments", post(writes::adjustment))
         .route("/v1/receipts", post(writes::receipt))
         .route("/v1/alerts", get(handlers::alerts))

@@ -239,6 +239,36 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX central_config_sha256 ON central_config(sha256);
     "#,
+    // 7: handheld sled count sessions (POST /v1/counts/epcs) and the
+    // distinct tags each has seen. A session row outlives its tags so that
+    // its id is never reused and a resent close gets the same answer.
+    r#"
+    CREATE TABLE sled_sessions (
+        session_id  TEXT PRIMARY KEY,
+        zone        TEXT    NOT NULL,
+        state       TEXT    NOT NULL,   -- open | closed | expired
+        opened_ms   INTEGER NOT NULL,
+        touched_ms  INTEGER NOT NULL,   -- last request
+        products    INTEGER NOT NULL DEFAULT 0,
+        non_product INTEGER NOT NULL DEFAULT 0,
+        malformed   INTEGER NOT NULL DEFAULT 0,
+        result      TEXT,              -- JSON of the closing answer
+        tags_dropped INTEGER NOT NULL DEFAULT 0  -- 1 once its sled_tags are gone
+    ) WITHOUT ROWID;
+    -- Only sessions that still have tags: what expiry looks at, however
+    -- many old sessions have piled up.
+    CREATE INDEX sled_sessions_live ON sled_sessions(touched_ms) WHERE tags_dropped = 0;
+
+    -- One row per distinct tag (GTIN/serial, non-product hex, or the head
+    -- of a malformed line) of a session.
+    CREATE TABLE sled_tags (
+        session_id TEXT NOT NULL,
+        tag        TEXT NOT NULL,
+        kind       TEXT NOT NULL,   -- product | non_product | malformed
+        gtin       TEXT,            -- products only
+        PRIMARY KEY (session_id, tag)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -17,7 +17,7 @@ pub struct CountLine {
 }
 
 /// Per line of a count: what the books said, what was counted, the difference.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CountResult {
     pub sku: String,
     pub expected: i64,

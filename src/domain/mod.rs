@@ -6,6 +6,7 @@ pub mod alerts;
 pub mod catalog;
 pub mod conflicts;
 pub mod counts;
+pub mod epc;
 pub mod labels;
 pub mod money;
 pub mod price_text;
@@ -13,6 +14,7 @@ pub mod prices;
 pub mod privacy;
 pub mod rfid;
 pub mod sgtin;
+pub mod sled;
 pub mod stock;
 
 use rusqlite::Connection;
