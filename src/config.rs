@@ -13,12 +13,14 @@ use std::path::{Path, PathBuf};
 use toml::{Table, Value};
 
 mod central;
+mod control;
 mod device;
 mod fields;
 pub mod layered;
 mod llrp;
 mod place;
 
+pub use control::ReaderControl;
 pub use central::{CentralTransport, DEFAULT_MAX_PAYLOAD_BYTES, MqttUplinkConfig};
 use device::read_device;
 use fields::Fields;
@@ -321,6 +323,8 @@ pub struct DeviceConfig {
     pub alert_above: Option<f64>,
     pub alert_below: Option<f64>,
     pub offline_alert_s: u64,
+    /// `[device.control]`: the agent starts and stops the reader's reading.
+    pub control: Option<ReaderControl>,
 }
 
 impl Config {
@@ -685,7 +689,7 @@ transport = "serial"
             vec![
                 "durability: \"sometimes\" is not allowed; use one of \"full\", \"normal\"",
                 "device[0].profile: unknown profile \"pos-jsn\"; did you mean \"pos-json\"?",
-                "device[0].baud: unknown key; keys of a mqtt device are: alert_above, alert_below, id, max_message_bytes, offline_alert_s, profile, slots, topic, transport, zone",
+                "device[0].baud: unknown key; keys of a mqtt device are: alert_above, alert_below, control, id, max_message_bytes, offline_alert_s, profile, slots, topic, transport, zone",
                 "device[1].port: missing; add e.g. port = \"/dev/ttyUSB0\"",
                 "device[1].id: duplicate device id \"pos-1\" (also device[0]); every device needs its own id",
             ]

@@ -18,6 +18,9 @@ use crate::codecs::m100::M100Params;
 use crate::codecs::registers::RegistersParams;
 use crate::config::{ConfigError, Problem, Transport};
 
+pub mod control;
+pub use control::ControlSpec;
+
 /// Profiles built into the binary: (name, TOML text).
 pub const BUILTIN: [(&str, &str); 11] = [
     (
@@ -132,6 +135,9 @@ pub struct Profile {
     /// Serial speed when the device config gives none.
     pub default_baud: Option<u32>,
     pub codec: Codec,
+    /// How the agent starts and stops the reader's reading (`[control]`),
+    /// for readers whose management interface the agent drives.
+    pub control: Option<ControlSpec>,
     /// Where it came from: a file path, or `built-in`.
     pub source: String,
 }
@@ -299,14 +305,14 @@ pub fn parse(text: &str, file: &Path, stem: &str) -> Result<Profile, ConfigError
     };
     let codec_table = table_key(&codec_name);
     for key in table.keys() {
-        let known = ["name", "kind", "codec", "description", "default_baud"]
+        let known = ["name", "kind", "codec", "description", "default_baud", "control"]
             .contains(&key.as_str())
             || *key == codec_table;
         if !known {
             problem(
                 key,
                 format!(
-                    "unknown key; a {codec_name} profile has name, kind, codec, description, default_baud and [{codec_table}]"
+                    "unknown key; a {codec_name} profile has name, kind, codec, description, default_baud, [{codec_table}] and [control]"
                 ),
             );
         }
@@ -319,6 +325,20 @@ pub fn parse(text: &str, file: &Path, stem: &str) -> Result<Profile, ConfigError
         .map_err(|m| problem(&codec_table, m))
         .ok();
 
+    let control = match table.get("control") {
+        None => None,
+        Some(v) => match ControlSpec::deserialize(v.clone())
+            .map_err(|e| e.to_string().trim_end().replace('\n', " "))
+            .and_then(|c| c.validate().map(|()| c))
+        {
+            Ok(c) => Some(c),
+            Err(m) => {
+                problem("control", m);
+                None
+            }
+        },
+    };
+
     match (kind, codec) {
         (Some(kind), Some(codec)) if problems.is_empty() => Ok(Profile {
             name,
@@ -326,6 +346,7 @@ pub fn parse(text: &str, file: &Path, stem: &str) -> Result<Profile, ConfigError
             description,
             default_baud,
             codec,
+            control,
             source: file.display().to_string(),
         }),
         _ => Err(ConfigError {
@@ -412,6 +433,7 @@ pub fn check_devices(config: &crate::config::Config, set: &ProfileSet) -> Vec<Pr
                 });
             }
         }
+        problems.extend(check_control(i, d, profile));
         if profile.kind == Kind::Shelf && d.slots.is_empty() {
             problems.push(Problem {
                 key: format!("device[{i}].slots"),
@@ -420,6 +442,91 @@ pub fn check_devices(config: &crate::config::Config, set: &ProfileSet) -> Vec<Pr
                 ..Default::default()
             });
         }
+    }
+    problems
+}
+
+/// Whether a device's `[device.control]` fits its profile's `[control]`.
+fn check_control(i: usize, d: &crate::config::DeviceConfig, profile: &Profile) -> Vec<Problem> {
+    let Some(c) = &d.control else {
+        return Vec::new();
+    };
+    let mut problems = Vec::new();
+    let mut problem = |key: &str, message: String| {
+        problems.push(Problem {
+            key: format!("device[{i}].control{key}"),
+            message,
+            ..Default::default()
+        })
+    };
+    let Some(spec) = &profile.control else {
+        problem(
+            "",
+            format!(
+                "profile {:?} has no [control]: the agent cannot start or stop this reader; remove [device.control] or give the profile a [control] table (docs/profiles.md)",
+                d.profile
+            ),
+        );
+        return problems;
+    };
+    let (needed, foreign): (&[(&str, bool)], &[(&str, bool)]) = match spec {
+        ControlSpec::Http(_) => (
+            &[(".url", c.url.is_some())],
+            &[
+                (".command_topic", c.command_topic.is_some()),
+                (".response_topic", c.response_topic.is_some()),
+            ],
+        ),
+        ControlSpec::Mqtt(_) => (
+            &[
+                (".command_topic", c.command_topic.is_some()),
+                (".response_topic", c.response_topic.is_some()),
+            ],
+            &[
+                (".url", c.url.is_some()),
+                (".credentials_file", c.credentials_file.is_some()),
+            ],
+        ),
+    };
+    for (key, present) in needed {
+        if !present {
+            let example = match *key {
+                ".url" => "url = \"http://192.168.10.71\"",
+                ".command_topic" => "command_topic = \"fx9600/mgmt/cmd\"",
+                _ => "response_topic = \"fx9600/mgmt/resp\"",
+            };
+            problem(
+                key,
+                format!(
+                    "missing; profile {:?} controls the reader over {}: add e.g. {example}",
+                    d.profile,
+                    spec.protocol()
+                ),
+            );
+        }
+    }
+    for (key, present) in foreign {
+        if *present {
+            problem(
+                key,
+                format!(
+                    "not used: profile {:?} controls the reader over {}; remove it",
+                    d.profile,
+                    spec.protocol()
+                ),
+            );
+        }
+    }
+    match c.preset.as_deref().or(spec.default_preset()) {
+        Some(p) if !spec.knows_preset(p) => problem(
+            ".preset",
+            format!("{p:?} is not a preset of this reader; use one of {:?}", spec.presets()),
+        ),
+        None if matches!(spec, ControlSpec::Http(_)) => problem(
+            ".preset",
+            "missing; name the reader preset to start, e.g. preset = \"store_inventory\" (the reader's web UI lists its presets)".into(),
+        ),
+        _ => {}
     }
     problems
 }

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod error;
 mod handlers;
 mod input;
+mod reading;
 pub mod server;
 mod socket;
 mod tracked;
@@ -33,6 +34,7 @@ use axum::routing::{get, post};
 use rusqlite::Connection;
 
 use crate::db::{self, StoreError, WriteTx, Writer};
+use crate::devices::control::Controls;
 use crate::health::HealthBoard;
 use crate::shutdown::Shutdown;
 use crate::sync::Link;
@@ -74,6 +76,9 @@ pub struct ApiState {
     pub request_timeout: Duration,
     /// Connection cap and timeouts of the listener serving this state.
     pub limits: Limits,
+    /// The readers whose reading the agent controls
+    /// (`POST /v1/devices/{id}/reading`); none unless the daemon sets them.
+    pub controls: Controls,
 }
 
 impl ApiState {
@@ -99,6 +104,7 @@ impl ApiState {
             ops_on_main: true,
             request_timeout: REQUEST_TIMEOUT,
             limits: Limits::default(),
+            controls: Controls::default(),
         }
     }
 }
@@ -118,6 +124,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/adjustments", post(writes::adjustment))
         .route("/v1/receipts", post(writes::receipt))
         .route("/v1/alerts", get(handlers::alerts))
+        .route("/v1/devices/{id}/reading", post(reading::reading))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_staff,
