@@ -20,8 +20,8 @@ pub mod layered;
 mod llrp;
 mod place;
 
-pub use control::ReaderControl;
 pub use central::{CentralTransport, DEFAULT_MAX_PAYLOAD_BYTES, MqttUplinkConfig};
+pub use control::ReaderControl;
 use device::read_device;
 use fields::Fields;
 pub use fields::closest;

@@ -305,8 +305,15 @@ pub fn parse(text: &str, file: &Path, stem: &str) -> Result<Profile, ConfigError
     };
     let codec_table = table_key(&codec_name);
     for key in table.keys() {
-        let known = ["name", "kind", "codec", "description", "default_baud", "control"]
-            .contains(&key.as_str())
+        let known = [
+            "name",
+            "kind",
+            "codec",
+            "description",
+            "default_baud",
+            "control",
+        ]
+        .contains(&key.as_str())
             || *key == codec_table;
         if !known {
             problem(

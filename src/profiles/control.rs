@@ -60,8 +60,11 @@ impl ControlSpec {
     pub(super) fn validate(&self) -> Result<(), String> {
         match self {
             ControlSpec::Http(h) => {
-                for (key, value) in [("start", &h.start), ("stop", &h.stop), ("status", &h.status)]
-                {
+                for (key, value) in [
+                    ("start", &h.start),
+                    ("stop", &h.stop),
+                    ("status", &h.status),
+                ] {
                     HttpRequest::parse(value).map_err(|e| format!("control.{key}: {e}"))?;
                 }
                 if !h.start.contains("{preset}") {
@@ -210,7 +213,8 @@ mod tests {
         assert!(e.contains("control.start: method \"FETCH\""), "{e}");
         let e = spec("protocol = \"mqtt\"\nstart = \"start\"\nstop = \"stop\"\npresets = [\"A\"]\ndefault_preset = \"B\"\n").unwrap_err();
         assert!(e.contains("default_preset"), "{e}");
-        let e = spec("protocol = \"mqtt\"\nstart = \"start\"\nstop = \"stop\"\ncolour = 1\n").unwrap_err();
+        let e = spec("protocol = \"mqtt\"\nstart = \"start\"\nstop = \"stop\"\ncolour = 1\n")
+            .unwrap_err();
         assert!(e.contains("colour"), "{e}");
     }
 }

@@ -50,7 +50,9 @@ const REQUESTS: usize = 8;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Read `preset`, or the configured one.
-    Start { preset: Option<String> },
+    Start {
+        preset: Option<String>,
+    },
     Stop,
 }
 
@@ -167,7 +169,9 @@ pub fn build(
                     shutdown.clone(),
                 )
                 .map(Driver::Mqtt),
-                None => Err(ControlError::Unreachable("the agent has no MQTT broker".into())),
+                None => Err(ControlError::Unreachable(
+                    "the agent has no MQTT broker".into(),
+                )),
             },
         };
         let (tx, requests) = mpsc::channel(REQUESTS);
@@ -371,7 +375,9 @@ impl ControlTask {
                 down_for_s = d.as_secs(),
                 "still cannot control the reader's reading"
             ),
-            Say::Quiet => tracing::debug!(device = %self.device, error = %e, "reader control still failing"),
+            Say::Quiet => {
+                tracing::debug!(device = %self.device, error = %e, "reader control still failing")
+            }
         }
     }
 }

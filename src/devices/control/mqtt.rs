@@ -177,7 +177,9 @@ impl MqttDriver {
                 body.to_string(),
             )
             .await
-            .map_err(|e| ControlError::Unreachable(format!("publish to {}: {e}", self.command_topic)))?;
+            .map_err(|e| {
+                ControlError::Unreachable(format!("publish to {}: {e}", self.command_topic))
+            })?;
         loop {
             let answer = match tokio::time::timeout_at(deadline, self.answers.recv()).await {
                 Ok(Some(a)) => a,
