@@ -476,7 +476,10 @@ fn check_control(i: usize, d: &crate::config::DeviceConfig, profile: &Profile) -
         );
         return problems;
     };
-    let (needed, foreign): (&[(&str, bool)], &[(&str, bool)]) = match spec {
+    // (key, whether the device gives it): what the protocol needs, and what
+    // belongs to the other protocol.
+    type Keys<'k> = &'k [(&'k str, bool)];
+    let (needed, foreign): (Keys, Keys) = match spec {
         ControlSpec::Http(_) => (
             &[(".url", c.url.is_some())],
             &[
@@ -593,5 +596,51 @@ mod tests {
         );
         assert!(text.contains("kind: missing or unknown"), "{text}");
         assert!(text.contains("colour: unknown key"), "{text}");
+    }
+
+    #[test]
+    fn control_keys_must_fit_the_profile() {
+        let set = ProfileSet::builtin().unwrap();
+        let text = "store_id = \"s1\"\n\
+            [[device]]\nid = \"door\"\nprofile = \"impinj-iot\"\ntransport = \"mqtt\"\ntopic = \"r/e\"\n\
+            [device.control]\ncommand_topic = \"x/cmd\"\nstart_on_connect = \"yes\"\n\
+            [[device]]\nid = \"dock\"\nprofile = \"zebra-fx-iot-connector\"\ntransport = \"mqtt\"\ntopic = \"f/d\"\n\
+            [device.control]\nurl = \"ftp://x\"\ncommand_topic = \"f/+\"\npreset = \"TURBO\"\n\
+            [[device]]\nid = \"till\"\nprofile = \"pos-json\"\ntransport = \"mqtt\"\ntopic = \"p\"\n\
+            [device.control]\nurl = \"http://till\"\n";
+        let config = crate::config::Config::parse(text, Path::new("store.toml"), &set.names());
+        let mut problems = match config {
+            Ok(c) => check_devices(&c, &set),
+            Err(e) => e.problems,
+        };
+        if let Ok(c) = crate::config::Config::parse(
+            &text
+                .replace("start_on_connect = \"yes\"\n", "")
+                .replace("ftp://x", "http://x")
+                .replace("f/+", "f/cmd"),
+            Path::new("store.toml"),
+            &set.names(),
+        ) {
+            problems.extend(check_devices(&c, &set));
+        }
+        let all: Vec<String> = problems
+            .iter()
+            .map(|p| format!("{}: {}", p.key, p.message))
+            .collect();
+        let all = all.join("\n");
+        for want in [
+            "device[0].control.start_on_connect: expected true or false",
+            "device[1].control.url: \"ftp://x\" is not an http:// or https:// URL",
+            "device[1].control.command_topic: \"f/+\" must be one topic",
+            "device[0].control.url: missing; profile \"impinj-iot\" controls the reader over http",
+            "device[0].control.command_topic: not used",
+            "device[0].control.preset: missing",
+            "device[1].control.response_topic: missing",
+            "device[1].control.url: not used",
+            "device[1].control.preset: \"TURBO\" is not a preset of this reader",
+            "device[2].control: profile \"pos-json\" has no [control]",
+        ] {
+            assert!(all.contains(want), "missing {want:?} in\n{all}");
+        }
     }
 }
