@@ -66,6 +66,20 @@ impl Api {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// Ask for `body` and expect the error `want` (status, code); its message.
+    async fn refused(&self, device: &str, token: &str, body: Value, want: (u16, &str)) -> String {
+        let (status, answer) = self.reading(device, token, body.clone()).await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str().unwrap_or("")),
+            want,
+            "{device} {body}: {answer}"
+        );
+        answer["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+
     /// The device's health row from `/v1/state`.
     async fn health(&self, device: &str) -> Option<Value> {
         let state: Value = self
@@ -248,47 +262,22 @@ async fn readers_are_started_stopped_and_restarted_with_clear_errors() {
     );
     let health = healthz(&format!("127.0.0.1:{api_port}")).await;
     assert_eq!(health["status"], "degraded", "{health}");
-    let (status, body) = api
-        .reading("door-b", "staff-1", json!({"action": "start"}))
-        .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (502, Some("reader_unauthorized")),
-        "{body}"
-    );
+    api.refused(
+        "door-b",
+        "staff-1",
+        json!({"action": "start"}),
+        (502, "reader_unauthorized"),
+    )
+    .await;
 
     // Unknown presets: the reader's 404, and the Zebra's fixed modes.
-    let (status, body) = api
-        .reading(
-            "door",
-            "staff-1",
-            json!({"action": "start", "preset": "nope"}),
-        )
+    let start = |preset: &str| json!({"action": "start", "preset": preset});
+    let message = api
+        .refused("door", "staff-1", start("nope"), (400, "unknown_preset"))
         .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (400, Some("unknown_preset")),
-        "{body}"
-    );
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("\"nope\""),
-        "{body}"
-    );
-    let (status, body) = api
-        .reading(
-            "dock",
-            "staff-1",
-            json!({"action": "start", "preset": "TURBO"}),
-        )
+    assert!(message.contains("\"nope\""), "{message}");
+    api.refused("dock", "staff-1", start("TURBO"), (400, "unknown_preset"))
         .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (400, Some("unknown_preset")),
-        "{body}"
-    );
     assert!(
         fx.is_reading(),
         "a refused preset leaves the reader as it was"
@@ -394,12 +383,7 @@ async fn readers_are_started_stopped_and_restarted_with_clear_errors() {
             (401, "unauthorized"),
         ),
     ] {
-        let (status, answer) = api.reading(device, token, body.clone()).await;
-        assert_eq!(
-            (status, answer["error"]["code"].as_str().unwrap_or("")),
-            (want.0, want.1),
-            "{device} {body}: {answer}"
-        );
+        api.refused(device, token, body, want).await;
     }
     println!("reader control test took {:?}", started.elapsed());
 }
