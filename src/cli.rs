@@ -22,7 +22,11 @@ pub const EX_CONFIG: u8 = 78;
 /// The exit code for an error of a command: [`EX_CONFIG`] when the
 /// configuration is the problem, 1 otherwise.
 pub fn exit_code(error: &anyhow::Error) -> ExitCode {
-    if error.downcast_ref::<setup::SetupError>().is_some() {
+    if error.downcast_ref::<setup::SetupError>().is_some()
+        || error
+            .downcast_ref::<crate::epcis::NotConfigured>()
+            .is_some()
+    {
         ExitCode::from(EX_CONFIG)
     } else {
         ExitCode::FAILURE
@@ -255,12 +259,45 @@ pub fn rebuild(config_path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `storegate export --since SEQ`: the journal as NDJSON on stdout, one
-/// event per line in the push API's shape, from the seq after `since`.
-pub fn export(config_path: &Path, since: i64) -> anyhow::Result<()> {
+/// What `storegate export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// NDJSON, one event per line in the push API's shape.
+    Ndjson,
+    /// One GS1 EPCIS 2.0 EPCISDocument (JSON-LD).
+    Epcis,
+}
+
+/// `storegate export --since SEQ [--format F]`: the journal on stdout
+/// from the seq after `since`: as NDJSON, one event per line in the push
+/// API's shape, or as one EPCISDocument (refused without `[epcis]`).
+pub fn export(config_path: &Path, since: i64, format: ExportFormat) -> anyhow::Result<()> {
     let setup = setup::load(config_path)?;
+    let epcis = match format {
+        ExportFormat::Ndjson => None,
+        ExportFormat::Epcis => Some(
+            crate::epcis::Setup::from_config(&setup.config)
+                .with_context(|| format!("{}: cannot export EPCIS", config_path.display()))?,
+        ),
+    };
     let conn = db::open_read(&setup.config.db_path())?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if let Some(epcis) = epcis {
+        let done = crate::epcis::document::write_export(
+            &conn,
+            &epcis,
+            since,
+            chrono::Utc::now(),
+            &mut out,
+        )?;
+        out.write_all(b"\n")?;
+        out.flush()?;
+        eprintln!(
+            "exported {} EPCIS events up to seq {}; {} journal events have no EPCIS mapping and were left out",
+            done.mapped, done.last_seq, done.skipped
+        );
+        return Ok(());
+    }
     let mut after = since;
     loop {
         let batch = db::journal::events_after(&conn, after, 10_000)?;

@@ -15,6 +15,7 @@ use toml::{Table, Value};
 mod central;
 mod control;
 mod device;
+mod epcis;
 mod fields;
 pub mod layered;
 mod llrp;
@@ -23,6 +24,7 @@ mod place;
 pub use central::{CentralTransport, DEFAULT_MAX_PAYLOAD_BYTES, MqttUplinkConfig};
 pub use control::ReaderControl;
 use device::read_device;
+pub use epcis::is_extension as is_sgln_extension;
 use fields::Fields;
 pub use fields::closest;
 
@@ -120,6 +122,9 @@ pub struct Config {
     pub central: Option<CentralConfig>,
     pub rfid: RfidConfig,
     pub pricing: PricingConfig,
+    /// Where the store is in GS1 terms, for the EPCIS output; `None`
+    /// without an `[epcis]` table (the EPCIS output then refuses).
+    pub epcis: Option<EpcisConfig>,
     pub devices: Vec<DeviceConfig>,
 }
 
@@ -198,6 +203,18 @@ pub struct RfidConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PricingConfig {
     pub conflict_grace_s: u64,
+}
+
+/// The `[epcis]` table (docs/config.md): the store's GLN, how much of it
+/// is the GS1 company prefix, and an SGLN extension per zone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpcisConfig {
+    /// The store's GLN, 13 digits with a valid check digit.
+    pub gln: String,
+    /// Digits of the GS1 company prefix at the start of `gln` (6..=12).
+    pub company_prefix_digits: usize,
+    /// Zone name -> SGLN extension of that zone's location.
+    pub zones: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -468,6 +485,7 @@ fn read_config(table: &Table, profiles: &BTreeSet<String>, p: &mut Vec<Problem>)
         r.finish(p, "keys of [pricing]");
         c
     };
+    let epcis = f.table(p, "epcis").and_then(|t| epcis::read_epcis(t, p));
 
     let mut devices = Vec::new();
     match f.get("device") {
@@ -541,6 +559,7 @@ fn read_config(table: &Table, profiles: &BTreeSet<String>, p: &mut Vec<Problem>)
         central,
         rfid,
         pricing,
+        epcis,
         devices,
     }
 }

@@ -17,6 +17,7 @@ pub mod db;
 pub mod demo;
 pub mod devices;
 pub mod domain;
+pub mod epcis;
 pub mod event;
 pub mod health;
 pub mod metrics;

@@ -68,11 +68,17 @@ enum Command {
     /// Import data for store-only operation.
     #[command(subcommand)]
     Import(ImportCommand),
-    /// Write the journal as NDJSON (one event per line, push API shape).
+    /// Write the journal as NDJSON (one event per line, push API shape),
+    /// or as a GS1 EPCIS 2.0 document.
     Export {
         /// Start after this seq (0: everything still in the journal).
         #[arg(long, default_value_t = 0)]
         since: i64,
+        /// ndjson: every event as the push API has it; epcis: one
+        /// EPCISDocument (JSON-LD) of the events EPCIS has a word for,
+        /// which needs the [epcis] table in the configuration.
+        #[arg(long, value_enum, default_value_t = cli::ExportFormat::Ndjson)]
+        format: cli::ExportFormat,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -119,6 +125,9 @@ fn main() -> ExitCode {
         return storegate::demo::main(args, matches!(cli.log_format, LogFormat::Json));
     }
     init_logging(cli.log_format);
+    if prints_for_a_pipe(&cli.command) {
+        end_quietly_when_the_reader_goes();
+    }
     let result = match cli.command {
         Command::Check(c) if c.central => return cli::check_central(&c.config.config),
         Command::Check(c) => return cli::check(&c.config.config),
@@ -129,7 +138,11 @@ fn main() -> ExitCode {
         }
         Command::Rebuild(c) => cli::rebuild(&c.config),
         Command::Generate(g) => cli::generate::run(g, Cli::command()),
-        Command::Export { since, config } => cli::export(&config.config, since),
+        Command::Export {
+            since,
+            format,
+            config,
+        } => cli::export(&config.config, since, format),
         #[cfg(feature = "devtools")]
         Command::Demo(_) => Ok(()),
         #[cfg(feature = "devtools")]
@@ -146,6 +159,31 @@ fn main() -> ExitCode {
             cli::exit_code(&e)
         }
     }
+}
+
+/// The commands that print a report and end, often into `head` or `less`.
+/// Not the daemon, the demo or the simulators: their sockets must see a
+/// closed peer as an error to handle, not a signal that ends the process.
+fn prints_for_a_pipe(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Check(_)
+            | Command::Status(_)
+            | Command::Export { .. }
+            | Command::Import(_)
+            | Command::Rebuild(_)
+            | Command::Generate(_)
+    )
+}
+
+/// `storegate check | head` should end the way other Unix tools do when
+/// the reader goes: quietly, by SIGPIPE. Rust ignores SIGPIPE, so the next
+/// println! would panic ("failed printing to stdout") and exit 101.
+fn end_quietly_when_the_reader_goes() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: restores the default disposition before any thread starts;
+    // no handler function is installed.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }
 
 fn init_logging(format: LogFormat) {

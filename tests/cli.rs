@@ -52,6 +52,40 @@ fn check_accepts_the_example_config_and_lists_its_devices() {
     }
 }
 
+/// `storegate check | head`: when the reader of its output goes away the
+/// command ends by SIGPIPE, as any Unix tool does, not with a panic. The
+/// pipe is closed before the command starts, so its first write fails.
+#[test]
+fn a_closed_pipe_ends_check_and_status_by_sigpipe_not_a_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let missing_db = write_config(dir.path(), "");
+    for args in [
+        vec!["check", "--config", "examples/store.toml"],
+        vec!["status", "--config", missing_db.to_str().unwrap()],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_storegate"))
+            .args(&args)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        if args[0] == "check" {
+            assert_eq!(out.status.signal(), Some(13), "{args:?}: {stderr}");
+        } else {
+            // No database yet: nothing reaches stdout; the reason is said
+            // once, with what to do.
+            assert_eq!(out.status.code(), Some(1), "{stderr}");
+            assert_eq!(stderr.matches("no database at").count(), 1, "{stderr}");
+            assert!(stderr.contains("storegate run"), "{stderr}");
+        }
+    }
+}
+
 #[test]
 fn check_lists_every_problem_and_fails() {
     let dir = tempfile::tempdir().unwrap();

@@ -21,7 +21,8 @@ use crate::domain::{alerts, catalog, labels, prices, stock};
 use crate::event::{format_ts, ts_from_millis};
 use crate::sync::Link;
 
-/// `limit` of `/v1/events` when the caller gives none, and its maximum.
+/// `limit` of `/v1/events` and `/v1/epcis/events` when the caller gives
+/// none, and its maximum.
 const EVENTS_DEFAULT_LIMIT: usize = 1000;
 const EVENTS_MAX_LIMIT: usize = 10_000;
 
@@ -289,24 +290,8 @@ pub async fn events(
     State(state): State<Shared>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let after: i64 = match query.get("after") {
-        None => 0,
-        Some(v) => v.parse().ok().filter(|n| *n >= 0).ok_or_else(|| {
-            ApiError::bad_request(format!("after: {v:?} is not a seq (0 or more)"))
-        })?,
-    };
-    let limit: usize = match query.get("limit") {
-        None => EVENTS_DEFAULT_LIMIT,
-        Some(v) => v
-            .parse()
-            .ok()
-            .filter(|n| (1..=EVENTS_MAX_LIMIT).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "limit: {v:?} is not a number from 1 to {EVENTS_MAX_LIMIT}"
-                ))
-            })?,
-    };
+    let after = seq_param(&query, "after")?;
+    let limit = limit_param(&query)?;
     let answer = read(&state, move |conn| {
         let events = journal::events_after(conn, after, limit)?;
         let oldest = journal::oldest(conn)?;
@@ -315,4 +300,66 @@ pub async fn events(
     })
     .await?;
     Ok(Json(answer))
+}
+
+/// `GET /v1/epcis/events?since=&limit=`: the journal events after `since`
+/// as one GS1 EPCIS 2.0 EPCISDocument; `storegate:nextAfter` in it is the
+/// `since` of the next page. 404 when the store has no `[epcis]` table.
+pub async fn epcis_events(
+    State(state): State<Shared>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let since = seq_param(&query, "since")?;
+    let limit = limit_param(&query)?;
+    let Some(setup) = state.epcis.clone() else {
+        return Err(ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "epcis_not_configured",
+            crate::epcis::NotConfigured.to_string(),
+        ));
+    };
+    let page = read(&state, move |conn| {
+        Ok(crate::epcis::document::page(
+            conn,
+            &setup,
+            since,
+            limit,
+            Utc::now(),
+        )?)
+    })
+    .await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/ld+json"),
+        )],
+        Json(page.document),
+    )
+        .into_response())
+}
+
+/// A seq parameter (`after`, `since`): 0 when absent.
+fn seq_param(query: &HashMap<String, String>, name: &str) -> Result<i64, ApiError> {
+    match query.get(name) {
+        None => Ok(0),
+        Some(v) => v.parse().ok().filter(|n| *n >= 0).ok_or_else(|| {
+            ApiError::bad_request(format!("{name}: {v:?} is not a seq (0 or more)"))
+        }),
+    }
+}
+
+/// `limit` of the journal reads: [`EVENTS_DEFAULT_LIMIT`] when absent.
+fn limit_param(query: &HashMap<String, String>) -> Result<usize, ApiError> {
+    match query.get("limit") {
+        None => Ok(EVENTS_DEFAULT_LIMIT),
+        Some(v) => v
+            .parse()
+            .ok()
+            .filter(|n| (1..=EVENTS_MAX_LIMIT).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "limit: {v:?} is not a number from 1 to {EVENTS_MAX_LIMIT}"
+                ))
+            }),
+    }
 }

@@ -79,6 +79,9 @@ pub struct ApiState {
     /// The readers whose reading the agent controls
     /// (`POST /v1/devices/{id}/reading`); none unless the daemon sets them.
     pub controls: Controls,
+    /// The store's EPCIS setup (`[epcis]`); `None` answers
+    /// `/v1/epcis/events` with 404 `epcis_not_configured`.
+    pub epcis: Option<crate::epcis::Setup>,
 }
 
 impl ApiState {
@@ -105,6 +108,7 @@ impl ApiState {
             request_timeout: REQUEST_TIMEOUT,
             limits: Limits::default(),
             controls: Controls::default(),
+            epcis: None,
         }
     }
 }
@@ -132,6 +136,7 @@ pub fn router(state: ApiState) -> Router {
     let central = Router::new()
         .route("/v1/state", get(handlers::state))
         .route("/v1/events", get(handlers::events))
+        .route("/v1/epcis/events", get(handlers::epcis_events))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_central,

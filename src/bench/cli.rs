@@ -99,6 +99,16 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 500)]
         skus: usize,
     },
+    /// The journal as an EPCIS 2.0 document vs as NDJSON, events/s.
+    Epcis {
+        #[arg(long, default_value = DIR)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 200_000)]
+        events: usize,
+        /// Rounds of each, taking turns.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// Disk used after days offline under RFID traffic (simulated clock).
     OfflineDisk {
         #[arg(long, default_value = DIR)]
@@ -142,6 +152,11 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
             inflight,
         } => bench_backlog(&dir, messages.max(1), rounds.max(1), receipts, inflight),
         BenchCommand::Labels { dir, changes } => bench_labels(&dir, changes.max(1)),
+        BenchCommand::Epcis {
+            dir,
+            events,
+            rounds,
+        } => bench_epcis(&dir, events.max(1), rounds.max(1)),
         BenchCommand::Rss {
             dir,
             devices,
@@ -410,6 +425,32 @@ fn bench_rss(dir: &Path, devices: usize, rate: usize, seconds: u64) -> anyhow::R
         "  resident memory             peak {:.1} MiB, at the end {:.1} MiB",
         f.peak_kib as f64 / 1024.0,
         f.final_kib as f64 / 1024.0
+    );
+    Ok(())
+}
+
+/// `storegate bench epcis`.
+fn bench_epcis(dir: &Path, events: usize, rounds: usize) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let f = runtime.block_on(super::epcis::run(dir, events, rounds))?;
+    println!(
+        "storegate bench epcis  ({}, {} cores)",
+        super::stamp(),
+        num_cpus()
+    );
+    println!(
+        "  journal                     {} events, {} of them EPCIS ObjectEvents",
+        f.events, f.mapped
+    );
+    println!(
+        "  EPCIS document              {} events/s  ({:.1} MiB)",
+        rates(&f.epcis_per_s),
+        f.epcis_bytes as f64 / (1024.0 * 1024.0)
+    );
+    println!(
+        "  rows as JSON (the limit)    {} events/s  ({:.1} MiB)",
+        rates(&f.raw_per_s),
+        f.raw_bytes as f64 / (1024.0 * 1024.0)
     );
     Ok(())
 }

@@ -15,6 +15,7 @@ use crate::event::{EventBody, NewEvent, SaleLine, TagTransition};
 
 pub mod backlog;
 pub mod cli;
+pub mod epcis;
 pub mod labels;
 pub mod mqtt;
 pub mod offline;
@@ -258,12 +259,21 @@ pub async fn fill_journal(
     path: &Path,
     events: usize,
 ) -> Result<(Writer, db::WriterThread), StoreError> {
+    fill_journal_with(path, events, sample_event).await
+}
+
+/// [`fill_journal`] with the events `make` makes of their index.
+pub async fn fill_journal_with(
+    path: &Path,
+    events: usize,
+    make: fn(usize) -> NewEvent,
+) -> Result<(Writer, db::WriterThread), StoreError> {
     let conn = fresh_db(path, Durability::Normal)?;
     let (writer, thread) = Writer::spawn(conn, Box::new(NoProjections))?;
     let mut i = 0;
     while i < events {
         let n = 1000.min(events - i);
-        let batch: Vec<NewEvent> = (i..i + n).map(sample_event).collect();
+        let batch: Vec<NewEvent> = (i..i + n).map(make).collect();
         writer
             .transact(move |w| {
                 for e in batch {

@@ -313,6 +313,7 @@ async fn run_once(
         );
         state.metrics = metrics.clone();
         state.controls = controls.clone();
+        state.epcis = crate::epcis::Setup::from_config(&config).ok();
         state
     };
     let listener = tokio::net::TcpListener::bind(config.api.listen)

@@ -33,6 +33,10 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "there is no database at {path} yet: it is made when `storegate run` first starts with this data_dir (start the service, or check data_dir in the config)"
+    )]
+    NoDatabase { path: PathBuf },
     #[error("cannot open the database {path}: {source}")]
     Open {
         path: PathBuf,
@@ -88,6 +92,7 @@ impl StoreError {
                 )
             ),
             StoreError::CreateDir { .. }
+            | StoreError::NoDatabase { .. }
             | StoreError::NotWritable { .. }
             | StoreError::Commit(_)
             | StoreError::WriterStopped
@@ -215,12 +220,8 @@ fn migrate(conn: &Connection, from: i64) -> Result<(), StoreError> {
 /// (`storegate status`, the API, the pusher).
 pub fn open_read(path: &Path) -> Result<Connection, StoreError> {
     if !path.exists() {
-        return Err(StoreError::Open {
+        return Err(StoreError::NoDatabase {
             path: path.to_path_buf(),
-            source: rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
-                Some("no such file: has storegate run with this data_dir yet?".into()),
-            ),
         });
     }
     let conn = Connection::open_with_flags(

@@ -15,6 +15,14 @@ pub fn sku_for_gtin(conn: &Connection, gtin: &str) -> Result<Option<String>, Sto
         .ctx("looking up a GTIN")
 }
 
+/// A GTIN-14 of a SKU, if the catalog knows one (the lowest, when it
+/// knows several: the same answer every time).
+pub fn gtin_for_sku(conn: &Connection, sku: &str) -> Result<Option<String>, StoreError> {
+    conn.prepare_cached("SELECT MIN(gtin) FROM gtins WHERE sku = ?1")
+        .and_then(|mut st| st.query_row([sku], |r| r.get(0)))
+        .ctx("looking up a SKU's GTIN")
+}
+
 /// A SKU's unit weight in grams and minimum stock, if known.
 pub fn weights_and_minimum(
     conn: &Connection,
