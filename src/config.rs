@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use toml::{Table, Value};
 
 mod central;
+mod control;
 mod device;
 mod epcis;
 mod fields;
@@ -21,6 +22,7 @@ mod llrp;
 mod place;
 
 pub use central::{CentralTransport, DEFAULT_MAX_PAYLOAD_BYTES, MqttUplinkConfig};
+pub use control::ReaderControl;
 use device::read_device;
 pub use epcis::is_extension as is_sgln_extension;
 use fields::Fields;
@@ -338,6 +340,8 @@ pub struct DeviceConfig {
     pub alert_above: Option<f64>,
     pub alert_below: Option<f64>,
     pub offline_alert_s: u64,
+    /// `[device.control]`: the agent starts and stops the reader's reading.
+    pub control: Option<ReaderControl>,
 }
 
 impl Config {
@@ -704,7 +708,7 @@ transport = "serial"
             vec![
                 "durability: \"sometimes\" is not allowed; use one of \"full\", \"normal\"",
                 "device[0].profile: unknown profile \"pos-jsn\"; did you mean \"pos-json\"?",
-                "device[0].baud: unknown key; keys of a mqtt device are: alert_above, alert_below, id, max_message_bytes, offline_alert_s, profile, slots, topic, transport, zone",
+                "device[0].baud: unknown key; keys of a mqtt device are: alert_above, alert_below, control, id, max_message_bytes, offline_alert_s, profile, slots, topic, transport, zone",
                 "device[1].port: missing; add e.g. port = \"/dev/ttyUSB0\"",
                 "device[1].id: duplicate device id \"pos-1\" (also device[0]); every device needs its own id",
             ]

@@ -89,10 +89,11 @@ pub enum EventBody {
     Alert(Alert),
     Reading(Reading),
     ConfigApplied(ConfigApplied),
+    Gpi(Gpi),
 }
 
 /// Every `kind`, in the order of the spec table. Used for metrics and status.
-pub const KINDS: [&str; 15] = [
+pub const KINDS: [&str; 16] = [
     "sale",
     "return",
     "receipt",
@@ -108,6 +109,7 @@ pub const KINDS: [&str; 15] = [
     "alert",
     "reading",
     "config_applied",
+    "gpi",
 ];
 
 impl EventBody {
@@ -128,6 +130,7 @@ impl EventBody {
             EventBody::Alert(_) => "alert",
             EventBody::Reading(_) => "reading",
             EventBody::ConfigApplied(_) => "config_applied",
+            EventBody::Gpi(_) => "gpi",
         }
     }
 
@@ -372,6 +375,19 @@ pub struct ConfigApplied {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
     pub source: String,
+}
+
+/// A reader's general-purpose input changed (LLRP GPIEvent): a door
+/// contact, a light barrier or a push button wired to the reader. `at` is
+/// the reader's time of the change when it says, else when it arrived.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gpi {
+    pub reader: String,
+    pub port: u16,
+    /// `"high"` or `"low"`.
+    pub state: String,
+    #[serde(with = "ts_format")]
+    pub at: DateTime<Utc>,
 }
 
 /// RFC 3339 UTC with milliseconds, `2026-11-22T10:15:30.123Z`, as the sync

@@ -33,6 +33,14 @@ pub struct DeviceHealth {
     /// quota): it is held and retried, and the device is not ingesting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stuck: Option<String>,
+    /// What the reader was last told to do, for readers the agent
+    /// controls (`[device.control]`): `running <preset>` or `stopped`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reading: Option<String>,
+    /// Why the agent cannot make the reader do it (unreachable, refused
+    /// credentials, unknown preset); cleared when it can again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_error: Option<String>,
 }
 
 /// Shared, cheap to clone.
@@ -74,6 +82,8 @@ impl HealthBoard {
                 reconnects: 0,
                 last_error: None,
                 stuck: None,
+                reading: None,
+                control_error: None,
             },
         );
     }
@@ -119,6 +129,22 @@ impl HealthBoard {
         changed
     }
 
+    /// Record what a controlled reader was told to do (`reading`) and
+    /// whether that failed (`error`); returns true when the failure
+    /// started or ended (the caller logs once per outage).
+    pub fn set_control(&self, id: &str, reading: Option<String>, error: Option<String>) -> bool {
+        let mut map = self.lock();
+        let Some(h) = map.get_mut(id) else {
+            return false;
+        };
+        let changed = h.control_error.is_some() != error.is_some();
+        if reading.is_some() {
+            h.reading = reading;
+        }
+        h.control_error = error;
+        changed
+    }
+
     /// Record (`Some(message)`) or clear a store-wide problem.
     pub fn set_problem(&self, name: &str, message: Option<String>) {
         let mut problems = self.problems.lock().unwrap_or_else(|p| p.into_inner());
@@ -150,6 +176,9 @@ impl HealthBoard {
             } else if !h.up {
                 let why = h.last_error.as_deref().unwrap_or("not connected yet");
                 reasons.push(format!("device {} is down: {why}", h.id));
+            }
+            if let Some(why) = &h.control_error {
+                reasons.push(format!("device {} cannot be told to read: {why}", h.id));
             }
         }
         reasons

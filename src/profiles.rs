@@ -18,6 +18,9 @@ use crate::codecs::m100::M100Params;
 use crate::codecs::registers::RegistersParams;
 use crate::config::{ConfigError, Problem, Transport};
 
+pub mod control;
+pub use control::ControlSpec;
+
 /// Profiles built into the binary: (name, TOML text).
 pub const BUILTIN: [(&str, &str); 11] = [
     (
@@ -132,6 +135,9 @@ pub struct Profile {
     /// Serial speed when the device config gives none.
     pub default_baud: Option<u32>,
     pub codec: Codec,
+    /// How the agent starts and stops the reader's reading (`[control]`),
+    /// for readers whose management interface the agent drives.
+    pub control: Option<ControlSpec>,
     /// Where it came from: a file path, or `built-in`.
     pub source: String,
 }
@@ -299,14 +305,21 @@ pub fn parse(text: &str, file: &Path, stem: &str) -> Result<Profile, ConfigError
     };
     let codec_table = table_key(&codec_name);
     for key in table.keys() {
-        let known = ["name", "kind", "codec", "description", "default_baud"]
-            .contains(&key.as_str())
+        let known = [
+            "name",
+            "kind",
+            "codec",
+            "description",
+            "default_baud",
+            "control",
+        ]
+        .contains(&key.as_str())
             || *key == codec_table;
         if !known {
             problem(
                 key,
                 format!(
-                    "unknown key; a {codec_name} profile has name, kind, codec, description, default_baud and [{codec_table}]"
+                    "unknown key; a {codec_name} profile has name, kind, codec, description, default_baud, [{codec_table}] and [control]"
                 ),
             );
         }
@@ -319,6 +332,20 @@ pub fn parse(text: &str, file: &Path, stem: &str) -> Result<Profile, ConfigError
         .map_err(|m| problem(&codec_table, m))
         .ok();
 
+    let control = match table.get("control") {
+        None => None,
+        Some(v) => match ControlSpec::deserialize(v.clone())
+            .map_err(|e| e.to_string().trim_end().replace('\n', " "))
+            .and_then(|c| c.validate().map(|()| c))
+        {
+            Ok(c) => Some(c),
+            Err(m) => {
+                problem("control", m);
+                None
+            }
+        },
+    };
+
     match (kind, codec) {
         (Some(kind), Some(codec)) if problems.is_empty() => Ok(Profile {
             name,
@@ -326,6 +353,7 @@ pub fn parse(text: &str, file: &Path, stem: &str) -> Result<Profile, ConfigError
             description,
             default_baud,
             codec,
+            control,
             source: file.display().to_string(),
         }),
         _ => Err(ConfigError {
@@ -412,6 +440,7 @@ pub fn check_devices(config: &crate::config::Config, set: &ProfileSet) -> Vec<Pr
                 });
             }
         }
+        problems.extend(check_control(i, d, profile));
         if profile.kind == Kind::Shelf && d.slots.is_empty() {
             problems.push(Problem {
                 key: format!("device[{i}].slots"),
@@ -420,6 +449,94 @@ pub fn check_devices(config: &crate::config::Config, set: &ProfileSet) -> Vec<Pr
                 ..Default::default()
             });
         }
+    }
+    problems
+}
+
+/// Whether a device's `[device.control]` fits its profile's `[control]`.
+fn check_control(i: usize, d: &crate::config::DeviceConfig, profile: &Profile) -> Vec<Problem> {
+    let Some(c) = &d.control else {
+        return Vec::new();
+    };
+    let mut problems = Vec::new();
+    let mut problem = |key: &str, message: String| {
+        problems.push(Problem {
+            key: format!("device[{i}].control{key}"),
+            message,
+            ..Default::default()
+        })
+    };
+    let Some(spec) = &profile.control else {
+        problem(
+            "",
+            format!(
+                "profile {:?} has no [control]: the agent cannot start or stop this reader; remove [device.control] or give the profile a [control] table (docs/profiles.md)",
+                d.profile
+            ),
+        );
+        return problems;
+    };
+    // (key, whether the device gives it): what the protocol needs, and what
+    // belongs to the other protocol.
+    type Keys<'k> = &'k [(&'k str, bool)];
+    let (needed, foreign): (Keys, Keys) = match spec {
+        ControlSpec::Http(_) => (
+            &[(".url", c.url.is_some())],
+            &[
+                (".command_topic", c.command_topic.is_some()),
+                (".response_topic", c.response_topic.is_some()),
+            ],
+        ),
+        ControlSpec::Mqtt(_) => (
+            &[
+                (".command_topic", c.command_topic.is_some()),
+                (".response_topic", c.response_topic.is_some()),
+            ],
+            &[
+                (".url", c.url.is_some()),
+                (".credentials_file", c.credentials_file.is_some()),
+            ],
+        ),
+    };
+    for (key, present) in needed {
+        if !present {
+            let example = match *key {
+                ".url" => "url = \"http://192.168.10.71\"",
+                ".command_topic" => "command_topic = \"fx9600/mgmt/cmd\"",
+                _ => "response_topic = \"fx9600/mgmt/resp\"",
+            };
+            problem(
+                key,
+                format!(
+                    "missing; profile {:?} controls the reader over {}: add e.g. {example}",
+                    d.profile,
+                    spec.protocol()
+                ),
+            );
+        }
+    }
+    for (key, present) in foreign {
+        if *present {
+            problem(
+                key,
+                format!(
+                    "not used: profile {:?} controls the reader over {}; remove it",
+                    d.profile,
+                    spec.protocol()
+                ),
+            );
+        }
+    }
+    match c.preset.as_deref().or(spec.default_preset()) {
+        Some(p) if !spec.knows_preset(p) => problem(
+            ".preset",
+            format!("{p:?} is not a preset of this reader; use one of {:?}", spec.presets()),
+        ),
+        None if matches!(spec, ControlSpec::Http(_)) => problem(
+            ".preset",
+            "missing; name the reader preset to start, e.g. preset = \"store_inventory\" (the reader's web UI lists its presets)".into(),
+        ),
+        _ => {}
     }
     problems
 }
@@ -479,5 +596,51 @@ mod tests {
         );
         assert!(text.contains("kind: missing or unknown"), "{text}");
         assert!(text.contains("colour: unknown key"), "{text}");
+    }
+
+    #[test]
+    fn control_keys_must_fit_the_profile() {
+        let set = ProfileSet::builtin().unwrap();
+        let text = "store_id = \"s1\"\n\
+            [[device]]\nid = \"door\"\nprofile = \"impinj-iot\"\ntransport = \"mqtt\"\ntopic = \"r/e\"\n\
+            [device.control]\ncommand_topic = \"x/cmd\"\nstart_on_connect = \"yes\"\n\
+            [[device]]\nid = \"dock\"\nprofile = \"zebra-fx-iot-connector\"\ntransport = \"mqtt\"\ntopic = \"f/d\"\n\
+            [device.control]\nurl = \"ftp://x\"\ncommand_topic = \"f/+\"\npreset = \"TURBO\"\n\
+            [[device]]\nid = \"till\"\nprofile = \"pos-json\"\ntransport = \"mqtt\"\ntopic = \"p\"\n\
+            [device.control]\nurl = \"http://till\"\n";
+        let config = crate::config::Config::parse(text, Path::new("store.toml"), &set.names());
+        let mut problems = match config {
+            Ok(c) => check_devices(&c, &set),
+            Err(e) => e.problems,
+        };
+        if let Ok(c) = crate::config::Config::parse(
+            &text
+                .replace("start_on_connect = \"yes\"\n", "")
+                .replace("ftp://x", "http://x")
+                .replace("f/+", "f/cmd"),
+            Path::new("store.toml"),
+            &set.names(),
+        ) {
+            problems.extend(check_devices(&c, &set));
+        }
+        let all: Vec<String> = problems
+            .iter()
+            .map(|p| format!("{}: {}", p.key, p.message))
+            .collect();
+        let all = all.join("\n");
+        for want in [
+            "device[0].control.start_on_connect: expected true or false",
+            "device[1].control.url: \"ftp://x\" is not an http:// or https:// URL",
+            "device[1].control.command_topic: \"f/+\" must be one topic",
+            "device[0].control.url: missing; profile \"impinj-iot\" controls the reader over http",
+            "device[0].control.command_topic: not used",
+            "device[0].control.preset: missing",
+            "device[1].control.response_topic: missing",
+            "device[1].control.url: not used",
+            "device[1].control.preset: \"TURBO\" is not a preset of this reader",
+            "device[2].control: profile \"pos-json\" has no [control]",
+        ] {
+            assert!(all.contains(want), "missing {want:?} in\n{all}");
+        }
     }
 }

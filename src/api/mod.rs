@@ -15,6 +15,7 @@ pub mod auth;
 pub mod error;
 mod handlers;
 mod input;
+mod reading;
 pub mod server;
 mod sled;
 mod socket;
@@ -34,6 +35,7 @@ use axum::routing::{get, post};
 use rusqlite::Connection;
 
 use crate::db::{self, StoreError, WriteTx, Writer};
+use crate::devices::control::Controls;
 use crate::health::HealthBoard;
 use crate::shutdown::Shutdown;
 use crate::sync::Link;
@@ -75,6 +77,9 @@ pub struct ApiState {
     pub request_timeout: Duration,
     /// Connection cap and timeouts of the listener serving this state.
     pub limits: Limits,
+    /// The readers whose reading the agent controls
+    /// (`POST /v1/devices/{id}/reading`); none unless the daemon sets them.
+    pub controls: Controls,
     /// The store's EPCIS setup (`[epcis]`); `None` answers
     /// `/v1/epcis/events` with 404 `epcis_not_configured`.
     pub epcis: Option<crate::epcis::Setup>,
@@ -103,6 +108,7 @@ impl ApiState {
             ops_on_main: true,
             request_timeout: REQUEST_TIMEOUT,
             limits: Limits::default(),
+            controls: Controls::default(),
             epcis: None,
         }
     }
@@ -124,6 +130,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/adjustments", post(writes::adjustment))
         .route("/v1/receipts", post(writes::receipt))
         .route("/v1/alerts", get(handlers::alerts))
+        .route("/v1/devices/{id}/reading", post(reading::reading))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_staff,

@@ -163,6 +163,7 @@ pub(super) fn read_device(
     let alert_above = f.float(p, "alert_above");
     let alert_below = f.float(p, "alert_below");
     let offline_alert_s = f.integer(p, "offline_alert_s", default_offline_alert_s, 1..=7 * 86400);
+    let control = super::control::read_control(&mut f, p);
     // A key of another transport (say `baud` on an mqtt device) is reported
     // as unknown, which is exactly the typo we want to catch.
     f.finish(p, &format!("keys of a {transport_name} device"));
@@ -175,5 +176,6 @@ pub(super) fn read_device(
         alert_above,
         alert_below,
         offline_alert_s,
+        control,
     }
 }

@@ -146,9 +146,16 @@ async fn run_once(
             })
         })
         .collect();
+    let mqtt_control = |s: &DeviceSpec| {
+        s.config.control.is_some()
+            && matches!(
+                s.profile.control,
+                Some(crate::profiles::ControlSpec::Mqtt(_))
+            )
+    };
     let hub = if specs
         .iter()
-        .any(|s| matches!(s.config.transport, Transport::Mqtt { .. }))
+        .any(|s| matches!(s.config.transport, Transport::Mqtt { .. }) || mqtt_control(s))
     {
         Some(
             mqtt::Hub::start(&config.mqtt, shutdown.clone())
@@ -160,6 +167,11 @@ async fn run_once(
     };
 
     let mut tasks = JoinSet::new();
+    let (controls, control_tasks) =
+        devices::control::build(&specs, &config.mqtt, hub.as_ref(), &health, &shutdown);
+    for task in control_tasks {
+        tasks.spawn(task.run(shutdown.clone()));
+    }
     let labels_changed = Arc::new(tokio::sync::Notify::new());
     let routes = Routes::from_devices(&specs);
     if !routes.is_empty() {
@@ -300,6 +312,7 @@ async fn run_once(
             tokens.clone(),
         );
         state.metrics = metrics.clone();
+        state.controls = controls.clone();
         state.epcis = crate::epcis::Setup::from_config(&config).ok();
         state
     };

@@ -7,6 +7,7 @@
 
 pub mod antenna_watch;
 pub mod broker;
+pub mod control;
 mod decoder;
 pub mod down_log;
 pub mod http;

@@ -175,6 +175,13 @@ impl EventBody {
                 check_text_len("source", &c.source, MAX_ID_LEN)?;
                 check_opt_id("sha256", c.sha256.as_deref())
             }
+            EventBody::Gpi(g) => {
+                check_id("reader", &g.reader)?;
+                match g.state.as_str() {
+                    "high" | "low" => Ok(()),
+                    other => Err(format!("GPI state {other:?} is not \"high\" or \"low\"")),
+                }
+            }
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod central_config;
 pub mod central_mqtt;
 pub mod cli;
 pub mod esl;
+pub mod impinj;
 pub mod m100;
 pub mod mqtt;
 pub mod nats_cluster;

@@ -19,6 +19,8 @@ mod setup;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use conn::{Conn, Incoming};
 use setup::Settings;
 
@@ -26,7 +28,7 @@ use super::{DeviceError, DeviceSpec, Ingest, Source, deliver_until_stored};
 use crate::codecs::llrp::{self, ReaderEvent, ReaderMessage, encode};
 use crate::codecs::{Decoded, TagRead};
 use crate::config::Transport;
-use crate::event::now_millis;
+use crate::event::{EventBody, Gpi, now_millis, ts_from_millis};
 use crate::profiles::Codec;
 use crate::shutdown::Shutdown;
 
@@ -181,13 +183,24 @@ struct Batch {
     replies: Vec<u8>,
     /// Antenna events: (port, connected).
     antennas: Vec<(u16, bool)>,
+    /// Events to journal as they are (GPI changes).
+    events: Vec<(DateTime<Utc>, EventBody)>,
 }
 
 /// What a reader message gave, besides replies.
 enum Out {
     Reads(Vec<TagRead>),
     Bad(Decoded),
-    Antenna { antenna: u16, connected: bool },
+    Antenna {
+        antenna: u16,
+        connected: bool,
+    },
+    /// A GPI port changed, at the reader's time if it said.
+    Gpi {
+        port: u16,
+        high: bool,
+        at: DateTime<Utc>,
+    },
 }
 
 impl Batch {
@@ -205,6 +218,7 @@ impl Batch {
             }
             Out::Bad(bad) => self.bad.push(bad),
             Out::Antenna { antenna, connected } => self.antennas.push((antenna, connected)),
+            Out::Gpi { port, high, at } => self.events.push((at, gpi(id, port, high, at))),
         })
     }
 
@@ -214,11 +228,27 @@ impl Batch {
             .into_iter()
             .map(|(zone, reads)| (zones.source(&zone), vec![Decoded::TagReads(reads)]))
             .collect();
+        if !self.events.is_empty() {
+            out.push((
+                zones.source(&zones.default),
+                vec![Decoded::Events(self.events)],
+            ));
+        }
         if !self.bad.is_empty() {
             out.push((zones.source(&zones.default), self.bad));
         }
         out
     }
+}
+
+/// The `gpi` event of a GPIEvent of reader `id`.
+fn gpi(id: &str, port: u16, high: bool, at: DateTime<Utc>) -> EventBody {
+    EventBody::Gpi(Gpi {
+        reader: id.to_string(),
+        port,
+        state: if high { "high" } else { "low" }.to_string(),
+        at,
+    })
 }
 
 /// The common handling of a reader message outside a request's answer:
@@ -247,7 +277,14 @@ fn handle_other(
             replies.extend(encode::keepalive_ack(incoming.frame.message_id));
         }
         ReaderMessage::Report(tags) => sink(Out::Reads(llrp::tag_reads(&tags, now_millis()))),
-        ReaderMessage::Events { events, .. } => {
+        ReaderMessage::Events {
+            events,
+            timestamp_us,
+        } => {
+            let at = timestamp_us
+                .and_then(|us| i64::try_from(us / 1000).ok())
+                .map(ts_from_millis)
+                .unwrap_or_else(now_millis);
             for event in events {
                 match event {
                     ReaderEvent::ConnectionClose => {
@@ -268,6 +305,7 @@ fn handle_other(
                     }
                     ReaderEvent::Gpi { port, high } => {
                         tracing::info!(device = %id, port, high, "reader GPI changed");
+                        sink(Out::Gpi { port, high, at });
                     }
                     other => tracing::debug!(device = %id, event = ?other, "reader event"),
                 }
@@ -282,4 +320,64 @@ fn handle_other(
         other => tracing::debug!(device = %id, message = ?other, "LLRP message ignored"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codecs::llrp::frame::Frame;
+
+    /// llrpkit's emulator cannot raise a GPI, so the handler is tested on
+    /// the decoded READER_EVENT_NOTIFICATION the codec tests build.
+    #[test]
+    fn a_gpi_event_becomes_a_journaled_gpi_event_at_the_readers_time() {
+        let zones = Zones {
+            device: "dock".into(),
+            default: "backroom".into(),
+            by_antenna: BTreeMap::new(),
+        };
+        let incoming = |high: bool| Incoming {
+            frame: Frame {
+                version: 1,
+                message_type: 63,
+                message_id: 7,
+                bytes: Vec::new(),
+            },
+            message: Ok(ReaderMessage::Events {
+                timestamp_us: Some(1_764_576_000_123_456),
+                events: vec![ReaderEvent::Gpi { port: 2, high }],
+            }),
+        };
+        let mut batch = Batch::default();
+        batch.take("dock", incoming(true), &zones).unwrap();
+        batch.take("dock", incoming(false), &zones).unwrap();
+        let deliveries = batch.deliveries(&zones);
+        let at = ts_from_millis(1_764_576_000_123);
+        match deliveries.as_slice() {
+            [(source, items)] => {
+                assert_eq!(
+                    (source.device.as_str(), source.zone.as_str()),
+                    ("dock", "backroom")
+                );
+                let [Decoded::Events(events)] = items.as_slice() else {
+                    panic!("{items:?}");
+                };
+                let states: Vec<_> = events
+                    .iter()
+                    .map(|(ts, body)| match body {
+                        EventBody::Gpi(g) => {
+                            assert_eq!((g.reader.as_str(), g.port, g.at, *ts), ("dock", 2, at, at));
+                            g.state.clone()
+                        }
+                        other => panic!("{other:?}"),
+                    })
+                    .collect();
+                assert_eq!(states, ["high", "low"]);
+                for (_, body) in events {
+                    body.check_bounds().unwrap();
+                }
+            }
+            other => panic!("{}", other.len()),
+        }
+    }
 }

@@ -122,6 +122,8 @@ pub struct Hub {
     facts: watch::Receiver<Facts>,
     /// Messages whose PUBACK is not written, as the hub's task counts them.
     awaiting: Arc<AtomicUsize>,
+    /// Where the broker is, for the reader control's own connections.
+    endpoint: Arc<Endpoint>,
 }
 
 impl Hub {
@@ -192,7 +194,13 @@ impl Hub {
             requests,
             facts,
             awaiting,
+            endpoint: Arc::new(endpoint),
         })
+    }
+
+    /// Where the broker is (the embedded one's reachable address).
+    pub(crate) fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
     }
 
     /// Whether the broker connection is up right now.
