@@ -40,7 +40,7 @@ pub struct TagTracker {
     free_long: Vec<u32>,
     /// Zone names by number, and their numbers.
     zones: Vec<Arc<str>>,
-    zone_ids: HashMap<Arc<str>, u32>,
+    zone_ids: HashMap<Arc<str>, u32, foldhash::fast::RandomState>,
     /// Agent-clock times are kept in seconds after this instant (ms).
     clock_base_ms: Option<i64>,
     dedup_window_ms: i64,
@@ -56,7 +56,7 @@ impl TagTracker {
             long_epcs: Vec::new(),
             free_long: Vec::new(),
             zones: Vec::new(),
-            zone_ids: HashMap::new(),
+            zone_ids: HashMap::default(),
             clock_base_ms: None,
             dedup_window_ms: i64::try_from(dedup_window_ms).unwrap_or(i64::MAX),
             departed_after: Duration::seconds(departed_after_s as i64),
