@@ -279,7 +279,22 @@ pub struct LlrpLink {
     /// Antenna port -> zone; reads of other antennas take the device's
     /// `zone`.
     pub zones: BTreeMap<u16, String>,
+    /// LLRP over TLS (`tls = true`): the reader's certificate is checked
+    /// against `ca_file`.
+    pub tls: Option<LlrpTls>,
 }
+
+/// The TLS keys of an `llrp` device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlrpTls {
+    /// PEM: the CA that signed the reader's certificate.
+    pub ca_file: std::path::PathBuf,
+    /// PEM certificate and key the agent shows, for readers that ask for one.
+    pub client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+/// The IANA port of LLRP over TLS.
+pub const LLRP_TLS_PORT: u16 = 5085;
 
 /// The IANA port of LLRP (5085 is LLRP over TLS).
 pub const LLRP_PORT: u16 = 5084;

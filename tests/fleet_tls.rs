@@ -8,9 +8,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::Duration;
 
+use common::certs::{ca, signed};
 use common::{Agent, free_port, wait_for, wait_for_async, wait_within};
 use storegate::config::Durability;
 use storegate::db::{self, Writer, journal};
@@ -22,88 +23,6 @@ use storegate::sync;
 
 const STORE: &str = "s1";
 const EVENTS: usize = 500;
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("the openssl CLI is needed for this test");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A self-signed CA `{name}.pem` + `{name}.key`.
-fn ca(dir: &Path, name: &str) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={name}"),
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.pem"),
-        ],
-    );
-}
-
-/// `{name}.pem` + `{name}.key` signed by the CA `{ca}`, with `ext` (an
-/// extension file's text: subjectAltName, extendedKeyUsage).
-fn signed(dir: &Path, name: &str, ca: &str, ext: &str) {
-    let (key, csr, pem, extfile) = (
-        format!("{name}.key"),
-        format!("{name}.csr"),
-        format!("{name}.pem"),
-        format!("{name}.ext"),
-    );
-    std::fs::write(dir.join(&extfile), ext).unwrap();
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            &format!("/CN={name}"),
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &format!("{ca}.pem"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            &extfile,
-            "-out",
-            &pem,
-        ],
-    );
-}
 
 /// The PKI of the test: `ca` (the broker's and the good clients'),
 /// `server` (127.0.0.1), `store` and `central` (good clients), and

@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::certs::{ca, signed};
 use common::{Store, free_port, wait_within};
 use storegate::codecs::llrp::encode::{self, InventoryPlan};
 use storegate::devices::{antenna_watch, run_device};
@@ -204,6 +205,111 @@ async fn reads_carry_their_antennas_zone_and_resume_after_a_reader_reboot() {
     assert!(is_up(&store).is_some(), "{}", health_text(&store));
     assert!(store.quarantine().is_empty(), "{:?}", store.quarantine());
 
+    drop(store);
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("device task ends on shutdown")
+        .unwrap();
+}
+
+/// socat terminating TLS on `port` with `reader.pem` from `dir` in front
+/// of the emulator on `plain`, as a reader with LLRP over TLS; killed
+/// when dropped.
+struct TlsTerminator(Child);
+
+impl TlsTerminator {
+    fn start(dir: &std::path::Path, port: u16, plain: u16) -> TlsTerminator {
+        let child = Command::new("socat")
+            .current_dir(dir)
+            .arg(format!(
+                "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert=reader.pem,key=reader.key,verify=0"
+            ))
+            .arg(format!("TCP:127.0.0.1:{plain}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("socat is needed for this test (apt-get install socat)");
+        // No probe: a probe would be a TLS client that never finishes.
+        std::thread::sleep(Duration::from_millis(500));
+        TlsTerminator(child)
+    }
+}
+
+impl Drop for TlsTerminator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llrp_over_tls_reads_with_the_readers_ca_and_says_why_not_with_another() {
+    let dir = tempfile::tempdir().unwrap();
+    ca(dir.path(), "ca");
+    ca(dir.path(), "other-ca");
+    signed(
+        dir.path(),
+        "reader",
+        "ca",
+        "subjectAltName = IP:127.0.0.1\nextendedKeyUsage = serverAuth\n",
+    );
+    let (plain, port) = (free_port(), free_port());
+    let _emulator = Emulator::start(plain, 4);
+    let _terminator = TlsTerminator::start(dir.path(), port, plain);
+    let tls = |ca: &str| {
+        format!(
+            "tls = true\nca_file = \"{}\"\n",
+            dir.path().join(format!("{ca}.pem")).display()
+        )
+    };
+
+    // A CA that did not sign the reader's certificate: down, and why.
+    let store = Store::new();
+    let spec = store.device(&device_toml(port, &tls("other-ca")), None);
+    let task = tokio::spawn(run_device(
+        spec,
+        store.ingest.clone(),
+        None,
+        store.shutdown.clone(),
+    ));
+    let error = wait_within(
+        "the TLS refusal in device health",
+        Duration::from_secs(30),
+        || {
+            store
+                .health
+                .get("dock")
+                .and_then(|h| h.last_error)
+                .filter(|e| e.contains("TLS handshake failed"))
+        },
+    )
+    .await;
+    assert!(
+        error.contains("UnknownIssuer") && error.contains("ca_file"),
+        "{error}"
+    );
+    assert!(is_up(&store).is_none(), "{}", health_text(&store));
+    assert!(arrivals(&store).is_empty());
+    drop(store);
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("device task ends on shutdown")
+        .unwrap();
+
+    // The reader's CA: every tag arrives over TLS.
+    let store = Store::new();
+    let spec = store.device(&device_toml(port, &tls("ca")), None);
+    let task = tokio::spawn(run_device(
+        spec,
+        store.ingest.clone(),
+        None,
+        store.shutdown.clone(),
+    ));
+    wait_within("4 tags over TLS", Duration::from_secs(60), || {
+        (arrivals(&store).len() >= 4).then_some(())
+    })
+    .await;
+    assert!(is_up(&store).is_some(), "{}", health_text(&store));
     drop(store);
     tokio::time::timeout(Duration::from_secs(10), task)
         .await

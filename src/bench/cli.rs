@@ -83,6 +83,19 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 20)]
         seconds: u64,
     },
+    /// Peak resident memory of a running agent while a burst of distinct
+    /// tags arrives, optionally with many tags already known.
+    Tags {
+        #[arg(long, default_value = DIR)]
+        dir: PathBuf,
+        /// Distinct tags in the burst (published as fast as the broker takes them).
+        #[arg(long, default_value_t = 100_000)]
+        tags: usize,
+        /// Tags already in the database when the agent starts: the burst's
+        /// first ones (read again, as after a restart), the rest arrive new.
+        #[arg(long, default_value_t = 0)]
+        known: usize,
+    },
     /// Start-up time of `storegate run` on a large journal.
     Startup {
         #[arg(long, default_value = DIR)]
@@ -163,6 +176,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
             rate,
             seconds,
         } => bench_rss(&dir, devices.max(1), rate, seconds),
+        BenchCommand::Tags { dir, tags, known } => bench_tags(&dir, tags.max(1), known),
         BenchCommand::RfidCount { dir, tags, skus } => bench_rfid_count(&dir, tags, skus),
         BenchCommand::OfflineDisk { dir, params } => bench_offline_disk(
             &dir,
@@ -451,6 +465,51 @@ fn bench_epcis(dir: &Path, events: usize, rounds: usize) -> anyhow::Result<()> {
         "  rows as JSON (the limit)    {} events/s  ({:.1} MiB)",
         rates(&f.raw_per_s),
         f.raw_bytes as f64 / (1024.0 * 1024.0)
+    );
+    Ok(())
+}
+
+/// `storegate bench tags`.
+fn bench_tags(dir: &Path, tags: usize, known: usize) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let f = runtime
+        .block_on(super::tags::run(dir, tags, known))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    println!(
+        "storegate bench tags  ({}, {} cores)",
+        super::stamp(),
+        num_cpus()
+    );
+    println!(
+        "  agent                       storegate run, 4 MQTT readers (zebra profile), 2 zones"
+    );
+    println!(
+        "  tags                        {} known at start, {} distinct in the burst: {} in the table at the end, burst taken in {:.1} s",
+        f.known,
+        f.tags,
+        f.in_table,
+        f.burst.as_secs_f64()
+    );
+    println!(
+        "  idle, no tag known          resident {:.1} MiB",
+        mib(f.empty_kib)
+    );
+    println!(
+        "  before the burst            resident {:.1} MiB (high-water mark {:.1} MiB)",
+        mib(f.idle_kib),
+        mib(f.idle_peak_kib)
+    );
+    println!(
+        "  peak resident memory        {:.1} MiB (at the end {:.1} MiB)",
+        mib(f.peak_kib),
+        mib(f.final_kib)
+    );
+    println!(
+        "  physical limit              {:.1} MiB = idle with no tag known + the tag set raw ({:.1} MiB: {} bytes a tag)",
+        mib(f.empty_kib) + f.raw_bytes() as f64 / 1048576.0,
+        f.raw_bytes() as f64 / 1048576.0,
+        super::tags::RAW_BYTES_PER_TAG
     );
     Ok(())
 }

@@ -20,6 +20,7 @@ pub mod labels;
 pub mod mqtt;
 pub mod offline;
 pub mod rss;
+pub mod tags;
 pub mod uplink;
 
 /// Options of `storegate bench journal`.

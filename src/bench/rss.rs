@@ -20,18 +20,30 @@ pub struct RssFigures {
 
 /// Resident memory of process `pid`, from /proc.
 pub fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// The most resident memory process `pid` has had so far (the kernel's
+/// high-water mark: no peak between two samples is missed).
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmHWM:")
+}
+
+/// One `kB` field of /proc/`pid`/status.
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
+        .find(|l| l.starts_with(field))?
         .split_whitespace()
         .nth(1)?
         .parse()
         .ok()
 }
 
-/// Frames the agent's devices have taken, from its persisted health board.
-fn frames_ok(db: &std::path::Path) -> (usize, u64) {
+/// Frames the agent's devices have taken, from its persisted health board:
+/// `(devices up, frames taken)`.
+pub(super) fn frames_ok(db: &std::path::Path) -> (usize, u64) {
     let Ok(conn) = crate::db::open_read(db) else {
         return (0, 0);
     };
@@ -40,6 +52,76 @@ fn frames_ok(db: &std::path::Path) -> (usize, u64) {
         board.iter().filter(|h| h.up).count(),
         board.iter().map(|h| h.frames_ok).sum(),
     )
+}
+
+/// A `storegate run` child process of this binary, for the memory benches.
+pub(super) struct Agent {
+    child: std::process::Child,
+    /// Its process id, for /proc.
+    pub pid: u32,
+    /// Its database.
+    pub db: std::path::PathBuf,
+}
+
+impl Agent {
+    /// Write `config` (a store config whose `data_dir` is `data`) and start
+    /// the agent on it; returns once `devices` devices are up.
+    pub async fn start(
+        data: &std::path::Path,
+        config: &str,
+        devices: usize,
+    ) -> Result<Agent, Box<dyn std::error::Error>> {
+        let config_path = data.join("store.toml");
+        std::fs::write(&config_path, config)?;
+        let child = std::process::Command::new(std::env::current_exe()?)
+            .args(["run", "--config"])
+            .arg(&config_path)
+            .env("STOREGATE_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()?;
+        let mut agent = Agent {
+            pid: child.id(),
+            child,
+            db: data.join("storegate.db"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while frames_ok(&agent.db).0 < devices {
+            if Instant::now() > deadline {
+                agent.stop();
+                return Err("the agent's devices did not all come up within 60 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(agent)
+    }
+
+    /// SIGTERM, as systemd stops it, and wait for the exit.
+    pub fn stop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// An MQTT client publishing to the bench's broker at `addr`, its event
+/// loop polled by a task of its own.
+pub(super) fn publisher(name: &str, addr: std::net::SocketAddr) -> AsyncClient {
+    let mut opts = MqttOptions::new(name, addr.ip().to_string(), addr.port());
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts.set_inflight(500);
+    let (client, mut eventloop) = AsyncClient::new(opts, 5000);
+    tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::Disconnect)) | Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Ok(_) => {}
+            }
+        }
+    });
+    client
 }
 
 pub async fn run(
@@ -63,39 +145,9 @@ pub async fn run(
             i % 5
         ));
     }
-    let config_path = data.join("store.toml");
-    std::fs::write(&config_path, config)?;
-    let mut child = std::process::Command::new(std::env::current_exe()?)
-        .args(["run", "--config"])
-        .arg(&config_path)
-        .env("STOREGATE_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .spawn()?;
-    let pid = child.id();
-    let db = data.join("storegate.db");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while frames_ok(&db).0 < devices {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            return Err("the agent's devices did not all come up within 60 s".into());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-
-    let mut opts = MqttOptions::new("bench-rss-publisher", addr.ip().to_string(), addr.port());
-    opts.set_keep_alive(Duration::from_secs(30));
-    opts.set_inflight(500);
-    let (client, mut eventloop) = AsyncClient::new(opts, 5000);
-    tokio::spawn(async move {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::Disconnect)) | Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(50)).await
-                }
-                Ok(_) => {}
-            }
-        }
-    });
+    let mut agent = Agent::start(&data, &config, devices).await?;
+    let (pid, db) = (agent.pid, agent.db.clone());
+    let client = publisher("bench-rss-publisher", addr);
     // 10 ms ticks, rate/100 reads each, spread over the devices; each
     // device sees a pool of 1,000 tags (so the tag table holds 50,000).
     let per_tick = (rate / 100).max(1);
@@ -130,10 +182,7 @@ pub async fn run(
     let final_kib = rss_kib(pid).unwrap_or(0);
     peak = peak.max(final_kib);
     let ingested = frames_ok(&db).1;
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    let _ = child.wait();
+    agent.stop();
     Ok(RssFigures {
         devices,
         rate,

@@ -6,12 +6,18 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use toml::Value;
 
-use super::{Fields, LLRP_PORT, LlrpLink, Problem};
+use super::{Fields, LLRP_PORT, LLRP_TLS_PORT, LlrpLink, LlrpTls, Problem};
 
 pub(super) fn read_llrp(f: &mut Fields, p: &mut Vec<Problem>) -> LlrpLink {
     let mut address = f.required_string(p, "address", "\"192.168.10.70:5084\"");
+    let tls = read_tls(f, p);
     if !address.is_empty() && !has_port(&address) {
-        address = format!("{address}:{LLRP_PORT}");
+        let port = if tls.is_some() {
+            LLRP_TLS_PORT
+        } else {
+            LLRP_PORT
+        };
+        address = format!("{address}:{port}");
     }
     let keepalive_s = f
         .get("keepalive_s")
@@ -88,7 +94,71 @@ pub(super) fn read_llrp(f: &mut Fields, p: &mut Vec<Problem>) -> LlrpLink {
         tx_power_dbm,
         session,
         zones,
+        tls,
     }
+}
+
+/// `tls = true` with `ca_file`, and optionally `client_cert` + `client_key`.
+fn read_tls(f: &mut Fields, p: &mut Vec<Problem>) -> Option<LlrpTls> {
+    let on = match f.get("tls") {
+        None => false,
+        Some(Value::Boolean(b)) => *b,
+        Some(v) => {
+            f.wrong_type(p, "tls", v, "true or false");
+            false
+        }
+    };
+    let ca_file = f.string(p, "ca_file");
+    let cert = f.string(p, "client_cert");
+    let key = f.string(p, "client_key");
+    if !on {
+        for (name, given) in [
+            ("ca_file", &ca_file),
+            ("client_cert", &cert),
+            ("client_key", &key),
+        ] {
+            if given.is_some() {
+                f.problem(
+                    p,
+                    name,
+                    "is only read with tls = true: add it, or remove this key",
+                );
+            }
+        }
+        return None;
+    }
+    let client_cert = match (cert, key) {
+        (Some(c), Some(k)) => Some((c.into(), k.into())),
+        (None, None) => None,
+        (Some(_), None) => {
+            f.problem(
+                p,
+                "client_key",
+                "client_cert needs client_key (the PEM file of its private key)",
+            );
+            None
+        }
+        (None, Some(_)) => {
+            f.problem(
+                p,
+                "client_cert",
+                "client_key needs client_cert (the PEM file of the certificate)",
+            );
+            None
+        }
+    };
+    let Some(ca_file) = ca_file else {
+        f.problem(
+            p,
+            "ca_file",
+            "tls = true needs ca_file: the PEM file of the CA that signed the reader's certificate",
+        );
+        return None;
+    };
+    Some(LlrpTls {
+        ca_file: ca_file.into(),
+        client_cert,
+    })
 }
 
 /// Whether `address` ends in `:port` (an IPv6 literal needs brackets).
@@ -139,6 +209,40 @@ mod tests {
         assert_eq!(link.zones.get(&3).map(String::as_str), Some("backroom"));
         let c = parse("address = \"[fe80::1]:6000\"\n").unwrap();
         assert_eq!(c.devices[0].transport.endpoint(), "[fe80::1]:6000");
+    }
+
+    #[test]
+    fn tls_takes_port_5085_and_needs_a_ca() {
+        let c = parse(
+            "address = \"10.0.0.7\"\ntls = true\nca_file = \"/etc/storegate/reader-ca.pem\"\n",
+        )
+        .unwrap();
+        let Transport::Llrp(link) = &c.devices[0].transport else {
+            panic!("not llrp");
+        };
+        assert_eq!(link.address, "10.0.0.7:5085");
+        assert_eq!(
+            link.tls.as_ref().map(|t| t.ca_file.as_path()),
+            Some(Path::new("/etc/storegate/reader-ca.pem"))
+        );
+        let all = parse("address = \"r\"\ntls = true\nclient_cert = \"c.pem\"\n")
+            .unwrap_err()
+            .join("\n");
+        assert!(
+            all.contains("device[0].ca_file: tls = true needs ca_file"),
+            "{all}"
+        );
+        assert!(
+            all.contains("device[0].client_key: client_cert needs client_key"),
+            "{all}"
+        );
+        let all = parse("address = \"r\"\nca_file = \"ca.pem\"\n")
+            .unwrap_err()
+            .join("\n");
+        assert!(
+            all.contains("device[0].ca_file: is only read with tls = true"),
+            "{all}"
+        );
     }
 
     #[test]

@@ -304,7 +304,7 @@ impl Ingest {
         self.writer
             .transact(move |w| {
                 let lock = || tags.lock().unwrap_or_else(|p| p.into_inner());
-                let departed = lock().sweep(now);
+                let departed = lock().sweep(w.conn(), now)?;
                 for e in departed {
                     w.append(e)?;
                 }

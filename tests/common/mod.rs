@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod broker;
+pub mod certs;
 pub mod modbus;
 pub mod nats;
 pub mod proxy;

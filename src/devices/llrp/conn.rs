@@ -22,7 +22,7 @@ pub struct Incoming {
 }
 
 pub struct Conn {
-    stream: TcpStream,
+    stream: super::tls::Stream,
     splitter: Splitter,
     buf: Vec<u8>,
     next_id: u32,
@@ -31,7 +31,12 @@ pub struct Conn {
 impl Conn {
     /// Connect within `timeout`. Nagle is off: requests are small and
     /// a keepalive ack held back by Nagle could arrive late.
-    pub async fn open(address: &str, timeout: Duration) -> Result<Conn, DeviceError> {
+    /// With `tls`, the TLS handshake follows within the same `timeout`.
+    pub async fn open(
+        address: &str,
+        tls: Option<&tokio_rustls::TlsConnector>,
+        timeout: Duration,
+    ) -> Result<Conn, DeviceError> {
         let open = |reason: String| DeviceError::Open {
             what: address.to_string(),
             reason,
@@ -43,6 +48,15 @@ impl Conn {
         stream
             .set_nodelay(true)
             .map_err(|e| open(format!("set TCP_NODELAY: {e}")))?;
+        let stream = match tls {
+            None => super::tls::Stream::Plain(stream),
+            Some(connector) => {
+                tokio::time::timeout(timeout, super::tls::handshake(connector, address, stream))
+                    .await
+                    .map_err(|_| open(format!("no TLS handshake within {timeout:?}")))?
+                    .map_err(open)?
+            }
+        };
         Ok(Conn {
             stream,
             splitter: Splitter::new(),

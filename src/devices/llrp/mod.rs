@@ -15,6 +15,7 @@
 
 mod conn;
 mod setup;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -57,8 +58,15 @@ pub async fn session(
     let settings = Settings::resolve(link, params);
     let zones = Zones::new(spec);
 
+    let tls = match &link.tls {
+        Some(t) => Some(tls::connector(t).map_err(|reason| DeviceError::Open {
+            what: link.address.clone(),
+            reason,
+        })?),
+        None => None,
+    };
     let mut conn = tokio::select! {
-        c = Conn::open(&link.address, CONNECT_TIMEOUT) => c?,
+        c = Conn::open(&link.address, tls.as_ref(), CONNECT_TIMEOUT) => c?,
         _ = shutdown.wait() => return Ok(()),
     };
     let set_up = tokio::select! {
