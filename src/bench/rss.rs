@@ -73,7 +73,13 @@ impl Agent {
     ) -> Result<Agent, Box<dyn std::error::Error>> {
         let config_path = data.join("store.toml");
         std::fs::write(&config_path, config)?;
-        let child = std::process::Command::new(std::env::current_exe()?)
+        // STOREGATE_BENCH_AGENT measures another build of the agent (the
+        // packaged store build, target/deb/storegate) under this driver.
+        let exe = match std::env::var_os("STOREGATE_BENCH_AGENT") {
+            Some(path) => std::path::PathBuf::from(path),
+            None => std::env::current_exe()?,
+        };
+        let child = std::process::Command::new(exe)
             .args(["run", "--config"])
             .arg(&config_path)
             .env("STOREGATE_LOG", "warn")
