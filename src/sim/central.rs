@@ -84,6 +84,9 @@ pub struct CentralState {
     /// (bumped whenever the file's text changes).
     #[serde(default)]
     pub config_versions: BTreeMap<String, (String, i64)>,
+    /// Per store: click-and-collect orders (`super::central_orders`).
+    #[serde(default)]
+    pub orders: BTreeMap<String, super::central_orders::StoreOrders>,
 }
 
 /// A running central; cheap to clone.
@@ -144,6 +147,18 @@ impl Central {
             .route(
                 "/admin/stores/{store}/config",
                 put(super::central_config::put_config),
+            )
+            .route(
+                "/v1/stores/{store}/orders",
+                get(super::central_orders::get_orders),
+            )
+            .route(
+                "/admin/stores/{store}/orders",
+                post(super::central_orders::post_order),
+            )
+            .route(
+                "/admin/stores/{store}/orders/{id}/cancel",
+                post(super::central_orders::cancel),
             )
             .with_state(self.clone())
     }
@@ -208,7 +223,8 @@ fn compute_on_hand(s: &CentralState, store: &str) -> BTreeMap<String, i64> {
     let mut on_hand = s.initial_stock.clone();
     if let Some(view) = s.stores.get(store) {
         for e in view.events.values() {
-            if let Some((sku, delta)) = stock_move(e) {
+            let moves = stock_move(e).into_iter();
+            for (sku, delta) in moves.chain(super::central_orders::handover_moves(e)) {
                 *on_hand.entry(sku).or_default() += delta;
             }
         }
