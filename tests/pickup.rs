@@ -411,6 +411,7 @@ async fn pickup_orders_are_reserved_picked_handed_over_and_expired() {
             .iter()
             .filter(|e| e["data"]["order_id"] == id)
             .filter_map(|e| e["kind"].as_str())
+            .filter(|k| k.starts_with("order_"))
             .collect()
     };
     assert_eq!(

@@ -448,10 +448,26 @@ async fn put_status(
     StatusCode::NO_CONTENT.into_response()
 }
 
+/// The `?since=` of the pulls.
 #[derive(Deserialize)]
-struct Since {
+pub(super) struct Since {
     #[serde(default)]
+    pub(super) since: i64,
+}
+
+/// The entries that changed after version `since`.
+pub(super) fn newer<'a, T>(
+    entries: impl IntoIterator<Item = &'a (i64, T)>,
     since: i64,
+) -> Vec<&'a T>
+where
+    T: 'a,
+{
+    entries
+        .into_iter()
+        .filter(|(v, _)| *v > since)
+        .map(|(_, item)| item)
+        .collect()
 }
 
 async fn prices(
@@ -464,18 +480,8 @@ async fn prices(
     if let Err((status, msg)) = authorize(&s.behaviour, &headers) {
         return error(status, msg);
     }
-    let items: Vec<&Value> = s
-        .prices
-        .values()
-        .filter(|(v, _)| *v > q.since)
-        .map(|(_, i)| i)
-        .collect();
-    let removed: Vec<&String> = s
-        .removed
-        .iter()
-        .filter(|(v, _)| *v > q.since)
-        .map(|(_, sku)| sku)
-        .collect();
+    let items = newer(s.prices.values(), q.since);
+    let removed = newer(&s.removed, q.since);
     axum::Json(json!({"version": s.price_version, "items": items, "removed": removed}))
         .into_response()
 }

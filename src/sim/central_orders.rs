@@ -19,9 +19,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+
 use serde_json::{Value, json};
 
-use super::central::{Central, authorize, error};
+use super::central::{Central, Since, authorize, error, newer};
 
 /// One store's pickup orders at central.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -84,12 +85,6 @@ pub fn handover_moves(e: &Value) -> Vec<(String, i64)> {
         .collect()
 }
 
-#[derive(Deserialize)]
-pub(super) struct Since {
-    #[serde(default)]
-    since: i64,
-}
-
 /// `GET /v1/stores/{s}/orders?since=`.
 pub(super) async fn get_orders(
     State(c): State<Central>,
@@ -104,18 +99,8 @@ pub(super) async fn get_orders(
     let Some(orders) = s.orders.get(&store) else {
         return Json(json!({"version": 0, "orders": [], "cancelled": []})).into_response();
     };
-    let changed: Vec<&Value> = orders
-        .orders
-        .values()
-        .filter(|(v, _)| *v > q.since)
-        .map(|(_, o)| o)
-        .collect();
-    let cancelled: Vec<&String> = orders
-        .cancelled
-        .iter()
-        .filter(|(v, _)| *v > q.since)
-        .map(|(_, id)| id)
-        .collect();
+    let changed = newer(orders.orders.values(), q.since);
+    let cancelled = newer(&orders.cancelled, q.since);
     Json(json!({"version": orders.version, "orders": changed, "cancelled": cancelled}))
         .into_response()
 }

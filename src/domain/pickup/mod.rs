@@ -196,14 +196,7 @@ pub fn release(w: &mut WriteTx<'_>, order_id: &str, why: Release) -> Result<bool
     ) {
         return Ok(false);
     }
-    let back: Vec<OrderLine> = lines(w.conn(), order_id)?
-        .into_iter()
-        .filter(|l| l.picked > 0)
-        .map(|l| OrderLine {
-            sku: l.sku,
-            qty: l.picked,
-        })
-        .collect();
+    let back = picked_so_far(w.conn(), order_id)?;
     let body = OrderReleased {
         order_id: order_id.to_string(),
         return_to_shelf: back.clone(),
@@ -217,18 +210,7 @@ pub fn release(w: &mut WriteTx<'_>, order_id: &str, why: Release) -> Result<bool
         ),
     };
     let appended = w.append(NewEvent::new(crate::event::now_millis(), DEVICE, body))?;
-    w.conn()
-        .execute(
-            "UPDATE pickup_orders SET state = ?2, closed_seq = ?3, return_open = ?4 WHERE order_id = ?1",
-            params![order_id, state, appended.seq, !back.is_empty()],
-        )
-        .ctx("ending a pickup order")?;
-    w.conn()
-        .execute(
-            "UPDATE pickup_lines SET reserved = 0 WHERE order_id = ?1",
-            [order_id],
-        )
-        .ctx("releasing a reservation")?;
+    close(w.conn(), order_id, state, appended.seq, !back.is_empty())?;
     if !back.is_empty() {
         let items: Vec<String> = back
             .iter()
@@ -253,6 +235,40 @@ pub fn release(w: &mut WriteTx<'_>, order_id: &str, why: Release) -> Result<bool
         }
     }
     Ok(true)
+}
+
+/// The units picked so far per line (lines with none left out).
+pub fn picked_so_far(conn: &Connection, order_id: &str) -> Result<Vec<OrderLine>, StoreError> {
+    Ok(lines(conn, order_id)?
+        .into_iter()
+        .filter(|l| l.picked > 0)
+        .map(|l| OrderLine {
+            sku: l.sku,
+            qty: l.picked,
+        })
+        .collect())
+}
+
+/// An order ended in `state` by the event `seq`: nothing is reserved for
+/// it any more; `return_open` when its picked items must go back.
+pub(crate) fn close(
+    conn: &Connection,
+    order_id: &str,
+    state: &str,
+    seq: i64,
+    return_open: bool,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE pickup_orders SET state = ?2, closed_seq = ?3, return_open = ?4 WHERE order_id = ?1",
+        params![order_id, state, seq, return_open],
+    )
+    .ctx("ending a pickup order")?;
+    conn.execute(
+        "UPDATE pickup_lines SET reserved = 0 WHERE order_id = ?1",
+        [order_id],
+    )
+    .ctx("releasing a reservation")?;
+    Ok(())
 }
 
 /// Expire every live order whose deadline has passed at `now_ms`; returns

@@ -8,7 +8,7 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 use super::code::{self, PickupCode};
-use super::{LineView, RETURN_ALERT, lines, state_of};
+use super::{LineView, RETURN_ALERT, close, lines, picked_so_far, state_of};
 use crate::db::{SqlContext, StoreError, WriteTx};
 use crate::domain::epc::{self, SledTag};
 use crate::domain::{alerts, catalog, sgtin};
@@ -331,14 +331,7 @@ pub fn handover(
             order_id: order_id.into(),
         }));
     }
-    let handed: Vec<OrderLine> = lines(w.conn(), order_id)?
-        .into_iter()
-        .filter(|l| l.picked > 0)
-        .map(|l| OrderLine {
-            sku: l.sku,
-            qty: l.picked,
-        })
-        .collect();
+    let handed = picked_so_far(w.conn(), order_id)?;
     if state == "handed_over" {
         return Ok(Ok((handed, true)));
     }
@@ -356,18 +349,7 @@ pub fn handover(
             by: by.map(str::to_string),
         }),
     ))?;
-    w.conn()
-        .execute(
-            "UPDATE pickup_orders SET state = 'handed_over', closed_seq = ?2 WHERE order_id = ?1",
-            params![order_id, appended.seq],
-        )
-        .ctx("recording a handover")?;
-    w.conn()
-        .execute(
-            "UPDATE pickup_lines SET reserved = 0 WHERE order_id = ?1",
-            [order_id],
-        )
-        .ctx("releasing a reservation")?;
+    close(w.conn(), order_id, "handed_over", appended.seq, false)?;
     Ok(Ok((handed, false)))
 }
 

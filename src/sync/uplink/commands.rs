@@ -111,4 +111,20 @@ mod tests {
         assert_eq!(parse(br#"{"cmd":"reboot"}"#), Err("reboot".into()));
         assert!(parse(b"garbage").is_err());
     }
+
+    #[tokio::test]
+    async fn pull_orders_wakes_the_orders_puller() {
+        let triggers = Triggers {
+            can_pull: true,
+            ..Triggers::default()
+        };
+        let mut dispatcher = Dispatcher::new(triggers.clone());
+        assert!(!dispatcher.handle("storegate/v1/s/cmd", br#"{"cmd":"pull_orders"}"#));
+        let woken = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            triggers.orders.notified(),
+        )
+        .await;
+        assert!(woken.is_ok(), "the orders puller was not woken");
+    }
 }
