@@ -100,10 +100,8 @@ pub fn apply_pull(
                 reserve(w, order, &hash, now)?;
                 outcome.reserved.push(id.clone());
             }
-            ("cancelled", Some(_)) => {
-                if release(w, id, Release::Cancelled)? {
-                    outcome.cancelled.push(id.clone());
-                }
+            ("cancelled", Some(_)) if release(w, id, Release::Cancelled)? => {
+                outcome.cancelled.push(id.clone());
             }
             _ => {}
         }

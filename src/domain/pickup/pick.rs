@@ -81,14 +81,17 @@ fn wrong_state(order_id: &str, state: &str, what: &'static str) -> PickRefusal {
     }
 }
 
-/// What a scanned code is: the SKU, and for a tag the item key (GTIN and
-/// serial) and the EPC as read. A plain GTIN (8, 12, 13 or 14 digits with
-/// a valid check digit) is tried before an EPC, since GTIN-8 and GTIN-12
-/// are also whole 16-bit words of hex.
-fn resolve(
-    w: &WriteTx<'_>,
-    scanned: &str,
-) -> Result<Option<(String, Option<(String, String)>)>, StoreError> {
+/// A tagged item as scanned: its key (GTIN and serial, however the tag
+/// was encoded) and the EPC as read.
+struct Tag {
+    item: String,
+    epc: String,
+}
+
+/// What a scanned code is: the SKU, and for a tag the item. A plain GTIN
+/// (8, 12, 13 or 14 digits with a valid check digit) is tried before an
+/// EPC, since GTIN-8 and GTIN-12 are also whole 16-bit words of hex.
+fn resolve(w: &WriteTx<'_>, scanned: &str) -> Result<Option<(String, Option<Tag>)>, StoreError> {
     let text = scanned.trim();
     if sgtin::normalize_gtin(text).is_some() {
         return Ok(catalog::sku_for_gtin(w.conn(), text)?.map(|sku| (sku, None)));
@@ -100,12 +103,18 @@ fn resolve(
     let Some(sku) = catalog::sku_for_gtin(w.conn(), gtin)? else {
         return Ok(None);
     };
-    let read = if text.starts_with("http") {
+    let epc = if text.starts_with("http") {
         text.to_string()
     } else {
         text.to_ascii_uppercase()
     };
-    Ok(Some((sku, Some((tag.key(text), read)))))
+    Ok(Some((
+        sku,
+        Some(Tag {
+            item: tag.key(text),
+            epc,
+        }),
+    )))
 }
 
 /// Scan one item into an order being picked.
@@ -140,7 +149,7 @@ pub fn scan(w: &mut WriteTx<'_>, order_id: &str, scanned: &str) -> Refusable<Sca
             sku,
         }));
     };
-    if let Some((item, _)) = &tag {
+    if let Some(Tag { item, .. }) = &tag {
         let holder: Option<String> = w
             .conn()
             .prepare_cached(
@@ -176,12 +185,12 @@ pub fn scan(w: &mut WriteTx<'_>, order_id: &str, scanned: &str) -> Refusable<Sca
         )
         .and_then(|mut st| st.execute(params![order_id, sku]))
         .ctx("recording a scan")?;
-    if let Some((item, read)) = &tag {
+    if let Some(Tag { item, epc }) = &tag {
         w.conn()
             .prepare_cached(
                 "INSERT INTO pickup_epcs (order_id, item, epc, sku) VALUES (?1, ?2, ?3, ?4)",
             )
-            .and_then(|mut st| st.execute(params![order_id, item, read, sku]))
+            .and_then(|mut st| st.execute(params![order_id, item, epc, sku]))
             .ctx("recording a scanned tag")?;
     }
     Ok(Ok(Scanned {
