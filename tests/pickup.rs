@@ -547,6 +547,32 @@ async fn pulled_orders_are_checked_and_scans_refused_with_reasons() {
         assert_eq!(a.status, 200, "{}", a.body);
         assert_eq!(a.body["already_picked"], already, "{}", a.body);
     }
+    // Guessing is stopped: after 5 wrong codes even the right one waits.
+    for attempt in 1..=6 {
+        let code = if attempt == 6 { CODE_1 } else { "0000" };
+        let a = api
+            .post(
+                "/v1/orders/WEB-10/handover",
+                Some(API_STAFF),
+                json!({"pickup_code": code}),
+            )
+            .await;
+        let want = if attempt == 6 {
+            (429, "too_many_wrong_codes")
+        } else {
+            (422, "wrong_pickup_code")
+        };
+        assert_eq!(
+            (a.status, error_code(&a)),
+            want,
+            "attempt {attempt}: {}",
+            a.body
+        );
+    }
+    assert_eq!(
+        api.get("/v1/orders/WEB-10", Some(API_STAFF)).await.body["wrong_codes"],
+        5
+    );
     let picked = api
         .store
         .events()

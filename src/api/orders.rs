@@ -171,6 +171,7 @@ fn refused(r: PickRefusal) -> ApiError {
         PickRefusal::Surplus { .. } => (StatusCode::CONFLICT, "surplus"),
         PickRefusal::TakenByOther { .. } => (StatusCode::CONFLICT, "tag_in_other_order"),
         PickRefusal::WrongCode { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "wrong_pickup_code"),
+        PickRefusal::Locked { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_wrong_codes"),
         PickRefusal::NothingPicked { .. } => (StatusCode::CONFLICT, "nothing_picked"),
     };
     ApiError::new(status, code, r.to_string())

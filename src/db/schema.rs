@@ -299,6 +299,7 @@ pub const MIGRATIONS: &[&str] = &[
         pulled_ms    INTEGER NOT NULL,
         closed_seq   INTEGER,          -- the event that ended it
         wrong_codes  INTEGER NOT NULL DEFAULT 0,
+        locked_until_ms INTEGER,       -- handover refused until then (too many wrong codes)
         return_open  INTEGER NOT NULL DEFAULT 0  -- picked items still to go back to the shelf
     ) WITHOUT ROWID;
     -- Only live orders: what expiry and the reservation sum look at.

@@ -16,6 +16,13 @@ use crate::event::{
     EventBody, NewEvent, OrderHandedOver, OrderLine, OrderPicked, PickedLine, now_millis,
 };
 
+/// Wrong pickup codes after which an order's handover is locked for
+/// [`LOCK_MS`]: a 4-digit code must not be guessable by trying.
+pub const MAX_WRONG_CODES: i64 = 5;
+
+/// How long a handover stays locked after [`MAX_WRONG_CODES`] wrong codes.
+pub const LOCK_MS: i64 = 5 * 60 * 1000;
+
 /// Why staff's action on an order was refused; nothing of it was stored
 /// (except the count of wrong codes).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,6 +55,10 @@ pub enum PickRefusal {
         "that is not the pickup code of order {order_id}; ask the customer for the code in their confirmation"
     )]
     WrongCode { order_id: String },
+    #[error(
+        "order {order_id} is locked for {minutes} more minute(s) after {MAX_WRONG_CODES} wrong pickup codes; check the customer's order confirmation, then try again"
+    )]
+    Locked { order_id: String, minutes: i64 },
     #[error("nothing of order {order_id} was picked: there is nothing to hand over")]
     NothingPicked { order_id: String },
 }
@@ -323,17 +334,27 @@ pub fn handover(
             )));
         }
     }
-    let stored: String = w
+    let (stored, locked_until): (String, Option<i64>) = w
         .conn()
-        .prepare_cached("SELECT code_hash FROM pickup_orders WHERE order_id = ?1")
-        .and_then(|mut st| st.query_row([order_id], |r| r.get(0)))
+        .prepare_cached("SELECT code_hash, locked_until_ms FROM pickup_orders WHERE order_id = ?1")
+        .and_then(|mut st| st.query_row([order_id], |r| Ok((r.get(0)?, r.get(1)?))))
         .ctx("reading a pickup order")?;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    if let Some(until) = locked_until.filter(|u| *u > now_ms) {
+        return Ok(Err(PickRefusal::Locked {
+            order_id: order_id.into(),
+            minutes: (until - now_ms + 59_999) / 60_000,
+        }));
+    }
     let key = crate::domain::privacy::member_key(w.conn())?;
     if !code::matches(&key, order_id, code, &stored) {
+        // Every MAX_WRONG_CODES-th wrong code locks the handover a while.
         w.conn()
             .execute(
-                "UPDATE pickup_orders SET wrong_codes = wrong_codes + 1 WHERE order_id = ?1",
-                [order_id],
+                "UPDATE pickup_orders SET wrong_codes = wrong_codes + 1,
+                   locked_until_ms = CASE WHEN (wrong_codes + 1) % ?2 = 0 THEN ?3 ELSE locked_until_ms END
+                 WHERE order_id = ?1",
+                params![order_id, MAX_WRONG_CODES, now_ms + LOCK_MS],
             )
             .ctx("counting a wrong pickup code")?;
         return Ok(Err(PickRefusal::WrongCode {
