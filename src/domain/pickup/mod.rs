@@ -321,6 +321,39 @@ pub fn reserved_all(conn: &Connection) -> Result<HashMap<String, i64>, StoreErro
     rows.collect::<Result<_, _>>().ctx("summing reservations")
 }
 
+/// What `storegate status` says about pickups.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Orders reserved and not picked yet.
+    pub to_pick: i64,
+    /// Picked, waiting for the customer.
+    pub ready: i64,
+    /// Ended orders whose picked items are still to go back.
+    pub to_return: i64,
+    /// The `since` of the next orders pull.
+    pub orders_version: i64,
+}
+
+/// The pickup figures for `storegate status`.
+pub fn summary(conn: &Connection) -> Result<Summary, StoreError> {
+    conn.query_row(
+        "SELECT (SELECT count(*) FROM pickup_orders WHERE state = 'open'),
+                (SELECT count(*) FROM pickup_orders WHERE state = 'picked'),
+                (SELECT count(*) FROM pickup_orders WHERE return_open = 1),
+                (SELECT orders_version FROM sync_state WHERE id = 1)",
+        [],
+        |r| {
+            Ok(Summary {
+                to_pick: r.get(0)?,
+                ready: r.get(1)?,
+                to_return: r.get(2)?,
+                orders_version: r.get(3)?,
+            })
+        },
+    )
+    .ctx("summing up pickup orders")
+}
+
 /// One line of an order as staff see it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LineView {
