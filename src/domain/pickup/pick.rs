@@ -161,11 +161,13 @@ pub fn scan(w: &mut WriteTx<'_>, order_id: &str, scanned: &str) -> Refusable<Sca
         }));
     };
     if let Some(Tag { item, .. }) = &tag {
+        // Live orders only: an item handed over and later returned at the
+        // till may be picked for another customer.
         let holder: Option<String> = w
             .conn()
             .prepare_cached(
                 "SELECT e.order_id FROM pickup_epcs e JOIN pickup_orders o ON o.order_id = e.order_id
-                 WHERE e.item = ?1 AND o.state IN ('open', 'picked', 'handed_over') LIMIT 1",
+                 WHERE e.item = ?1 AND o.state IN ('open', 'picked') LIMIT 1",
             )
             .and_then(|mut st| st.query_row([item], |r| r.get(0)).optional())
             .ctx("looking up a scanned tag")?;
