@@ -89,22 +89,22 @@ pub fn apply_pull(
     let mut outcome = PullOutcome::default();
     for order in &pull.orders {
         let id = &order.order_id;
-        let known = state_of(w.conn(), id)?;
-        match (order.status.as_str(), known) {
-            ("open", None) => {
-                if let Err(why) = check_pulled(order) {
-                    outcome.refused.push((id.clone(), why));
-                    continue;
-                }
-                let hash = code::hash(&key, id, &order.pickup_code);
-                reserve(w, order, &hash, now)?;
-                outcome.reserved.push(id.clone());
-            }
-            ("cancelled", Some(_)) if release(w, id, Release::Cancelled)? => {
+        let known = state_of(w.conn(), id)?.is_some();
+        if known || order.status != "open" {
+            // Central's later word on an order the store has: only a
+            // cancellation acts (`release` leaves ended orders alone).
+            if known && order.status == "cancelled" && release(w, id, Release::Cancelled)? {
                 outcome.cancelled.push(id.clone());
             }
-            _ => {}
+            continue;
         }
+        if let Err(why) = check_pulled(order) {
+            outcome.refused.push((id.clone(), why));
+            continue;
+        }
+        let hash = code::hash(&key, id, &order.pickup_code);
+        reserve(w, order, &hash, now)?;
+        outcome.reserved.push(id.clone());
     }
     for id in &pull.cancelled {
         if release(w, id, Release::Cancelled)? {
