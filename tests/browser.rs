@@ -618,25 +618,40 @@ async fn staff_page_picks_and_hands_over_a_pickup_order_in_a_real_browser() {
     }
     browser.type_into("#pickup-scan", &format!("{tag}\n")).await;
     browser
-        .wait_text("#message", "the repeat read to be recognised", |t| {
+        .wait_text("#pickup-message", "the repeat read to be recognised", |t| {
             t.contains("scanned already")
         })
         .await;
+    // A third item is a surplus: refused where staff look.
+    let extra = storegate::domain::sgtin::encode_sgtin96(GTIN, 5, 1, 43).unwrap();
+    browser
+        .type_into("#pickup-scan", &format!("{extra}\n"))
+        .await;
+    browser
+        .wait_text("#pickup-message", "the surplus refused", |t| {
+            t.starts_with("surplus: order WEB-77 needs 2")
+        })
+        .await;
+    browser
+        .script("document.getElementById('pickup').scrollIntoView(); return true;")
+        .await;
+    let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("staff-pickup-picking.png");
+    browser.screenshot(&shot).await;
     browser.click("#pickup-done").await;
     browser
-        .wait_text("#message", "the pick to be recorded", |t| {
+        .wait_text("#pickup-message", "the pick to be recorded", |t| {
             t == "Picked complete"
         })
         .await;
     browser.type_into("#pickup-code", "0000\n").await;
     browser
-        .wait_text("#message", "the wrong code refused", |t| {
+        .wait_text("#pickup-message", "the wrong code refused", |t| {
             t.contains("not the pickup code of order WEB-77")
         })
         .await;
     browser.type_into("#pickup-code", "K4711\n").await;
     browser
-        .wait_text("#message", "the handover", |t| {
+        .wait_text("#pickup-message", "the handover", |t| {
             t == "Handed over: order WEB-77"
         })
         .await;
