@@ -573,13 +573,14 @@ async fn staff_page_picks_and_hands_over_a_pickup_order_in_a_real_browser() {
     use storegate::domain::pickup::{self, OrdersPull};
     require_browser();
     let (store, base) = serve_store().await;
-    let now = Utc::now();
-    let pull: OrdersPull = serde_json::from_value(json!({"version": 1, "orders": [
-        {"order_id": "WEB-77", "pickup_code": "K4711", "status": "open",
-         "promised_at": format_ts(&(now + chrono::Duration::hours(2))),
-         "expires_at": format_ts(&(now + chrono::Duration::days(2))),
-         "lines": [{"sku": SKU, "qty": 2}]}]}))
-    .unwrap();
+    let web77 = common::pickup::order(
+        "WEB-77",
+        "K4711",
+        chrono::Duration::days(2),
+        json!([{"sku": SKU, "qty": 2}]),
+    );
+    let pull: OrdersPull =
+        serde_json::from_value(json!({"version": 1, "orders": [web77]})).unwrap();
     store
         .writer
         .transact(move |w| pickup::apply_pull(w, &pull, Utc::now()))

@@ -12,31 +12,16 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use common::pickup::{CODE_1, CODE_2, CODE_3, epc, gtin, order};
 use common::{Agent, free_port};
 use serde_json::{Value, json};
-use storegate::domain::sgtin::{encode_sgtin96, gtin_check_digit};
 use storegate::event::format_ts;
 use storegate::sim::central::Central;
 
 const STORE: &str = "store-pickup";
 const STAFF: &str = "staff-pickup";
 const CENTRAL: &str = "central-pickup";
-/// The customers' codes: distinctive, so a leak is found by searching.
-const CODE_1: &str = "QX-4711-PICK";
-const CODE_2: &str = "QX-1234-PICK";
-const CODE_3: &str = "QX-9876-PICK";
 const DEADLINE: Duration = Duration::from_secs(30);
-
-/// A GTIN-14 under company prefix 0614141 with item number `item`.
-fn gtin(item: u32) -> String {
-    let first13 = format!("00614141{item:05}");
-    format!("{first13}{}", gtin_check_digit(&first13).unwrap())
-}
-
-/// The SGTIN-96 EPC of item `serial` of a GTIN.
-fn epc(gtin: &str, serial: u64) -> String {
-    encode_sgtin96(gtin, 5, 1, serial).unwrap()
-}
 
 /// The agent, its API and the central it talks to.
 struct Shop {
@@ -147,13 +132,6 @@ poll_orders_s = 1
     )
     .unwrap();
     path
-}
-
-fn order(id: &str, code: &str, expires_in: chrono::Duration, lines: Value) -> Value {
-    let now = Utc::now();
-    json!({"order_id": id, "pickup_code": code, "status": "open",
-           "promised_at": format_ts(&(now + chrono::Duration::hours(1))),
-           "expires_at": format_ts(&(now + expires_in)), "lines": lines})
 }
 
 fn line<'a>(order: &'a Value, sku: &str) -> &'a Value {
@@ -441,143 +419,4 @@ async fn pickup_orders_are_reserved_picked_handed_over_and_expired() {
         assert!(!logs.contains(code), "{code} is in the log");
     }
     println!("pickup end to end: {:?}", started.elapsed());
-}
-
-/// The pull's rules and the pick's refusals against the library's real
-/// API server: invalid orders are refused one by one (the reason never
-/// carries the code) while the others are reserved; a tagged item cannot
-/// go into two orders; codes that are no product are refused; a handover
-/// before the pick is refused; a resent pick answers the same pick.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pulled_orders_are_checked_and_scans_refused_with_reasons() {
-    use common::api::{Api, GTIN14, STAFF as API_STAFF, error_code};
-    use storegate::domain::pickup::{self, OrdersPull};
-    let api = Api::start().await;
-    let day = chrono::Duration::days(1);
-    let one = json!([{"sku": "SKU-1001", "qty": 1}]);
-    let mut cancelled_unknown = order("WEB-13", CODE_3, day, one.clone());
-    cancelled_unknown["status"] = json!("cancelled");
-    let pull: OrdersPull = serde_json::from_value(json!({"version": 3, "orders": [
-        order("WEB-10", CODE_1, day, one.clone()),
-        order("WEB-11", CODE_2, day, json!([{"sku": "SKU-1001", "qty": 1}, {"sku": "SKU-1001", "qty": 2}])),
-        order("WEB-12", " ", day, one.clone()),
-        cancelled_unknown,
-        order("WEB-14", CODE_2, day, one.clone()),
-    ]}))
-    .unwrap();
-    let outcome = api
-        .store
-        .writer
-        .transact(move |w| pickup::apply_pull(w, &pull, Utc::now()))
-        .await
-        .unwrap();
-    assert_eq!(outcome.reserved, ["WEB-10", "WEB-14"]);
-    let refused: Vec<&str> = outcome.refused.iter().map(|(id, _)| id.as_str()).collect();
-    assert_eq!(refused, ["WEB-11", "WEB-12"], "{:?}", outcome.refused);
-    assert!(
-        outcome.refused[0].1.contains("appears more than once"),
-        "{:?}",
-        outcome.refused
-    );
-    assert!(!format!("{outcome:?}").contains("QX-"), "{outcome:?}");
-    let sku = api.get("/v1/skus/SKU-1001", Some(API_STAFF)).await.body;
-    assert_eq!(
-        (sku["reserved"].clone(), sku["available"].clone()),
-        (json!(2), json!(22)),
-        "{sku}"
-    );
-
-    let scan = |id: &str, code: String| {
-        let path = format!("/v1/orders/{id}/scan");
-        let api = &api;
-        async move {
-            api.post(&path, Some(API_STAFF), json!({ "code": code }))
-                .await
-        }
-    };
-    let tag = epc(GTIN14, 9);
-    let a = scan("WEB-10", tag.clone()).await;
-    assert_eq!(a.status, 200, "{}", a.body);
-    let a = scan("WEB-14", tag.to_lowercase()).await;
-    assert_eq!(
-        (a.status, error_code(&a)),
-        (409, "tag_in_other_order"),
-        "{}",
-        a.body
-    );
-    for code in ["SKU-1001", "hello", "00614141000012"] {
-        let a = scan("WEB-14", code.into()).await;
-        assert_eq!(
-            (a.status, error_code(&a)),
-            (422, "unknown_code"),
-            "{code}: {}",
-            a.body
-        );
-    }
-    let a = scan("WEB-99", GTIN14.into()).await;
-    assert_eq!(
-        (a.status, error_code(&a)),
-        (404, "unknown_order"),
-        "{}",
-        a.body
-    );
-    let a = api
-        .post(
-            "/v1/orders/WEB-14/handover",
-            Some(API_STAFF),
-            json!({"pickup_code": CODE_2}),
-        )
-        .await;
-    assert_eq!(
-        (a.status, error_code(&a)),
-        (409, "order_state"),
-        "{}",
-        a.body
-    );
-    assert!(
-        a.body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("finish the pick first")
-    );
-    for already in [false, true] {
-        let a = api
-            .post("/v1/orders/WEB-10/picked", Some(API_STAFF), json!({}))
-            .await;
-        assert_eq!(a.status, 200, "{}", a.body);
-        assert_eq!(a.body["already_picked"], already, "{}", a.body);
-    }
-    // Guessing is stopped: after 5 wrong codes even the right one waits.
-    for attempt in 1..=6 {
-        let code = if attempt == 6 { CODE_1 } else { "0000" };
-        let a = api
-            .post(
-                "/v1/orders/WEB-10/handover",
-                Some(API_STAFF),
-                json!({"pickup_code": code}),
-            )
-            .await;
-        let want = if attempt == 6 {
-            (429, "too_many_wrong_codes")
-        } else {
-            (422, "wrong_pickup_code")
-        };
-        assert_eq!(
-            (a.status, error_code(&a)),
-            want,
-            "attempt {attempt}: {}",
-            a.body
-        );
-    }
-    assert_eq!(
-        api.get("/v1/orders/WEB-10", Some(API_STAFF)).await.body["wrong_codes"],
-        5
-    );
-    let picked = api
-        .store
-        .events()
-        .into_iter()
-        .filter(|e| e.body.kind() == "order_picked")
-        .count();
-    assert_eq!(picked, 1, "a resent pick is journaled once");
 }
