@@ -159,6 +159,9 @@ pub struct CentralConfig {
     pub max_backoff_s: u64,
     pub poll_prices_s: u64,
     pub poll_stock_s: u64,
+    /// How often pickup orders are pulled (sync-api.md 6), besides at
+    /// start, when the link comes back and on the `pull_orders` command.
+    pub poll_orders_s: u64,
     /// The heartbeat's period (spec/fleet.md 3), over either transport.
     pub heartbeat_s: u64,
     /// HTTP (the default) or the MQTT fleet uplink.
@@ -183,6 +186,7 @@ impl CentralConfig {
             max_backoff_s: 300,
             poll_prices_s: 30,
             poll_stock_s: 300,
+            poll_orders_s: 60,
             heartbeat_s: 60,
             transport: CentralTransport::Http,
             poll_config_s: 300,

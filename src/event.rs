@@ -8,6 +8,11 @@ use serde::{Deserialize, Serialize};
 
 pub mod bounds;
 pub mod device;
+mod order;
+
+pub use order::{
+    OrderHandedOver, OrderLine, OrderPicked, OrderReleased, OrderReserved, PickedLine,
+};
 
 /// Journal sequence number: strictly increasing, assigned at commit.
 pub type Seq = i64;
@@ -49,6 +54,11 @@ impl NewEvent {
             EventBody::Return(l) => Some(format!("return/{d}/{}/{}", l.receipt_id, l.line)),
             EventBody::Receipt(r) => Some(format!("receipt/{}/{}", r.delivery_id, r.sku)),
             EventBody::Count(c) => Some(format!("count/{}/{}", c.session_id, c.sku)),
+            EventBody::OrderReserved(o) => Some(format!("order_reserved/{}", o.order_id)),
+            EventBody::OrderPicked(o) => Some(format!("order_picked/{}", o.order_id)),
+            EventBody::OrderHandedOver(o) => Some(format!("order_handed_over/{}", o.order_id)),
+            EventBody::OrderExpired(o) => Some(format!("order_expired/{}", o.order_id)),
+            EventBody::OrderCancelled(o) => Some(format!("order_cancelled/{}", o.order_id)),
             EventBody::LabelAck(a) => Some(format!(
                 "label_ack/{}/{}/{}",
                 a.label_id,
@@ -90,10 +100,15 @@ pub enum EventBody {
     Reading(Reading),
     ConfigApplied(ConfigApplied),
     Gpi(Gpi),
+    OrderReserved(OrderReserved),
+    OrderPicked(OrderPicked),
+    OrderHandedOver(OrderHandedOver),
+    OrderExpired(OrderReleased),
+    OrderCancelled(OrderReleased),
 }
 
 /// Every `kind`, in the order of the spec table. Used for metrics and status.
-pub const KINDS: [&str; 16] = [
+pub const KINDS: [&str; 21] = [
     "sale",
     "return",
     "receipt",
@@ -110,6 +125,11 @@ pub const KINDS: [&str; 16] = [
     "reading",
     "config_applied",
     "gpi",
+    "order_reserved",
+    "order_picked",
+    "order_handed_over",
+    "order_expired",
+    "order_cancelled",
 ];
 
 impl EventBody {
@@ -131,6 +151,11 @@ impl EventBody {
             EventBody::Reading(_) => "reading",
             EventBody::ConfigApplied(_) => "config_applied",
             EventBody::Gpi(_) => "gpi",
+            EventBody::OrderReserved(_) => "order_reserved",
+            EventBody::OrderPicked(_) => "order_picked",
+            EventBody::OrderHandedOver(_) => "order_handed_over",
+            EventBody::OrderExpired(_) => "order_expired",
+            EventBody::OrderCancelled(_) => "order_cancelled",
         }
     }
 
@@ -177,7 +202,24 @@ impl EventBody {
         serde_json::from_str(&whole)
     }
 
-    /// Signed change to on-hand stock (sync-api section 2, "moves stock").
+    /// Every signed change to on-hand stock this event makes: the one of
+    /// [`EventBody::stock_move`], or one per line of an
+    /// `order_handed_over` (a sale of the picked lines, sync-api section 6).
+    pub fn stock_moves(&self) -> impl Iterator<Item = (&str, i64)> {
+        let handed_over: &[OrderLine] = match self {
+            EventBody::OrderHandedOver(h) => &h.lines,
+            _ => &[],
+        };
+        self.stock_move().into_iter().chain(
+            handed_over
+                .iter()
+                .filter(|l| l.qty != 0)
+                .map(|l| (l.sku.as_str(), -l.qty)),
+        )
+    }
+
+    /// Signed change to on-hand stock of the single-SKU kinds (sync-api
+    /// section 2, "moves stock"); see [`EventBody::stock_moves`] for all.
     pub fn stock_move(&self) -> Option<(&str, i64)> {
         match self {
             EventBody::Sale(l) => Some((&l.sku, -l.qty)),
@@ -611,6 +653,65 @@ mod tests {
                 unit: "C".into(),
             }),
             json!({"name": "temperature", "value": 4.5, "unit": "C"}),
+        );
+    }
+
+    #[test]
+    fn order_event_shapes() {
+        let line = |sku: &str, qty| OrderLine {
+            sku: sku.into(),
+            qty,
+        };
+        roundtrip(
+            EventBody::OrderReserved(OrderReserved {
+                order_id: "WEB-88121".into(),
+                lines: vec![line("SKU-1001", 2)],
+                promised_at: ts(),
+                expires_at: ts(),
+            }),
+            json!({"order_id": "WEB-88121", "lines": [{"sku": "SKU-1001", "qty": 2}],
+                   "promised_at": "2026-11-22T10:15:30.123Z", "expires_at": "2026-11-22T10:15:30.123Z"}),
+        );
+        roundtrip(
+            EventBody::OrderPicked(OrderPicked {
+                order_id: "WEB-88121".into(),
+                lines: vec![PickedLine {
+                    sku: "SKU-1001".into(),
+                    qty: 2,
+                    picked: 1,
+                    epcs: vec!["3074257BF7194E4000001A85".into()],
+                    short: 1,
+                }],
+                by: None,
+            }),
+            json!({"order_id": "WEB-88121", "lines": [{"sku": "SKU-1001", "qty": 2, "picked": 1,
+                   "epcs": ["3074257BF7194E4000001A85"], "short": 1}]}),
+        );
+        let handed_over = EventBody::OrderHandedOver(OrderHandedOver {
+            order_id: "WEB-88121".into(),
+            lines: vec![line("SKU-1001", 1), line("SKU-1004", 3)],
+            by: Some("anna".into()),
+        });
+        assert_eq!(
+            handed_over.stock_moves().collect::<Vec<_>>(),
+            [("SKU-1001", -1), ("SKU-1004", -3)]
+        );
+        roundtrip(
+            handed_over,
+            json!({"order_id": "WEB-88121", "by": "anna",
+                   "lines": [{"sku": "SKU-1001", "qty": 1}, {"sku": "SKU-1004", "qty": 3}]}),
+        );
+        let released = OrderReleased {
+            order_id: "WEB-88007".into(),
+            return_to_shelf: vec![],
+        };
+        roundtrip(
+            EventBody::OrderExpired(released.clone()),
+            json!({"order_id": "WEB-88007"}),
+        );
+        roundtrip(
+            EventBody::OrderCancelled(released),
+            json!({"order_id": "WEB-88007"}),
         );
     }
 

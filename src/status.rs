@@ -34,6 +34,12 @@ pub fn report(path: &Path) -> Result<String, StoreError> {
         out,
         "labels     {ok} ok, {pending} pending, {failed} failed"
     );
+    let p = crate::domain::pickup::summary(&conn)?;
+    let _ = writeln!(
+        out,
+        "pickups    {} to pick, {} ready for the customer, {} to put back on the shelf; orders version {}",
+        p.to_pick, p.ready, p.to_return, p.orders_version
+    );
     let alerts = crate::domain::alerts::open_alerts(&conn)?;
     if alerts.is_empty() {
         let _ = writeln!(out, "alerts     none open");

@@ -103,6 +103,8 @@ async fn sku_lookup_by_sku_and_by_gtin() {
         "name": "Oat milk 1L",
         "gtins": [GTIN14],
         "on_hand": 24,
+        "reserved": 0,
+        "available": 24,
         "price_minor": 199,
         "currency": "EUR",
         "promo_until": format_ts(&api.promo_until),
@@ -436,8 +438,8 @@ async fn state_snapshot_for_central() {
     assert_eq!(s["sync"]["backlog"], 2);
     assert_eq!(
         s["skus"],
-        json!([{"sku": "SKU-1001", "on_hand": 24, "price_minor": 199, "currency": "EUR"},
-               {"sku": "SKU-2002", "on_hand": 5, "price_minor": 1099, "currency": "EUR"}])
+        json!([{"sku": "SKU-1001", "on_hand": 24, "reserved": 0, "available": 24, "price_minor": 199, "currency": "EUR"},
+               {"sku": "SKU-2002", "on_hand": 5, "reserved": 0, "available": 5, "price_minor": 1099, "currency": "EUR"}])
     );
     assert_eq!(s["labels"], json!({"pending": 1, "ok": 0, "failed": 0}));
     assert_eq!(s["alerts"], json!([]));

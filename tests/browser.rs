@@ -562,3 +562,125 @@ async fn staff_page_uploads_a_sled_export_in_a_real_browser() {
         "no sled count event in {events:?}"
     );
 }
+
+// ===== Pickup orders (click-and-collect, issue 18 item 3) =====
+
+/// A pickup order in the page: open it, scan its two items (one by the
+/// barcode, one by the RFID tag, the tag read twice), a wrong code is
+/// refused, the right one hands it over; on hand follows like a sale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staff_page_picks_and_hands_over_a_pickup_order_in_a_real_browser() {
+    use storegate::domain::pickup::{self, OrdersPull};
+    require_browser();
+    let (store, base) = serve_store().await;
+    let web77 = common::pickup::order(
+        "WEB-77",
+        "K4711",
+        chrono::Duration::days(2),
+        json!([{"sku": SKU, "qty": 2}]),
+    );
+    let pull: OrdersPull =
+        serde_json::from_value(json!({"version": 1, "orders": [web77]})).unwrap();
+    store
+        .writer
+        .transact(move |w| pickup::apply_pull(w, &pull, Utc::now()))
+        .await
+        .unwrap();
+
+    let (driver, browser) = open_staff_page(&base).await;
+    browser.type_into("#code", &format!("{GTIN}\n")).await;
+    browser
+        .wait_text("#available", "the reservation beside on hand", |t| {
+            t == format!("{} (2 reserved)", RECEIVED - 2)
+        })
+        .await;
+    browser.click("#pickup-refresh").await;
+    browser
+        .wait_text("#pickup-list", "the order in the list", |t| {
+            t.contains("WEB-77")
+        })
+        .await;
+    browser
+        .click("button.pickup-open[data-order='WEB-77']")
+        .await;
+    browser
+        .wait_text("#pickup-lines", "the order's line", |t| {
+            t.contains("0 of 2")
+        })
+        .await;
+    let tag = storegate::domain::sgtin::encode_sgtin96(GTIN, 5, 1, 42).unwrap();
+    for (code, shows) in [(GTIN.to_string(), "1 of 2"), (tag.clone(), "2 of 2")] {
+        browser
+            .type_into("#pickup-scan", &format!("{code}\n"))
+            .await;
+        browser
+            .wait_text("#pickup-lines", "the scan to count", |t| t.contains(shows))
+            .await;
+    }
+    browser.type_into("#pickup-scan", &format!("{tag}\n")).await;
+    browser
+        .wait_text("#pickup-message", "the repeat read to be recognised", |t| {
+            t.contains("scanned already")
+        })
+        .await;
+    // A third item is a surplus: refused where staff look.
+    let extra = storegate::domain::sgtin::encode_sgtin96(GTIN, 5, 1, 43).unwrap();
+    browser
+        .type_into("#pickup-scan", &format!("{extra}\n"))
+        .await;
+    browser
+        .wait_text("#pickup-message", "the surplus refused", |t| {
+            t.starts_with("surplus: order WEB-77 needs 2")
+        })
+        .await;
+    browser
+        .script("document.getElementById('pickup').scrollIntoView(); return true;")
+        .await;
+    let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("staff-pickup-picking.png");
+    browser.screenshot(&shot).await;
+    browser.click("#pickup-done").await;
+    browser
+        .wait_text("#pickup-message", "the pick to be recorded", |t| {
+            t == "Picked complete"
+        })
+        .await;
+    browser.type_into("#pickup-code", "0000\n").await;
+    browser
+        .wait_text("#pickup-message", "the wrong code refused", |t| {
+            t.contains("not the pickup code of order WEB-77")
+        })
+        .await;
+    browser.type_into("#pickup-code", "K4711\n").await;
+    browser
+        .wait_text("#pickup-message", "the handover", |t| {
+            t == "Handed over: order WEB-77"
+        })
+        .await;
+    let state = browser.text("#pickup-state").await;
+    assert!(state.starts_with("handed over"), "state {state:?}");
+    let fits = browser
+        .script("return document.documentElement.scrollWidth <= window.innerWidth;")
+        .await;
+    assert_eq!(fits, true, "the page scrolls sideways on a phone");
+    browser
+        .script("document.getElementById('pickup').scrollIntoView(); return true;")
+        .await;
+    let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("staff-pickup.png");
+    browser.screenshot(&shot).await;
+    browser.close().await;
+    drop(driver);
+
+    // Stock moved like a sale, and the handover is journaled.
+    let conn = storegate::db::open_read(&store.db).unwrap();
+    assert_eq!(stock::on_hand(&conn, SKU).unwrap(), RECEIVED - 2);
+    assert_eq!(pickup::reserved(&conn, SKU).unwrap(), 0);
+    let events = store.events();
+    assert!(
+        events.iter().any(|e| matches!(
+            &e.body,
+            EventBody::OrderHandedOver(h) if h.order_id == "WEB-77" && h.lines[0].qty == 2
+        )),
+        "no handover in {events:?}"
+    );
+}
+// ===== end of pickup orders =====

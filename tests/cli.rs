@@ -419,5 +419,9 @@ async fn import_export_rebuild_and_status_on_a_real_database() {
         text.contains("sync       acked through 0, backlog 3, price version 3"),
         "{text}"
     );
+    assert!(
+        text.contains("pickups    0 to pick, 0 ready for the customer, 0 to put back on the shelf; orders version 0"),
+        "{text}"
+    );
     assert!(text.contains("receipt"), "{text}");
 }

@@ -487,6 +487,48 @@ async fn pull_prices_and_push_now_commands_act_at_once() {
         sent.elapsed()
     );
 
+    // pull_orders brings a new pickup order at once (the agent's own
+    // orders cadence is a minute).
+    central
+        .add_order(
+            STORE,
+            json!({"order_id": "WEB-1", "pickup_code": "QX-CMD-1",
+                   "promised_at": "2026-01-01T00:00:00.000Z", "expires_at": "2999-01-01T00:00:00.000Z",
+                   "lines": [{"sku": "SKU-1001", "qty": 1}]}),
+        )
+        .unwrap();
+    let order = || {
+        let conn = db::open_read(&db).ok()?;
+        storegate::domain::pickup::state_of(&conn, "WEB-1").ok()?
+    };
+    assert!(order().is_none(), "not pulled before the command");
+    let sent = Instant::now();
+    c.command(STORE, "pull_orders").await.unwrap();
+    let state = wait_for_async("the order to reach the agent", order).await;
+    assert_eq!(state, "open");
+    assert!(
+        sent.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        sent.elapsed()
+    );
+    // Its order_reserved goes up and is acknowledged before the checks
+    // of an idle uplink below.
+    let reserved_seq = wait_for_async("order_reserved at central", || {
+        central
+            .view(STORE)
+            .events
+            .into_iter()
+            .find(|(_, e)| e["kind"] == "order_reserved")
+            .map(|(seq, _)| seq)
+    })
+    .await;
+    wait_for_async("the agent to take central's ack", || {
+        let conn = db::open_read(&db).ok()?;
+        let acked = storegate::sync::state::read(&conn).ok()?.last_acked_seq;
+        (acked >= reserved_seq).then_some(())
+    })
+    .await;
+
     // Unknown commands are ignored; push_now (to every store) is taken.
     c.command("all", "reboot").await.unwrap();
     c.command("all", "push_now").await.unwrap();

@@ -17,7 +17,7 @@ use super::error::ApiError;
 use super::input;
 use super::{Shared, read};
 use crate::db::{SqlContext, StoreError, journal};
-use crate::domain::{alerts, catalog, labels, prices, stock};
+use crate::domain::{alerts, catalog, labels, pickup, prices, stock};
 use crate::event::{format_ts, ts_from_millis};
 use crate::sync::Link;
 
@@ -156,6 +156,7 @@ fn sku_view(conn: &Connection, code: &str) -> Result<Value, ApiError> {
         rows.collect::<Result<_, _>>().ctx("listing GTINs")?
     };
     let on_hand = stock::on_hand(conn, &sku)?;
+    let reserved = pickup::reserved(conn, &sku)?;
     let price = prices::effective(conn, &sku, Utc::now())?;
     let labels = labels::labels_of(conn, &sku)?;
     let last_count = last_count(conn, &sku)?;
@@ -170,6 +171,8 @@ fn sku_view(conn: &Connection, code: &str) -> Result<Value, ApiError> {
         "name": name,
         "gtins": gtins,
         "on_hand": on_hand,
+        "reserved": reserved,
+        "available": on_hand.saturating_sub(reserved),
         "price_minor": price.as_ref().map(|p| p.price_minor),
         "currency": price.as_ref().map(|p| p.currency.clone()),
         "promo_until": price.as_ref().and_then(|p| p.promo_until).map(|t| format_ts(&t)),
@@ -242,11 +245,15 @@ pub async fn state(State(state): State<Shared>) -> Result<Json<Value>, ApiError>
         }
         let now = Utc::now();
         let mut skus = Vec::new();
+        let reserved = pickup::reserved_all(conn)?;
         for (sku, on_hand) in stock_and_catalog(conn)? {
             let price = prices::effective(conn, &sku, now)?;
+            let held = reserved.get(&sku).copied().unwrap_or(0);
             skus.push(json!({
                 "sku": sku,
                 "on_hand": on_hand,
+                "reserved": held,
+                "available": on_hand.saturating_sub(held),
                 "price_minor": price.as_ref().map(|p| p.price_minor),
                 "currency": price.as_ref().map(|p| p.currency.clone()),
             }));

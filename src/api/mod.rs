@@ -15,6 +15,7 @@ pub mod auth;
 pub mod error;
 mod handlers;
 mod input;
+mod orders;
 mod reading;
 pub mod server;
 mod sled;
@@ -131,6 +132,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/receipts", post(writes::receipt))
         .route("/v1/alerts", get(handlers::alerts))
         .route("/v1/devices/{id}/reading", post(reading::reading))
+        .route("/v1/orders", get(orders::list))
+        .route("/v1/orders/{id}", get(orders::one))
+        .route("/v1/orders/{id}/scan", post(orders::scan))
+        .route("/v1/orders/{id}/picked", post(orders::picked))
+        .route("/v1/orders/{id}/handover", post(orders::handover))
+        .route("/v1/orders/{id}/returned", post(orders::returned))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_staff,

@@ -77,6 +77,7 @@ pub(super) fn read_central(t: &Table, p: &mut Vec<Problem>) -> Option<CentralCon
         max_backoff_s: f.integer(p, "max_backoff_s", d.max_backoff_s, 1..=86400),
         poll_prices_s: f.integer(p, "poll_prices_s", d.poll_prices_s, 1..=86400),
         poll_stock_s: f.integer(p, "poll_stock_s", d.poll_stock_s, 1..=86400),
+        poll_orders_s: f.integer(p, "poll_orders_s", d.poll_orders_s, 1..=86400),
         heartbeat_s: f.integer(p, "heartbeat_s", d.heartbeat_s, 5..=86400),
         poll_config_s: f.integer(p, "poll_config_s", d.poll_config_s, 1..=86400),
         config_rollback_s: f.integer(p, "config_rollback_s", d.config_rollback_s, 1..=86400),

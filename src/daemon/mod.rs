@@ -49,6 +49,7 @@ pub enum DaemonError {
 /// How often departed tags are swept and tag sightings flushed.
 const TAG_PERIOD: Duration = Duration::from_secs(5);
 
+mod pickup_expiry;
 mod reconfigure;
 
 pub use reconfigure::supervise;
@@ -268,6 +269,7 @@ async fn run_once(
                 for (what, every, now) in [
                     (What::Prices, c.poll_prices_s, triggers.prices.clone()),
                     (What::Stock, c.poll_stock_s, triggers.stock.clone()),
+                    (What::Orders, c.poll_orders_s, triggers.orders.clone()),
                 ] {
                     let puller = Puller {
                         central: central.clone(),
@@ -284,8 +286,13 @@ async fn run_once(
                         shutdown.clone(),
                     ));
                 }
+                tasks.spawn(pickup_expiry::run(
+                    path.clone(),
+                    writer.clone(),
+                    shutdown.clone(),
+                ));
             } else {
-                tracing::info!("no central.url: prices and stock are not pulled");
+                tracing::info!("no central.url: prices, stock and pickup orders are not pulled");
             }
         }
         None => tracing::info!("no [central] url: running store-only"),

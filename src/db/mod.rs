@@ -281,6 +281,46 @@ mod tests {
     }
 
     #[test]
+    fn stock_moves_keep_their_rows_when_keyed_by_seq_and_sku() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("storegate.db");
+        {
+            // A database as release 7 left it, with moves not yet in a baseline.
+            let conn = Connection::open(&path).unwrap();
+            for sql in &schema::MIGRATIONS[..7] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.execute_batch("PRAGMA user_version = 7").unwrap();
+            conn.execute_batch(
+                "INSERT INTO stock_moves (seq, sku, delta) VALUES (3, 'A', -2), (9, 'B', 24)",
+            )
+            .unwrap();
+        }
+        let conn = open_write(&path, Durability::Full).unwrap();
+        // One event may now move several SKUs (order_handed_over).
+        conn.execute(
+            "INSERT INTO stock_moves (seq, sku, delta) VALUES (9, 'A', -1)",
+            [],
+        )
+        .unwrap();
+        let moves: Vec<(i64, String, i64)> = conn
+            .prepare("SELECT seq, sku, delta FROM stock_moves ORDER BY seq, sku")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            moves,
+            [
+                (3, "A".to_string(), -2),
+                (9, "A".to_string(), -1),
+                (9, "B".to_string(), 24)
+            ]
+        );
+    }
+
+    #[test]
     fn older_database_is_upgraded_keeping_its_rows() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("storegate.db");

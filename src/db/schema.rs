@@ -269,6 +269,66 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (session_id, tag)
     ) WITHOUT ROWID;
     "#,
+    // 8: click-and-collect pickup orders (spec/sync-api.md 6). An order
+    // event moves stock for several SKUs (order_handed_over), so a stock
+    // move is keyed by seq and SKU from now on.
+    r#"
+    CREATE TABLE stock_moves_by_sku (
+        seq   INTEGER NOT NULL,
+        sku   TEXT    NOT NULL,
+        delta INTEGER NOT NULL,
+        PRIMARY KEY (seq, sku)
+    ) WITHOUT ROWID;
+    INSERT INTO stock_moves_by_sku (seq, sku, delta) SELECT seq, sku, delta FROM stock_moves;
+    DROP TABLE stock_moves;
+    ALTER TABLE stock_moves_by_sku RENAME TO stock_moves;
+    CREATE INDEX stock_moves_sku ON stock_moves(sku, seq);
+
+    -- Where the orders pull stands (the `since` of the next pull).
+    ALTER TABLE sync_state ADD COLUMN orders_version INTEGER NOT NULL DEFAULT 0;
+
+    -- One row per order central sent. The pickup code is kept only as a
+    -- keyed hash (domain::pickup::code); state: open (reserved, being
+    -- picked) | picked | handed_over | expired | cancelled.
+    CREATE TABLE pickup_orders (
+        order_id     TEXT PRIMARY KEY,
+        code_hash    TEXT    NOT NULL,
+        state        TEXT    NOT NULL,
+        promised_ms  INTEGER NOT NULL,
+        expires_ms   INTEGER NOT NULL,
+        pulled_ms    INTEGER NOT NULL,
+        closed_seq   INTEGER,          -- the event that ended it
+        wrong_codes  INTEGER NOT NULL DEFAULT 0,
+        locked_until_ms INTEGER,       -- handover refused until then (too many wrong codes)
+        return_open  INTEGER NOT NULL DEFAULT 0  -- picked items still to go back to the shelf
+    ) WITHOUT ROWID;
+    -- Only live orders: what expiry and the reservation sum look at.
+    CREATE INDEX pickup_orders_live ON pickup_orders(expires_ms) WHERE state IN ('open', 'picked');
+
+    -- The lines of an order: ordered qty, what the scans picked so far,
+    -- and what is reserved (qty until picked, then what was picked).
+    CREATE TABLE pickup_lines (
+        order_id TEXT    NOT NULL,
+        sku      TEXT    NOT NULL,
+        qty      INTEGER NOT NULL,
+        picked   INTEGER NOT NULL DEFAULT 0,
+        reserved INTEGER NOT NULL,
+        PRIMARY KEY (order_id, sku)
+    ) WITHOUT ROWID;
+    CREATE INDEX pickup_lines_sku ON pickup_lines(sku) WHERE reserved > 0;
+
+    -- The RFID tags scanned into an order: one row per item (GTIN and
+    -- serial, however the tag was encoded), however often a sled or pad
+    -- reads it; `epc` as first read, for the order_picked event.
+    CREATE TABLE pickup_epcs (
+        order_id TEXT NOT NULL,
+        item     TEXT NOT NULL,
+        epc      TEXT NOT NULL,
+        sku      TEXT NOT NULL,
+        PRIMARY KEY (order_id, item)
+    ) WITHOUT ROWID;
+    CREATE INDEX pickup_epcs_item ON pickup_epcs(item);
+    "#,
 ];
 
 /// The schema version this build writes.

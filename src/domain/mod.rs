@@ -9,6 +9,7 @@ pub mod counts;
 pub mod epc;
 pub mod labels;
 pub mod money;
+pub mod pickup;
 pub mod price_text;
 pub mod prices;
 pub mod privacy;
@@ -193,7 +194,7 @@ pub fn rebuild(conn: &Connection) -> Result<usize, StoreError> {
             rfid::apply(conn, event)?;
             counts::apply(conn, event)?;
             labels::apply(conn, event)?;
-            if let Some((sku, delta)) = event.body.stock_move() {
+            for (sku, delta) in event.body.stock_moves() {
                 let through: i64 = conn
                     .query_row(
                         "SELECT COALESCE((SELECT through_seq FROM stock_baseline WHERE sku = ?1), 0)",

@@ -25,14 +25,22 @@ pub struct BaselineItem {
     pub on_hand: i64,
 }
 
-/// Projection of one event: record its move and update on hand. Returns a
-/// `low_stock` alert opening or resolution when the SKU crossed its minimum.
-pub fn apply(conn: &Connection, event: &Event) -> Result<Option<NewEvent>, StoreError> {
-    let Some((sku, delta)) = event.body.stock_move() else {
-        return Ok(None);
-    };
+/// Projection of one event: record its moves and update on hand. Returns
+/// the `low_stock` alert openings or resolutions of SKUs that crossed
+/// their minimum.
+pub fn apply(conn: &Connection, event: &Event) -> Result<Vec<NewEvent>, StoreError> {
+    let mut derived = Vec::new();
+    for (sku, delta) in event.body.stock_moves() {
+        record_move(conn, event.seq, sku, delta)?;
+        derived.extend(low_stock_check(conn, &event.device, sku)?);
+    }
+    Ok(derived)
+}
+
+/// Record one move of an event and add it to on hand.
+fn record_move(conn: &Connection, seq: Seq, sku: &str, delta: i64) -> Result<(), StoreError> {
     conn.prepare_cached("INSERT INTO stock_moves (seq, sku, delta) VALUES (?1, ?2, ?3)")
-        .and_then(|mut st| st.execute(params![event.seq, sku, delta]))
+        .and_then(|mut st| st.execute(params![seq, sku, delta]))
         .ctx("recording a stock move")?;
     // SQLite turns an integer sum that overflows into a float; reading it
     // back as an integer is how the overflow shows, and the event is then
@@ -45,20 +53,15 @@ pub fn apply(conn: &Connection, event: &Event) -> Result<Option<NewEvent>, Store
         )
         .and_then(|mut st| st.query_row(params![sku, delta], |r| r.get::<_, i64>(0)));
     match on_hand {
-        Ok(_) => {}
-        Err(rusqlite::Error::InvalidColumnType(..)) => {
-            return Err(StoreError::Rejected(format!(
-                "on hand of {sku} would leave the integer range with a move of {delta}"
-            )));
-        }
-        Err(source) => {
-            return Err(StoreError::Sqlite {
-                context: "moving stock",
-                source,
-            });
-        }
+        Ok(_) => Ok(()),
+        Err(rusqlite::Error::InvalidColumnType(..)) => Err(StoreError::Rejected(format!(
+            "on hand of {sku} would leave the integer range with a move of {delta}"
+        ))),
+        Err(source) => Err(StoreError::Sqlite {
+            context: "moving stock",
+            source,
+        }),
     }
-    low_stock_check(conn, &event.device, sku)
 }
 
 /// On hand of a SKU (0 for a SKU nobody has counted, received or sold).

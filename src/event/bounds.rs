@@ -38,6 +38,9 @@ pub const MAX_BATTERY_MV: i64 = 100_000;
 /// Largest signal strength magnitude, in dB (radios report -120 to 0).
 pub const MAX_RSSI: i64 = 1_000;
 
+/// Most lines one pickup order may have (a web basket, not a delivery).
+pub const MAX_ORDER_LINES: usize = 500;
+
 /// Why a value is out of bounds, naming the field.
 pub type OutOfBounds = String;
 
@@ -102,6 +105,58 @@ pub fn check_label_health(battery_mv: Option<i64>, rssi: Option<i64>) -> Result<
     }
     if let Some(rssi) = rssi.filter(|r| r.unsigned_abs() > MAX_RSSI as u64) {
         return Err(format!("rssi {rssi} is beyond ±{MAX_RSSI} dB"));
+    }
+    Ok(())
+}
+
+/// `Ok` when an order's lines are usable: at least one, at most
+/// [`MAX_ORDER_LINES`], each SKU once (a SKU's stock moves once per event)
+/// with a positive quantity.
+pub fn check_order_lines<'a>(
+    lines: impl ExactSizeIterator<Item = (&'a str, i64)>,
+) -> Result<(), OutOfBounds> {
+    if lines.len() == 0 {
+        return Err("lines is empty: an order has at least one line".into());
+    }
+    if lines.len() > MAX_ORDER_LINES {
+        return Err(format!(
+            "{} lines; an order may have at most {MAX_ORDER_LINES}",
+            lines.len()
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, (sku, qty)) in lines.enumerate() {
+        check_id(&format!("lines[{i}].sku"), sku)?;
+        if !seen.insert(sku) {
+            return Err(format!("lines[{i}].sku {sku:?} appears more than once"));
+        }
+        if qty <= 0 {
+            return Err(format!("lines[{i}].qty {qty} is not a positive quantity"));
+        }
+        check_qty(&format!("lines[{i}].qty"), qty)?;
+    }
+    Ok(())
+}
+
+fn check_picked_lines(lines: &[crate::event::PickedLine]) -> Result<(), OutOfBounds> {
+    check_order_lines(lines.iter().map(|l| (l.sku.as_str(), l.qty)))?;
+    for (i, l) in lines.iter().enumerate() {
+        if !(0..=l.qty).contains(&l.picked) || l.short != l.qty - l.picked {
+            return Err(format!(
+                "lines[{i}]: picked {} and short {} do not add up to qty {}",
+                l.picked, l.short, l.qty
+            ));
+        }
+        if l.epcs.len() as i64 > l.picked {
+            return Err(format!(
+                "lines[{i}]: {} EPCs for {} picked",
+                l.epcs.len(),
+                l.picked
+            ));
+        }
+        for epc in &l.epcs {
+            check_id(&format!("lines[{i}].epcs"), epc)?;
+        }
     }
     Ok(())
 }
@@ -175,6 +230,27 @@ impl EventBody {
                 check_text_len("source", &c.source, MAX_ID_LEN)?;
                 check_opt_id("sha256", c.sha256.as_deref())
             }
+            EventBody::OrderReserved(o) => {
+                check_id("order_id", &o.order_id)?;
+                check_order_lines(o.lines.iter().map(|l| (l.sku.as_str(), l.qty)))
+            }
+            EventBody::OrderPicked(o) => {
+                check_id("order_id", &o.order_id)?;
+                check_opt_id("by", o.by.as_deref())?;
+                check_picked_lines(&o.lines)
+            }
+            EventBody::OrderHandedOver(o) => {
+                check_id("order_id", &o.order_id)?;
+                check_opt_id("by", o.by.as_deref())?;
+                check_order_lines(o.lines.iter().map(|l| (l.sku.as_str(), l.qty)))
+            }
+            EventBody::OrderExpired(o) | EventBody::OrderCancelled(o) => {
+                check_id("order_id", &o.order_id)?;
+                if o.return_to_shelf.is_empty() {
+                    return Ok(());
+                }
+                check_order_lines(o.return_to_shelf.iter().map(|l| (l.sku.as_str(), l.qty)))
+            }
             EventBody::Gpi(g) => {
                 check_id("reader", &g.reader)?;
                 match g.state.as_str() {
@@ -243,6 +319,35 @@ mod tests {
         assert!(err.starts_with("battery_mv -1"), "{err}");
         let err = h(None, Some(i64::MIN)).check_bounds().unwrap_err();
         assert!(err.starts_with("rssi -9223372036854775808"), "{err}");
+    }
+
+    #[test]
+    fn order_lines_must_be_distinct_positive_and_picked_must_add_up() {
+        let ok = [("A", 1), ("B", 2)];
+        assert_eq!(check_order_lines(ok.into_iter()), Ok(()));
+        assert!(check_order_lines(std::iter::empty::<(&str, i64)>()).is_err());
+        let err = check_order_lines([("A", 1), ("A", 2)].into_iter()).unwrap_err();
+        assert!(
+            err.contains("lines[1].sku \"A\" appears more than once"),
+            "{err}"
+        );
+        assert!(check_order_lines([("A", 0)].into_iter()).is_err());
+        let picked = |picked, short| {
+            EventBody::OrderPicked(crate::event::OrderPicked {
+                order_id: "WEB-1".into(),
+                lines: vec![crate::event::PickedLine {
+                    sku: "A".into(),
+                    qty: 2,
+                    picked,
+                    epcs: vec![],
+                    short,
+                }],
+                by: None,
+            })
+        };
+        assert_eq!(picked(1, 1).check_bounds(), Ok(()));
+        assert!(picked(3, -1).check_bounds().is_err());
+        assert!(picked(1, 0).check_bounds().is_err());
     }
 
     #[test]

@@ -84,6 +84,9 @@ pub struct CentralState {
     /// (bumped whenever the file's text changes).
     #[serde(default)]
     pub config_versions: BTreeMap<String, (String, i64)>,
+    /// Per store: click-and-collect orders (`super::central_orders`).
+    #[serde(default)]
+    pub orders: BTreeMap<String, super::central_orders::StoreOrders>,
 }
 
 /// A running central; cheap to clone.
@@ -144,6 +147,18 @@ impl Central {
             .route(
                 "/admin/stores/{store}/config",
                 put(super::central_config::put_config),
+            )
+            .route(
+                "/v1/stores/{store}/orders",
+                get(super::central_orders::get_orders),
+            )
+            .route(
+                "/admin/stores/{store}/orders",
+                post(super::central_orders::post_order),
+            )
+            .route(
+                "/admin/stores/{store}/orders/{id}/cancel",
+                post(super::central_orders::cancel),
             )
             .with_state(self.clone())
     }
@@ -208,7 +223,8 @@ fn compute_on_hand(s: &CentralState, store: &str) -> BTreeMap<String, i64> {
     let mut on_hand = s.initial_stock.clone();
     if let Some(view) = s.stores.get(store) {
         for e in view.events.values() {
-            if let Some((sku, delta)) = stock_move(e) {
+            let moves = stock_move(e).into_iter();
+            for (sku, delta) in moves.chain(super::central_orders::handover_moves(e)) {
                 *on_hand.entry(sku).or_default() += delta;
             }
         }
@@ -432,10 +448,26 @@ async fn put_status(
     StatusCode::NO_CONTENT.into_response()
 }
 
+/// The `?since=` of the pulls.
 #[derive(Deserialize)]
-struct Since {
+pub(super) struct Since {
     #[serde(default)]
+    pub(super) since: i64,
+}
+
+/// The entries that changed after version `since`.
+pub(super) fn newer<'a, T>(
+    entries: impl IntoIterator<Item = &'a (i64, T)>,
     since: i64,
+) -> Vec<&'a T>
+where
+    T: 'a,
+{
+    entries
+        .into_iter()
+        .filter(|(v, _)| *v > since)
+        .map(|(_, item)| item)
+        .collect()
 }
 
 async fn prices(
@@ -448,18 +480,8 @@ async fn prices(
     if let Err((status, msg)) = authorize(&s.behaviour, &headers) {
         return error(status, msg);
     }
-    let items: Vec<&Value> = s
-        .prices
-        .values()
-        .filter(|(v, _)| *v > q.since)
-        .map(|(_, i)| i)
-        .collect();
-    let removed: Vec<&String> = s
-        .removed
-        .iter()
-        .filter(|(v, _)| *v > q.since)
-        .map(|(_, sku)| sku)
-        .collect();
+    let items = newer(s.prices.values(), q.since);
+    let removed = newer(&s.removed, q.since);
     axum::Json(json!({"version": s.price_version, "items": items, "removed": removed}))
         .into_response()
 }

@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod central;
 pub mod central_config;
 pub mod central_mqtt;
+pub mod central_orders;
 pub mod cli;
 pub mod esl;
 pub mod impinj;

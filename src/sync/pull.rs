@@ -1,6 +1,7 @@
-//! The pullers (spec/sync-api.md sections 3-5): the price book and the
-//! stock baseline, each since the version we hold, on their cadences and
-//! right after the link comes back; each applied in one transaction.
+//! The pullers (spec/sync-api.md sections 3-6): the price book, the
+//! stock baseline and the pickup orders, each since the version we hold,
+//! on their cadences and right after the link comes back; each applied in
+//! one transaction.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,13 +9,15 @@ use std::time::Duration;
 use super::client::Central;
 use super::push::Link;
 use crate::db::{StoreError, Writer};
-use crate::domain::{prices, stock};
+use crate::domain::{pickup, prices, stock};
 use crate::shutdown::Shutdown;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum What {
     Prices,
     Stock,
+    /// Click-and-collect orders (sync-api.md 6).
+    Orders,
 }
 
 impl What {
@@ -22,6 +25,7 @@ impl What {
         match self {
             What::Prices => "prices",
             What::Stock => "stock",
+            What::Orders => "orders",
         }
     }
 }
@@ -39,6 +43,7 @@ pub async fn pull_once(
             Ok(match what {
                 What::Prices => s.price_version,
                 What::Stock => s.stock_version,
+                What::Orders => s.orders_version,
             })
         })
         .await
@@ -90,6 +95,29 @@ pub async fn pull_once(
                 .transact(move |w| stock::apply_baseline(w.conn(), &baseline))
                 .await
                 .map_err(|e| e.to_string())?;
+            Ok(false)
+        }
+        What::Orders => {
+            // The body holds pickup codes, and serde's messages may quote
+            // a value: say only where it failed.
+            let pull: pickup::OrdersPull = serde_json::from_str(&body).map_err(|e| {
+                format!(
+                    "orders pull does not parse ({:?} error at line {} column {})",
+                    e.classify(),
+                    e.line(),
+                    e.column()
+                )
+            })?;
+            let outcome = writer
+                .transact(move |w| pickup::apply_pull(w, &pull, chrono::Utc::now()))
+                .await
+                .map_err(|e| e.to_string())?;
+            for (order_id, why) in &outcome.refused {
+                tracing::warn!(%order_id, %why, "pickup order from central refused");
+            }
+            if !outcome.reserved.is_empty() || !outcome.cancelled.is_empty() {
+                tracing::info!(reserved = ?outcome.reserved, cancelled = ?outcome.cancelled, "pickup orders pulled");
+            }
             Ok(false)
         }
     }

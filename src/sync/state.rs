@@ -11,6 +11,8 @@ pub struct SyncState {
     pub last_acked_seq: i64,
     pub price_version: i64,
     pub stock_version: i64,
+    /// The `since` of the next pickup orders pull (sync-api.md 6).
+    pub orders_version: i64,
     pub last_attempt_ms: Option<i64>,
     pub last_success_ms: Option<i64>,
     pub last_error: Option<String>,
@@ -19,7 +21,7 @@ pub struct SyncState {
 
 pub fn read(conn: &Connection) -> Result<SyncState, StoreError> {
     conn.query_row(
-        "SELECT last_acked_seq, price_version, stock_version, last_attempt_ms, last_success_ms, last_error, consecutive_failures
+        "SELECT last_acked_seq, price_version, stock_version, last_attempt_ms, last_success_ms, last_error, consecutive_failures, orders_version
          FROM sync_state WHERE id = 1",
         [],
         |r| {
@@ -31,6 +33,7 @@ pub fn read(conn: &Connection) -> Result<SyncState, StoreError> {
                 last_success_ms: r.get(4)?,
                 last_error: r.get(5)?,
                 consecutive_failures: r.get(6)?,
+                orders_version: r.get(7)?,
             })
         },
     )

@@ -9,6 +9,7 @@ pub mod broker;
 pub mod certs;
 pub mod modbus;
 pub mod nats;
+pub mod pickup;
 pub mod proxy;
 
 use std::path::{Path, PathBuf};

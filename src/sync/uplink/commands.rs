@@ -14,7 +14,7 @@ pub enum Command {
     PullStock,
     /// Central-managed configuration (fleet.md 4): pull it now.
     PullConfig,
-    /// Not yet: click-and-collect orders (sync-api.md 6).
+    /// Click-and-collect orders (sync-api.md 6): pull them now.
     PullOrders,
     PushNow,
 }
@@ -48,6 +48,8 @@ pub struct Triggers {
     pub stock: Arc<Notify>,
     /// Wakes the config puller (`sync::config_pull`).
     pub config: Arc<Notify>,
+    /// Wakes the pickup orders puller.
+    pub orders: Arc<Notify>,
     /// False when there is no central url to pull from.
     pub can_pull: bool,
 }
@@ -91,9 +93,7 @@ impl Dispatcher {
             Command::PullPrices => pull(&self.triggers.prices, "prices"),
             Command::PullStock => pull(&self.triggers.stock, "stock"),
             Command::PullConfig => pull(&self.triggers.config, "config"),
-            Command::PullOrders => {
-                tracing::debug!(?command, "not implemented yet; ignoring");
-            }
+            Command::PullOrders => pull(&self.triggers.orders, "orders"),
             Command::PushNow => return true,
         }
         false
@@ -110,5 +110,21 @@ mod tests {
         assert_eq!(parse(br#"{"cmd":"push_now","x":1}"#), Ok(Command::PushNow));
         assert_eq!(parse(br#"{"cmd":"reboot"}"#), Err("reboot".into()));
         assert!(parse(b"garbage").is_err());
+    }
+
+    #[tokio::test]
+    async fn pull_orders_wakes_the_orders_puller() {
+        let triggers = Triggers {
+            can_pull: true,
+            ..Triggers::default()
+        };
+        let mut dispatcher = Dispatcher::new(triggers.clone());
+        assert!(!dispatcher.handle("storegate/v1/s/cmd", br#"{"cmd":"pull_orders"}"#));
+        let woken = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            triggers.orders.notified(),
+        )
+        .await;
+        assert!(woken.is_ok(), "the orders puller was not woken");
     }
 }
