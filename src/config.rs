@@ -122,6 +122,9 @@ pub struct Config {
     pub central: Option<CentralConfig>,
     pub rfid: RfidConfig,
     pub pricing: PricingConfig,
+    /// Staff tasks (`[tasks]`): when a done task is checked again, where
+    /// the backroom is, when an RFID count needs a person.
+    pub tasks: TasksConfig,
     /// Where the store is in GS1 terms, for the EPCIS output; `None`
     /// without an `[epcis]` table (the EPCIS output then refuses).
     pub epcis: Option<EpcisConfig>,
@@ -203,6 +206,29 @@ pub struct RfidConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PricingConfig {
     pub conflict_grace_s: u64,
+}
+
+/// The `[tasks]` table (docs/config.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TasksConfig {
+    /// Seconds after a person marks a task done before the store looks
+    /// again: the alert still open then reopens the task.
+    pub verify_after_s: u64,
+    /// The RFID zone whose tags are the backroom stock a refill comes from.
+    pub backroom_zone: String,
+    /// An RFID count off the books by more than this many units opens a
+    /// `count_mismatch` alert and a count task.
+    pub count_threshold: i64,
+}
+
+impl Default for TasksConfig {
+    fn default() -> Self {
+        TasksConfig {
+            verify_after_s: 600,
+            backroom_zone: "backroom".into(),
+            count_threshold: 2,
+        }
+    }
 }
 
 /// The `[epcis]` table (docs/config.md): the store's GLN, how much of it
@@ -500,6 +526,18 @@ fn read_config(table: &Table, profiles: &BTreeSet<String>, p: &mut Vec<Problem>)
         r.finish(p, "keys of [pricing]");
         c
     };
+    let tasks = {
+        let mut r = Fields::new(f.table(p, "tasks").unwrap_or(&empty), "tasks");
+        let c = TasksConfig {
+            verify_after_s: r.integer(p, "verify_after_s", 600, 1..=7 * 86400),
+            backroom_zone: r
+                .string(p, "backroom_zone")
+                .unwrap_or_else(|| "backroom".into()),
+            count_threshold: r.integer(p, "count_threshold", 2, 0..=1_000_000) as i64,
+        };
+        r.finish(p, "keys of [tasks]");
+        c
+    };
     let epcis = f.table(p, "epcis").and_then(|t| epcis::read_epcis(t, p));
 
     let mut devices = Vec::new();
@@ -574,6 +612,7 @@ fn read_config(table: &Table, profiles: &BTreeSet<String>, p: &mut Vec<Problem>)
         central,
         rfid,
         pricing,
+        tasks,
         epcis,
         devices,
     }
