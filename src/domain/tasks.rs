@@ -14,6 +14,8 @@
 //! still open then reopens the task.
 
 pub mod actions;
+#[cfg(test)]
+mod tests;
 pub mod verify;
 
 use std::collections::HashMap;
@@ -161,8 +163,66 @@ pub fn derive(
                 )
             }
         }
+        EventBody::TagMoved(t) if t.from_zone.as_deref() == Some(&rules.backroom_zone) => {
+            match &t.sku {
+                Some(sku) => refilled_from_backroom(conn, event, sku, &t.zone),
+                None => Ok(None),
+            }
+        }
         _ => Ok(None),
     }
+}
+
+/// A tag of `sku` moved from the backroom into `zone`: the RFID zones saw
+/// a refill. The newest refill task for the SKU there (or without a
+/// zone) that is not closed is done, or a person's done is confirmed.
+fn refilled_from_backroom(
+    conn: &Connection,
+    event: &Event,
+    sku: &str,
+    zone: &str,
+) -> Result<Option<NewEvent>, StoreError> {
+    let found: Option<(String, String, Option<String>)> = conn
+        .prepare_cached(
+            "SELECT task_id, state, taken_by FROM tasks
+             WHERE task = 'refill' AND (zone IS NULL OR zone = ?2)
+               AND (subject = ?1 OR substr(subject, 1, length(?1) + 1) = ?1 || '@')
+               AND (state IN ('open', 'taken') OR (state = 'done' AND confirmed_by IS NULL))
+             ORDER BY opened_seq DESC LIMIT 1",
+        )
+        .and_then(|mut st| {
+            st.query_row([sku, zone], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()
+        })
+        .ctx("finding a refill task")?;
+    Ok(found.map(|(task_id, state, taken_by)| {
+        confirmation(event, task_id, &state, taken_by, "rfid_zone".into())
+    }))
+}
+
+/// The event that says the store saw a task done: `task_verified` for a
+/// person's done, else `task_done` by whoever had taken it.
+fn confirmation(
+    event: &Event,
+    task_id: String,
+    state: &str,
+    taken_by: Option<String>,
+    confirmed_by: String,
+) -> NewEvent {
+    let body = if state == "done" {
+        EventBody::TaskVerified(TaskVerified {
+            task_id,
+            confirmed_by,
+        })
+    } else {
+        EventBody::TaskDone(TaskDone {
+            task_id,
+            by: taken_by,
+            confirmed_by: Some(confirmed_by),
+            check_at: None,
+        })
+    };
+    NewEvent::new(now_millis(), event.device.clone(), body)
 }
 
 fn context_str<'a>(a: &'a Alert, key: &str) -> Option<&'a str> {
