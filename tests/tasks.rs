@@ -87,6 +87,16 @@ impl Handheld {
     }
 }
 
+impl Handheld {
+    /// Wait until task `id` is in `state`; its answer.
+    async fn until_state(&self, agent: &Agent, id: &str, state: &str) -> Value {
+        let what = format!("task {id} to be {state}");
+        let path = format!("/v1/tasks/{id}");
+        self.until(agent, &what, &path, |b| b["task"]["state"] == state)
+            .await
+    }
+}
+
 fn config(dir: &Path, api_port: u16, central: &str, shelf: &str) -> std::path::PathBuf {
     let tokens = dir.join("staff.tokens");
     std::fs::write(&tokens, format!("{TOKEN}\n")).unwrap();
@@ -209,14 +219,7 @@ async fn a_low_shelf_becomes_a_task_the_weight_confirms_and_a_false_done_reopens
 
     // She refills to 9: the shelf weight confirms it, the task is done.
     stock_slot(&shelf, 9);
-    let done = hh
-        .until(
-            &agent,
-            "the refill confirmed",
-            &format!("/v1/tasks/{first}"),
-            |b| b["task"]["state"] == "done",
-        )
-        .await;
+    let done = hh.until_state(&agent, &first, "done").await;
     assert_eq!(done["task"]["confirmed_by"], "shelf_weight", "{done}");
     assert_eq!(done["task"]["done_by"], "anna");
     assert!(hh.tasks("A1").await.is_empty(), "nothing left to do");
@@ -244,14 +247,7 @@ async fn a_low_shelf_becomes_a_task_the_weight_confirms_and_a_false_done_reopens
     assert_eq!(body["task"]["done_by"], "ben");
     assert!(body["task"]["confirmed_by"].is_null(), "{body}");
     assert!(body["task"]["check_at"].is_string(), "{body}");
-    let reopened = hh
-        .until(
-            &agent,
-            "the false done reopened",
-            &format!("/v1/tasks/{second}"),
-            |b| b["task"]["state"] == "open",
-        )
-        .await;
+    let reopened = hh.until_state(&agent, &second, "open").await;
     assert_eq!(reopened["task"]["reopened"], 1, "{reopened}");
     assert!(reopened["task"]["taken_by"].is_null());
     assert!(

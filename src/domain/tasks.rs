@@ -182,22 +182,36 @@ fn refilled_from_backroom(
     sku: &str,
     zone: &str,
 ) -> Result<Option<NewEvent>, StoreError> {
-    let found: Option<(String, String, Option<String>)> = conn
-        .prepare_cached(
-            "SELECT task_id, state, taken_by FROM tasks
-             WHERE task = 'refill' AND (zone IS NULL OR zone = ?2)
-               AND (subject = ?1 OR substr(subject, 1, length(?1) + 1) = ?1 || '@')
-               AND (state IN ('open', 'taken') OR (state = 'done' AND confirmed_by IS NULL))
-             ORDER BY opened_seq DESC LIMIT 1",
-        )
-        .and_then(|mut st| {
-            st.query_row([sku, zone], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .optional()
-        })
-        .ctx("finding a refill task")?;
+    let found = unfinished(
+        conn,
+        "task = 'refill' AND (zone IS NULL OR zone = ?2)
+         AND (subject = ?1 OR substr(subject, 1, length(?1) + 1) = ?1 || '@')",
+        [sku, zone],
+    )?;
     Ok(found.map(|(task_id, state, taken_by)| {
         confirmation(event, task_id, &state, taken_by, "rfid_zone".into())
     }))
+}
+
+/// The newest task matching `condition` (over `?1`, `?2`) that the
+/// store may still confirm: open, taken, or done by a person and not yet
+/// confirmed. `(task_id, state, taken_by)`.
+fn unfinished(
+    conn: &Connection,
+    condition: &str,
+    values: [&str; 2],
+) -> Result<Option<(String, String, Option<String>)>, StoreError> {
+    conn.prepare_cached(&format!(
+        "SELECT task_id, state, taken_by FROM tasks
+         WHERE {condition}
+           AND (state IN ('open', 'taken') OR (state = 'done' AND confirmed_by IS NULL))
+         ORDER BY opened_seq DESC LIMIT 1"
+    ))
+    .and_then(|mut st| {
+        st.query_row(values, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()
+    })
+    .ctx("finding a task the store may confirm")
 }
 
 /// The event that says the store saw a task done: `task_verified` for a
@@ -330,20 +344,11 @@ fn backroom_units(conn: &Connection, zone: &str, sku: &str) -> Result<Option<i64
 /// The store saw an alert resolve: its task (not closed, or done and not
 /// yet confirmed) is done, or confirmed.
 fn resolved(conn: &Connection, event: &Event, a: &Alert) -> Result<Option<NewEvent>, StoreError> {
-    let found: Option<(String, String, Option<String>)> = conn
-        .prepare_cached(
-            "SELECT task_id, state, taken_by FROM tasks
-             WHERE alert_code = ?1 AND subject = ?2
-               AND (state IN ('open', 'taken') OR (state = 'done' AND confirmed_by IS NULL))
-             ORDER BY opened_seq DESC LIMIT 1",
-        )
-        .and_then(|mut st| {
-            st.query_row([&a.code, &a.subject], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .optional()
-        })
-        .ctx("finding an alert's task")?;
+    let found = unfinished(
+        conn,
+        "alert_code = ?1 AND subject = ?2",
+        [a.code.as_str(), a.subject.as_str()],
+    )?;
     let Some((task_id, state, taken_by)) = found else {
         return Ok(None);
     };

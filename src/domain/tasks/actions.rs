@@ -32,15 +32,14 @@ fn closed(t: &Task) -> Refusal {
 }
 
 /// Journal one step and answer with the task as it now is.
-fn step(w: &mut WriteTx<'_>, device: &str, body: EventBody) -> Result<Task, StoreError> {
-    let task_id = match &body {
-        EventBody::TaskTaken(t) => t.task_id.clone(),
-        EventBody::TaskDone(t) => t.task_id.clone(),
-        EventBody::TaskDismissed(t) => t.task_id.clone(),
-        _ => String::new(),
-    };
+fn step(
+    w: &mut WriteTx<'_>,
+    device: &str,
+    task_id: &str,
+    body: EventBody,
+) -> Result<Task, StoreError> {
     w.append(NewEvent::new(now_millis(), device, body))?;
-    get(w.conn(), &task_id)?
+    get(w.conn(), task_id)?
         .ok_or_else(|| StoreError::Rejected(format!("task {task_id} vanished while updating it")))
 }
 
@@ -70,17 +69,17 @@ pub fn take(
         task_id: task_id.into(),
         by: by.into(),
     });
-    step(w, device, body).map(Ok)
+    step(w, device, task_id, body).map(Ok)
 }
 
-/// A person says the task is done (`by`, else whoever took it). The store
-/// looks again at `now + verify_after_s`. Done again changes nothing.
-pub fn done(
+/// End an open or taken task with the event `make` builds from it; a
+/// task already in `end_state` is answered as it is (a resent request).
+fn end(
     w: &mut WriteTx<'_>,
     device: &str,
     task_id: &str,
-    by: Option<String>,
-    check_at: DateTime<Utc>,
+    end_state: &str,
+    make: impl FnOnce(Task) -> EventBody,
 ) -> Result<Result<Task, Refusal>, StoreError> {
     let t = match existing(w, task_id)? {
         Ok(t) => t,
@@ -88,16 +87,29 @@ pub fn done(
     };
     match t.state.as_str() {
         "open" | "taken" => {}
-        "done" => return Ok(Ok(t)),
+        s if s == end_state => return Ok(Ok(t)),
         _ => return Ok(Err(closed(&t))),
     }
-    let body = EventBody::TaskDone(TaskDone {
-        task_id: task_id.into(),
-        by: by.or(t.taken_by),
-        confirmed_by: None,
-        check_at: Some(check_at),
-    });
-    step(w, device, body).map(Ok)
+    step(w, device, task_id, make(t)).map(Ok)
+}
+
+/// A person says the task is done (`by`, else whoever took it). The store
+/// looks again at `check_at`. Done again changes nothing.
+pub fn done(
+    w: &mut WriteTx<'_>,
+    device: &str,
+    task_id: &str,
+    by: Option<String>,
+    check_at: DateTime<Utc>,
+) -> Result<Result<Task, Refusal>, StoreError> {
+    end(w, device, task_id, "done", |t| {
+        EventBody::TaskDone(TaskDone {
+            task_id: t.task_id,
+            by: by.or(t.taken_by),
+            confirmed_by: None,
+            check_at: Some(check_at),
+        })
+    })
 }
 
 /// A person dismisses an open or taken task with a reason. Dismissing it
@@ -109,19 +121,11 @@ pub fn dismiss(
     by: Option<String>,
     reason: String,
 ) -> Result<Result<Task, Refusal>, StoreError> {
-    let t = match existing(w, task_id)? {
-        Ok(t) => t,
-        Err(r) => return Ok(Err(r)),
-    };
-    match t.state.as_str() {
-        "open" | "taken" => {}
-        "dismissed" => return Ok(Ok(t)),
-        _ => return Ok(Err(closed(&t))),
-    }
-    let body = EventBody::TaskDismissed(TaskDismissed {
-        task_id: task_id.into(),
-        by: by.or(t.taken_by),
-        reason,
-    });
-    step(w, device, body).map(Ok)
+    end(w, device, task_id, "dismissed", |t| {
+        EventBody::TaskDismissed(TaskDismissed {
+            task_id: t.task_id,
+            by: by.or(t.taken_by),
+            reason,
+        })
+    })
 }
