@@ -258,6 +258,17 @@ async fn a_low_shelf_becomes_a_task_the_weight_confirms_and_a_false_done_reopens
         "{reopened}"
     );
 
+    // The heartbeat tells central what is left to do.
+    wait_within(
+        "open_tasks in the heartbeat",
+        Duration::from_secs(20),
+        || {
+            let status = central.view("store-tasks").status?;
+            (status["open_tasks"] == json!({"refill": 1})).then_some(())
+        },
+    )
+    .await;
+
     // Bad input and closed tasks get clear errors.
     let (status, body) = hh
         .post(

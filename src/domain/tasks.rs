@@ -518,3 +518,18 @@ pub fn list(
         .ctx("listing tasks")?;
     rows.collect::<Result<_, _>>().ctx("listing tasks")
 }
+
+/// Open and taken tasks per task (`refill`: 2), for the heartbeat.
+pub fn open_counts(
+    conn: &Connection,
+) -> Result<std::collections::BTreeMap<String, i64>, StoreError> {
+    let mut st = conn
+        .prepare_cached(
+            "SELECT task, count(*) FROM tasks WHERE state IN ('open', 'taken') GROUP BY task",
+        )
+        .ctx("counting open tasks")?;
+    let rows = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .ctx("counting open tasks")?;
+    rows.collect::<Result<_, _>>().ctx("counting open tasks")
+}
