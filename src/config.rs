@@ -378,6 +378,9 @@ pub struct DeviceConfig {
     pub zone: Option<String>,
     /// Shelf slot index -> SKU.
     pub slots: BTreeMap<u32, String>,
+    /// Shelf slot index -> the units it holds when full (what a refill
+    /// task fills it up to).
+    pub slot_capacity: BTreeMap<u32, i64>,
     pub alert_above: Option<f64>,
     pub alert_below: Option<f64>,
     pub offline_alert_s: u64,
@@ -689,6 +692,30 @@ mod tests {
             .collect()
     }
 
+    #[test]
+    fn tasks_keys_and_slot_capacities_are_checked() {
+        let text = r#"store_id = "s1"
+[tasks]
+verify_after_s = 0
+[[device]]
+id = "b"
+profile = "pos-json"
+transport = "modbus-tcp"
+address = "10.0.0.1:502"
+slot_capacity = { 0 = 0, x = 3 }
+"#;
+        let p = problems(text);
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(p[0].starts_with("tasks.verify_after_s: "), "{p:?}");
+        assert!(
+            p.iter()
+                .any(|m| m.starts_with("device[0].slot_capacity.0: expected a slot number"))
+                && p.iter()
+                    .any(|m| m.starts_with("device[0].slot_capacity.x: ")),
+            "{p:?}"
+        );
+    }
+
     fn problems(text: &str) -> Vec<String> {
         match Config::parse(text, Path::new("store.toml"), &profiles()) {
             Ok(_) => vec![],
@@ -762,7 +789,7 @@ transport = "serial"
             vec![
                 "durability: \"sometimes\" is not allowed; use one of \"full\", \"normal\"",
                 "device[0].profile: unknown profile \"pos-jsn\"; did you mean \"pos-json\"?",
-                "device[0].baud: unknown key; keys of a mqtt device are: alert_above, alert_below, control, id, max_message_bytes, offline_alert_s, profile, slots, topic, transport, zone",
+                "device[0].baud: unknown key; keys of a mqtt device are: alert_above, alert_below, control, id, max_message_bytes, offline_alert_s, profile, slot_capacity, slots, topic, transport, zone",
                 "device[1].port: missing; add e.g. port = \"/dev/ttyUSB0\"",
                 "device[1].id: duplicate device id \"pos-1\" (also device[0]); every device needs its own id",
             ]
@@ -808,6 +835,7 @@ profile = "pos-json"
 transport = "modbus-tcp"
 address = "10.0.0.1:502"
 slots = { 0 = "SKU-1", 3 = "SKU-4" }
+slot_capacity = { 3 = 12 }
 [[device]]
 id = "c"
 profile = "pos-json"
@@ -829,6 +857,8 @@ url = "http://x/stream"
             c.devices[1].slots.get(&3).map(String::as_str),
             Some("SKU-4")
         );
+        assert_eq!(c.devices[1].slot_capacity.get(&3), Some(&12));
+        assert_eq!(c.tasks, TasksConfig::default());
         assert!(matches!(
             &c.devices[2].transport,
             Transport::ModbusRtu { unit: 7, .. }

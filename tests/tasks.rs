@@ -2,7 +2,8 @@
 //! polls a load-cell shelf over Modbus TCP (a real tokio-modbus server
 //! the test changes), pulls its price book from the reference central
 //! on loopback and pushes the journal there; the test is the staff
-//! handheld on the local API. A shelf runs low -> a refill task -> taken
+//! handheld on the local API. A shelf runs low -> a refill task (up to
+//! the slot's capacity) -> taken
 //! -> refilled -> the shelf weight confirms it done; a refill marked done
 //! without stock on the shelf reopens. `storegate rebuild` then gives the
 //! same tasks from the journal.
@@ -125,6 +126,7 @@ unit = 1
 poll_ms = 100
 zone = "A1"
 slots = {{ 0 = "SKU-1001" }}
+slot_capacity = {{ 0 = 9 }}
 "#,
             data = dir.join("data"),
             profiles = dir.join("profiles"),
@@ -183,7 +185,7 @@ async fn a_low_shelf_becomes_a_task_the_weight_confirms_and_a_false_done_reopens
     .await;
 
     // The shelf runs low: 2 units, minimum 3 -> a refill task in zone A1,
-    // up to max_stock 10.
+    // up to the slot's capacity 9.
     stock_slot(&shelf, 2);
     let list = hh
         .until(&agent, "a refill task", "/v1/tasks?zone=A1", |b| {
@@ -196,7 +198,10 @@ async fn a_low_shelf_becomes_a_task_the_weight_confirms_and_a_false_done_reopens
     assert_eq!(task["zone"], "A1");
     assert_eq!(task["sku"], "SKU-1001");
     assert_eq!(task["shelf_units"], 2);
-    assert_eq!(task["suggested_qty"], 8, "max_stock 10 - 2 on the shelf");
+    assert_eq!(
+        task["suggested_qty"], 7,
+        "the slot holds 9 (max_stock 10), 2 are on it"
+    );
     assert_eq!(task["subject"], "SKU-1001@shelf-a1/0");
     let first = task["task_id"].as_str().unwrap().to_string();
     assert!(hh.tasks("B2").await.is_empty(), "another zone's list");
@@ -234,7 +239,7 @@ async fn a_low_shelf_becomes_a_task_the_weight_confirms_and_a_false_done_reopens
         .await;
     let second = list["tasks"][0]["task_id"].as_str().unwrap().to_string();
     assert_ne!(second, first);
-    assert_eq!(list["tasks"][0]["suggested_qty"], 9);
+    assert_eq!(list["tasks"][0]["suggested_qty"], 8);
     let (status, body) = hh
         .post(&format!("/v1/tasks/{second}/take"), json!({"by": "ben"}))
         .await;

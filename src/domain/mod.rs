@@ -41,14 +41,7 @@ impl Projections {
         Projections {
             grace_s: config.pricing.conflict_grace_s as i64,
             locale: config.locale.clone(),
-            tasks: tasks::TaskRules::new(
-                &config.tasks,
-                config
-                    .devices
-                    .iter()
-                    .filter_map(|d| Some((d.id.clone(), d.zone.clone()?)))
-                    .collect(),
-            ),
+            tasks: tasks::TaskRules::new(&config.tasks, &config.devices),
             thresholds: config
                 .devices
                 .iter()

@@ -40,21 +40,37 @@ pub struct TaskRules {
     pub backroom_zone: String,
     /// Units an RFID count may be off the books before a count task opens.
     pub count_threshold: i64,
+    /// (shelf device id, slot) -> the units the slot holds when full.
+    pub capacities: HashMap<(String, u32), i64>,
 }
 
 impl Default for TaskRules {
     fn default() -> Self {
-        TaskRules::new(&crate::config::TasksConfig::default(), HashMap::new())
+        TaskRules::new(&crate::config::TasksConfig::default(), &[])
     }
 }
 
 impl TaskRules {
-    /// Rules from `[tasks]` and the devices' zones.
-    pub fn new(config: &crate::config::TasksConfig, zones: HashMap<String, String>) -> Self {
+    /// Rules from `[tasks]` and the devices' zones and slot capacities.
+    pub fn new(
+        config: &crate::config::TasksConfig,
+        devices: &[crate::config::DeviceConfig],
+    ) -> Self {
         TaskRules {
-            zones,
+            zones: devices
+                .iter()
+                .filter_map(|d| Some((d.id.clone(), d.zone.clone()?)))
+                .collect(),
             backroom_zone: config.backroom_zone.clone(),
             count_threshold: config.count_threshold,
+            capacities: devices
+                .iter()
+                .flat_map(|d| {
+                    d.slot_capacity
+                        .iter()
+                        .map(|(slot, units)| ((d.id.clone(), *slot), *units))
+                })
+                .collect(),
         }
     }
 }
@@ -286,7 +302,13 @@ fn opened(
             Some(u) => u,
             None => stock::on_hand(conn, sku)?,
         };
-        let target = refill_target(conn, sku)?;
+        let capacity = match (context_str(a, "shelf"), context_int(a, "slot")) {
+            (Some(shelf), Some(slot)) => u32::try_from(slot)
+                .ok()
+                .and_then(|slot| rules.capacities.get(&(shelf.to_string(), slot)).copied()),
+            _ => None,
+        };
+        let target = refill_target(conn, sku, capacity)?;
         opened.shelf_units = Some(units);
         opened.suggested_qty = target.map(|t| t.saturating_sub(units).max(1));
         opened.backroom_qty = backroom_units(conn, &rules.backroom_zone, sku)?;
@@ -311,9 +333,15 @@ fn opened(
     ))
 }
 
-/// What a refill fills up to: the price book's `max_stock`, else twice
-/// `min_stock`; `None` when the catalog has neither.
-pub fn refill_target(conn: &Connection, sku: &str) -> Result<Option<i64>, StoreError> {
+/// What a refill fills up to: the shelf slot's `capacity` or the price
+/// book's `max_stock` (the smaller, when both are known: no more than
+/// fits, no more than the book wants), else twice `min_stock`; `None`
+/// when nothing is known.
+pub fn refill_target(
+    conn: &Connection,
+    sku: &str,
+    capacity: Option<i64>,
+) -> Result<Option<i64>, StoreError> {
     let (min, max): (Option<i64>, Option<i64>) = conn
         .prepare_cached("SELECT min_stock, max_stock FROM catalog WHERE sku = ?1 AND removed = 0")
         .and_then(|mut st| {
@@ -322,7 +350,11 @@ pub fn refill_target(conn: &Connection, sku: &str) -> Result<Option<i64>, StoreE
         })
         .map(Option::unwrap_or_default)
         .ctx("reading a SKU's stock range")?;
-    Ok(max.or(min.map(|m| m.saturating_mul(2))))
+    let full = match (capacity, max) {
+        (Some(c), Some(m)) => Some(c.min(m)),
+        (c, m) => c.or(m),
+    };
+    Ok(full.or(min.map(|m| m.saturating_mul(2))))
 }
 
 /// Units of `sku` in the RFID backroom zone, when RFID knows the zone at
