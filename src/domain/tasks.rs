@@ -381,28 +381,10 @@ fn resolved(conn: &Connection, event: &Event, a: &Alert) -> Result<Option<NewEve
         "alert_code = ?1 AND subject = ?2",
         [a.code.as_str(), a.subject.as_str()],
     )?;
-    let Some((task_id, state, taken_by)) = found else {
-        return Ok(None);
-    };
-    let confirmed_by = evidence(&a.code, &a.subject).to_string();
-    let body = if state == "done" {
-        EventBody::TaskVerified(TaskVerified {
-            task_id,
-            confirmed_by,
-        })
-    } else {
-        EventBody::TaskDone(TaskDone {
-            task_id,
-            by: taken_by,
-            confirmed_by: Some(confirmed_by),
-            check_at: None,
-        })
-    };
-    Ok(Some(NewEvent::new(
-        now_millis(),
-        event.device.clone(),
-        body,
-    )))
+    Ok(found.map(|(task_id, state, taken_by)| {
+        let confirmed_by = evidence(&a.code, &a.subject).to_string();
+        confirmation(event, task_id, &state, taken_by, confirmed_by)
+    }))
 }
 
 /// Projection: keep the tasks table in step with `task_*` events.
