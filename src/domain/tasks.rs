@@ -99,6 +99,17 @@ pub fn evidence(code: &str, subject: &str) -> &'static str {
     }
 }
 
+/// Whether the store sees the problem behind an alert of `code` about
+/// `subject` go away soon after it is fixed, so that an alert still open
+/// at a person's `check_at` means the work was not done. Not so for the
+/// books being low (filling the shelf from the backroom leaves on hand as
+/// it is) or a price conflict (it clears on the SKU's next sale, whenever
+/// that is): a done of those is not checked, only confirmed when the
+/// alert does resolve.
+pub fn verifiable(code: &str, subject: &str) -> bool {
+    !matches!(evidence(code, subject), "stock") && code != "price_conflict"
+}
+
 /// A task as the API and the staff page show it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Task {

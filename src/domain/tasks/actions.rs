@@ -94,7 +94,8 @@ fn end(
 }
 
 /// A person says the task is done (`by`, else whoever took it). The store
-/// looks again at `check_at`. Done again changes nothing.
+/// looks again at `check_at` where it can see the problem
+/// ([`super::verifiable`]). Done again changes nothing.
 pub fn done(
     w: &mut WriteTx<'_>,
     device: &str,
@@ -107,7 +108,7 @@ pub fn done(
             task_id: t.task_id,
             by: by.or(t.taken_by),
             confirmed_by: None,
-            check_at: Some(check_at),
+            check_at: super::verifiable(&t.alert_code, &t.subject).then_some(check_at),
         })
     })
 }

@@ -244,6 +244,21 @@ fn a_persons_done_is_checked_and_steps_race_cleanly() {
         Err(actions::Refusal::Closed { .. })
     ));
 
+    // A price conflict clears on the next sale, whenever that is: its
+    // relabel's done is not checked against the clock.
+    raise(&writer, "price_conflict", "SKU-1", Some("SKU-1"));
+    let conflict = all(&writer)
+        .into_iter()
+        .find(|t| t.alert_code == "price_conflict")
+        .unwrap();
+    let soon = Utc::now();
+    let done = tx(&writer, move |w| {
+        actions::done(w, "api", &conflict.task_id, Some("ben".into()), soon)
+    })
+    .unwrap();
+    assert_eq!((done.state.as_str(), done.check_at), ("done", None));
+    assert_eq!(tx(&writer, |w| verify::check_due(w, i64::MAX)), 0);
+
     // The journal is the truth: a rebuild gives the same tasks.
     let before = all(&writer);
     tx(&writer, |w| crate::domain::rebuild(w.conn()));
