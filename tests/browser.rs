@@ -625,7 +625,7 @@ async fn staff_page_task_list_in_a_real_browser() {
     browser.type_into("#tasks-zone", "A1\n").await;
     browser.type_into("#tasks-by", "anna").await;
     // The change event of the zone field (leaving it) refreshes the list.
-    browser.click("#tasks-updated").await;
+    browser.click("#tasks h2").await;
     let list = browser
         .wait_text("#task-list", "A1's tasks", |t| {
             t.contains("Count SKU-1001 · A1") && t.contains("Refill SKU-1001")
