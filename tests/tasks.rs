@@ -274,6 +274,18 @@ async fn a_low_shelf_becomes_a_task_the_weight_confirms_and_a_false_done_reopens
     )
     .await;
 
+    // So does `storegate status`, read beside the running agent.
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_storegate"))
+        .args(["status", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        report.contains("tasks      1 open: refill 1"),
+        "{report}\n{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+
     // Bad input and closed tasks get clear errors.
     let (status, body) = hh
         .post(
