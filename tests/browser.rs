@@ -695,6 +695,32 @@ async fn staff_page_task_list_in_a_real_browser() {
         })
         .await;
 
+    // The refill: the right item scanned, then done (the books' refill
+    // has no clock check: filling the shelf leaves on hand as it is).
+    browser.click("#task-list li:first-child button").await;
+    browser
+        .wait_text("#task-title", "the refill task's screen", |t| {
+            t.starts_with("Refill SKU-1001")
+        })
+        .await;
+    browser.type_into("#task-scan", "SKU-1001\n").await;
+    browser
+        .wait_text("#task-scan-result", "the right item", |t| {
+            t.starts_with("Right item: SKU-1001")
+        })
+        .await;
+    browser.click("#task-done").await;
+    browser
+        .wait_text("#task-facts", "the refill done", |t| t.ends_with("done"))
+        .await;
+    assert_eq!(browser.text("#message").await, "Done");
+    browser.click("#task-back").await;
+    browser
+        .wait_text("#task-list", "an empty list", |t| {
+            t.starts_with("Nothing to do in A1")
+        })
+        .await;
+
     // A new task in A1 shows up without a touch.
     store
         .writer
