@@ -122,6 +122,9 @@ pub struct Config {
     pub central: Option<CentralConfig>,
     pub rfid: RfidConfig,
     pub pricing: PricingConfig,
+    /// Staff tasks (`[tasks]`): when a done task is checked again, where
+    /// the backroom is, when an RFID count needs a person.
+    pub tasks: TasksConfig,
     /// Where the store is in GS1 terms, for the EPCIS output; `None`
     /// without an `[epcis]` table (the EPCIS output then refuses).
     pub epcis: Option<EpcisConfig>,
@@ -207,6 +210,29 @@ pub struct RfidConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PricingConfig {
     pub conflict_grace_s: u64,
+}
+
+/// The `[tasks]` table (docs/config.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TasksConfig {
+    /// Seconds after a person marks a task done before the store looks
+    /// again: the alert still open then reopens the task.
+    pub verify_after_s: u64,
+    /// The RFID zone whose tags are the backroom stock a refill comes from.
+    pub backroom_zone: String,
+    /// An RFID count off the books by more than this many units opens a
+    /// `count_mismatch` alert and a count task.
+    pub count_threshold: i64,
+}
+
+impl Default for TasksConfig {
+    fn default() -> Self {
+        TasksConfig {
+            verify_after_s: 600,
+            backroom_zone: "backroom".into(),
+            count_threshold: 2,
+        }
+    }
 }
 
 /// The `[epcis]` table (docs/config.md): the store's GLN, how much of it
@@ -356,6 +382,9 @@ pub struct DeviceConfig {
     pub zone: Option<String>,
     /// Shelf slot index -> SKU.
     pub slots: BTreeMap<u32, String>,
+    /// Shelf slot index -> the units it holds when full (what a refill
+    /// task fills it up to).
+    pub slot_capacity: BTreeMap<u32, i64>,
     pub alert_above: Option<f64>,
     pub alert_below: Option<f64>,
     pub offline_alert_s: u64,
@@ -504,6 +533,18 @@ fn read_config(table: &Table, profiles: &BTreeSet<String>, p: &mut Vec<Problem>)
         r.finish(p, "keys of [pricing]");
         c
     };
+    let tasks = {
+        let mut r = Fields::new(f.table(p, "tasks").unwrap_or(&empty), "tasks");
+        let c = TasksConfig {
+            verify_after_s: r.integer(p, "verify_after_s", 600, 1..=7 * 86400),
+            backroom_zone: r
+                .string(p, "backroom_zone")
+                .unwrap_or_else(|| "backroom".into()),
+            count_threshold: r.integer(p, "count_threshold", 2, 0..=1_000_000) as i64,
+        };
+        r.finish(p, "keys of [tasks]");
+        c
+    };
     let epcis = f.table(p, "epcis").and_then(|t| epcis::read_epcis(t, p));
 
     let mut devices = Vec::new();
@@ -578,6 +619,7 @@ fn read_config(table: &Table, profiles: &BTreeSet<String>, p: &mut Vec<Problem>)
         central,
         rfid,
         pricing,
+        tasks,
         epcis,
         devices,
     }
@@ -654,6 +696,30 @@ mod tests {
             .collect()
     }
 
+    #[test]
+    fn tasks_keys_and_slot_capacities_are_checked() {
+        let text = r#"store_id = "s1"
+[tasks]
+verify_after_s = 0
+[[device]]
+id = "b"
+profile = "pos-json"
+transport = "modbus-tcp"
+address = "10.0.0.1:502"
+slot_capacity = { 0 = 0, x = 3 }
+"#;
+        let p = problems(text);
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(p[0].starts_with("tasks.verify_after_s: "), "{p:?}");
+        assert!(
+            p.iter()
+                .any(|m| m.starts_with("device[0].slot_capacity.0: expected a slot number"))
+                && p.iter()
+                    .any(|m| m.starts_with("device[0].slot_capacity.x: ")),
+            "{p:?}"
+        );
+    }
+
     fn problems(text: &str) -> Vec<String> {
         match Config::parse(text, Path::new("store.toml"), &profiles()) {
             Ok(_) => vec![],
@@ -727,7 +793,7 @@ transport = "serial"
             vec![
                 "durability: \"sometimes\" is not allowed; use one of \"full\", \"normal\"",
                 "device[0].profile: unknown profile \"pos-jsn\"; did you mean \"pos-json\"?",
-                "device[0].baud: unknown key; keys of a mqtt device are: alert_above, alert_below, control, id, max_message_bytes, offline_alert_s, profile, slots, topic, transport, zone",
+                "device[0].baud: unknown key; keys of a mqtt device are: alert_above, alert_below, control, id, max_message_bytes, offline_alert_s, profile, slot_capacity, slots, topic, transport, zone",
                 "device[1].port: missing; add e.g. port = \"/dev/ttyUSB0\"",
                 "device[1].id: duplicate device id \"pos-1\" (also device[0]); every device needs its own id",
             ]
@@ -773,6 +839,7 @@ profile = "pos-json"
 transport = "modbus-tcp"
 address = "10.0.0.1:502"
 slots = { 0 = "SKU-1", 3 = "SKU-4" }
+slot_capacity = { 3 = 12 }
 [[device]]
 id = "c"
 profile = "pos-json"
@@ -794,6 +861,8 @@ url = "http://x/stream"
             c.devices[1].slots.get(&3).map(String::as_str),
             Some("SKU-4")
         );
+        assert_eq!(c.devices[1].slot_capacity.get(&3), Some(&12));
+        assert_eq!(c.tasks, TasksConfig::default());
         assert!(matches!(
             &c.devices[2].transport,
             Transport::ModbusRtu { unit: 7, .. }

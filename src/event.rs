@@ -105,10 +105,16 @@ pub enum EventBody {
     OrderHandedOver(OrderHandedOver),
     OrderExpired(OrderReleased),
     OrderCancelled(OrderReleased),
+    TaskOpened(TaskOpened),
+    TaskTaken(TaskTaken),
+    TaskDone(TaskDone),
+    TaskDismissed(TaskDismissed),
+    TaskReopened(TaskReopened),
+    TaskVerified(TaskVerified),
 }
 
 /// Every `kind`, in the order of the spec table. Used for metrics and status.
-pub const KINDS: [&str; 21] = [
+pub const KINDS: [&str; 27] = [
     "sale",
     "return",
     "receipt",
@@ -130,6 +136,12 @@ pub const KINDS: [&str; 21] = [
     "order_handed_over",
     "order_expired",
     "order_cancelled",
+    "task_opened",
+    "task_taken",
+    "task_done",
+    "task_dismissed",
+    "task_reopened",
+    "task_verified",
 ];
 
 impl EventBody {
@@ -156,6 +168,12 @@ impl EventBody {
             EventBody::OrderHandedOver(_) => "order_handed_over",
             EventBody::OrderExpired(_) => "order_expired",
             EventBody::OrderCancelled(_) => "order_cancelled",
+            EventBody::TaskOpened(_) => "task_opened",
+            EventBody::TaskTaken(_) => "task_taken",
+            EventBody::TaskDone(_) => "task_done",
+            EventBody::TaskDismissed(_) => "task_dismissed",
+            EventBody::TaskReopened(_) => "task_reopened",
+            EventBody::TaskVerified(_) => "task_verified",
         }
     }
 
@@ -432,6 +450,90 @@ pub struct Gpi {
     pub at: DateTime<Utc>,
 }
 
+/// A staff task opened for an alert that needs a person (issue 18:
+/// refill, relabel, count, check_device). `task_id` is `T-` and the seq
+/// of the alert event that caused it, so it is unique and a rebuild of
+/// the projection from the journal gives the same ids. What the task
+/// suggests (`suggested_qty`, `backroom_qty`, `shelf_units`) is fixed
+/// when it opens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskOpened {
+    pub task_id: String,
+    /// `refill`, `relabel`, `count` or `check_device`.
+    pub task: String,
+    /// The alert this task is for: its code and subject.
+    pub alert_code: String,
+    pub subject: String,
+    pub severity: Severity,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sku: Option<String>,
+    /// Units to bring to the shelf (refill): up to `max_stock`, else
+    /// twice `min_stock`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suggested_qty: Option<i64>,
+    /// Units of the SKU the RFID backroom zone holds, where RFID knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backroom_qty: Option<i64>,
+    /// Units the shelf (or the books) showed when the task opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shelf_units: Option<i64>,
+}
+
+/// A staff member took a task (`by`: their name or handheld id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskTaken {
+    pub task_id: String,
+    pub by: String,
+}
+
+/// A task is done: said by a person (`by`, then checked again at
+/// `check_at`), or seen by the store (`confirmed_by`: `shelf_weight`,
+/// `stock`, `label`, `device`, `count`: the alert it was for resolved).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskDone {
+    pub task_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed_by: Option<String>,
+    /// When the store looks again: still the alert open then reopens the
+    /// task (`[tasks] verify_after_s` after a person's done).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_ts_format"
+    )]
+    pub check_at: Option<DateTime<Utc>>,
+}
+
+/// A person dismissed a task: nothing to do, with why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskDismissed {
+    pub task_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    pub reason: String,
+}
+
+/// A task marked done was not: the store still sees the problem at its
+/// `check_at`. The task is open again, taken by nobody.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskReopened {
+    pub task_id: String,
+    pub reason: String,
+}
+
+/// A task a person marked done was confirmed by what the store sees
+/// (`confirmed_by` as in [`TaskDone`]) before its `check_at`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskVerified {
+    pub task_id: String,
+    pub confirmed_by: String,
+}
+
 /// RFC 3339 UTC with milliseconds, `2026-11-22T10:15:30.123Z`, as the sync
 /// API requires.
 pub fn format_ts(ts: &DateTime<Utc>) -> String {
@@ -462,6 +564,28 @@ pub mod ts_format {
         let text = String::deserialize(d)?;
         DateTime::parse_from_rfc3339(&text)
             .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| serde::de::Error::custom(format!("bad timestamp {text:?}: {e}")))
+    }
+}
+
+/// [`ts_format`] for optional timestamps.
+pub mod opt_ts_format {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(ts: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+        match ts {
+            Some(ts) => s.serialize_str(&super::format_ts(ts)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+        let Some(text) = Option::<String>::deserialize(d)? else {
+            return Ok(None);
+        };
+        DateTime::parse_from_rfc3339(&text)
+            .map(|t| Some(t.with_timezone(&Utc)))
             .map_err(|e| serde::de::Error::custom(format!("bad timestamp {text:?}: {e}")))
     }
 }
@@ -712,6 +836,54 @@ mod tests {
         roundtrip(
             EventBody::OrderCancelled(released),
             json!({"order_id": "WEB-88007"}),
+        );
+    }
+
+    #[test]
+    fn task_event_shapes() {
+        roundtrip(
+            EventBody::TaskOpened(TaskOpened {
+                task_id: "T-41".into(),
+                task: "refill".into(),
+                alert_code: "low_stock".into(),
+                subject: "SKU-1001@shelf-1/0".into(),
+                severity: Severity::Warning,
+                message: "refill SKU-1001".into(),
+                zone: Some("A1".into()),
+                sku: Some("SKU-1001".into()),
+                suggested_qty: Some(10),
+                backroom_qty: None,
+                shelf_units: Some(2),
+            }),
+            json!({"task_id": "T-41", "task": "refill", "alert_code": "low_stock",
+                   "subject": "SKU-1001@shelf-1/0", "severity": "warning", "message": "refill SKU-1001",
+                   "zone": "A1", "sku": "SKU-1001", "suggested_qty": 10, "shelf_units": 2}),
+        );
+        roundtrip(
+            EventBody::TaskDone(TaskDone {
+                task_id: "T-41".into(),
+                by: Some("anna".into()),
+                confirmed_by: None,
+                check_at: Some(ts()),
+            }),
+            json!({"task_id": "T-41", "by": "anna", "check_at": "2026-11-22T10:15:30.123Z"}),
+        );
+        roundtrip(
+            EventBody::TaskDone(TaskDone {
+                task_id: "T-41".into(),
+                by: None,
+                confirmed_by: Some("shelf_weight".into()),
+                check_at: None,
+            }),
+            json!({"task_id": "T-41", "confirmed_by": "shelf_weight"}),
+        );
+        roundtrip(
+            EventBody::TaskDismissed(TaskDismissed {
+                task_id: "T-41".into(),
+                by: None,
+                reason: "delisted".into(),
+            }),
+            json!({"task_id": "T-41", "reason": "delisted"}),
         );
     }
 

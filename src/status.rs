@@ -49,6 +49,14 @@ pub fn report(path: &Path) -> Result<String, StoreError> {
             let _ = writeln!(out, "  {:<14} {:<8} {}", a.code, a.severity, a.message);
         }
     }
+    let tasks = crate::domain::tasks::open_counts(&conn)?;
+    if tasks.is_empty() {
+        let _ = writeln!(out, "tasks      none open");
+    } else {
+        let each: Vec<String> = tasks.iter().map(|(t, n)| format!("{t} {n}")).collect();
+        let total: i64 = tasks.values().sum();
+        let _ = writeln!(out, "tasks      {total} open: {}", each.join(", "));
+    }
     let _ = writeln!(out, "quarantine {} frames", journal::quarantined(&conn)?);
     let counts = journal::counts_per_kind(&conn)?;
     if counts.is_empty() {

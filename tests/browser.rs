@@ -684,3 +684,194 @@ async fn staff_page_picks_and_hands_over_a_pickup_order_in_a_real_browser() {
     );
 }
 // ===== end of pickup orders =====
+
+// ===== Staff tasks (issue 18 item 2) =====
+
+/// A journaled event as a device (or the RFID count) would send it.
+fn device_event(device: &str, body: EventBody) -> storegate::event::NewEvent {
+    storegate::event::NewEvent::new(now_millis(), device, body)
+}
+
+fn rfid_count(session: &str, zone: &str, counted: i64) -> EventBody {
+    EventBody::Count(storegate::event::Count {
+        session_id: session.into(),
+        zone: zone.into(),
+        sku: SKU.into(),
+        counted,
+        expected: RECEIVED,
+        method: "rfid".into(),
+    })
+}
+
+/// The page opens on the task list of the staff member's zone: an RFID
+/// count off the books in A1 (a count task), the books below the minimum
+/// (a refill task anyone may do), not B2's count. A task's screen takes
+/// it, a scan confirms the right item or says it is wrong, scans count
+/// the item and the count settles the task; the list refreshes by itself
+/// when a new task opens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staff_page_task_list_in_a_real_browser() {
+    require_browser();
+    let (store, base) = serve_store().await;
+    store
+        .writer
+        .append(vec![device_event("rfid", rfid_count("R-B2", "B2", 30))])
+        .await
+        .unwrap();
+    // 20 sold: 4 on hand, minimum 6 -> low_stock -> refill (no zone).
+    store
+        .writer
+        .append(vec![device_event(
+            "pos-1",
+            EventBody::Sale(storegate::event::SaleLine {
+                receipt_id: "R-1".into(),
+                line: 1,
+                sku: SKU.into(),
+                gtin: None,
+                qty: 20,
+                unit_price_minor: 249,
+                currency: "EUR".into(),
+                pos: "1".into(),
+                member_hash: None,
+            }),
+        )])
+        .await
+        .unwrap();
+    store
+        .writer
+        .append(vec![device_event("rfid", rfid_count("R-A1", "A1", 20))])
+        .await
+        .unwrap();
+
+    let (driver, browser) = open_staff_page(&base).await;
+    browser.type_into("#tasks-zone", "A1\n").await;
+    browser.type_into("#tasks-by", "anna").await;
+    // The change event of the zone field (leaving it) refreshes the list.
+    browser.click("#tasks h2").await;
+    let list = browser
+        .wait_text("#task-list", "A1's tasks", |t| {
+            t.contains("Count SKU-1001 · A1") && t.contains("Refill SKU-1001")
+        })
+        .await;
+    assert!(!list.contains("B2"), "another zone's task shows: {list:?}");
+    // Most urgent first, newest first: the A1 count opened last.
+    let first = browser.text("#task-list li:first-child").await;
+    assert!(first.starts_with("Count SKU-1001"), "first task {first:?}");
+    let fits = browser
+        .script("return document.documentElement.scrollWidth <= window.innerWidth;")
+        .await;
+    assert_eq!(fits, true, "the task list scrolls sideways on a phone");
+    let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("staff-tasks.png");
+    browser.screenshot(&shot).await;
+
+    // The count task's screen: take it, scan a wrong code, then the item
+    // three times, and send the count.
+    browser.click("#task-list li:first-child button").await;
+    browser
+        .wait_text("#task-title", "the count task's screen", |t| {
+            t.starts_with("Count SKU-1001")
+        })
+        .await;
+    browser.click("#task-take").await;
+    browser
+        .wait_text("#task-facts", "the task taken", |t| {
+            t.contains("taken by anna")
+        })
+        .await;
+    browser.type_into("#task-scan", "SKU-2002\n").await;
+    browser
+        .wait_text("#task-scan-result", "an unknown code refused", |t| {
+            !t.is_empty() && !t.starts_with("Right item")
+        })
+        .await;
+    for n in 1..=3 {
+        browser.type_into("#task-scan", &format!("{GTIN}\n")).await;
+        browser
+            .wait_text("#task-counted", "the scan counted", |t| t == n.to_string())
+            .await;
+    }
+    let scanned = browser.text("#task-scan-result").await;
+    assert!(scanned.starts_with("Right item: SKU-1001"), "{scanned:?}");
+    let camera = browser
+        .script(
+            "return [typeof BarcodeDetector !== 'undefined', document.getElementById('task-camera').hidden];",
+        )
+        .await;
+    assert_eq!(
+        camera[0],
+        !camera[1].as_bool().unwrap(),
+        "the camera button shows exactly where BarcodeDetector exists: {camera}"
+    );
+    let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("staff-task-count.png");
+    browser.screenshot(&shot).await;
+    browser.click("#task-send-count").await;
+    browser
+        .wait_text("#task-facts", "the count settling the task", |t| {
+            t.contains("done")
+        })
+        .await;
+    browser.click("#task-back").await;
+    browser
+        .wait_text("#task-list", "the list without the count", |t| {
+            t.contains("Refill SKU-1001") && !t.contains("Count SKU-1001")
+        })
+        .await;
+
+    // The refill: the right item scanned, then done (the books' refill
+    // has no clock check: filling the shelf leaves on hand as it is).
+    browser.click("#task-list li:first-child button").await;
+    browser
+        .wait_text("#task-title", "the refill task's screen", |t| {
+            t.starts_with("Refill SKU-1001")
+        })
+        .await;
+    browser.type_into("#task-scan", "SKU-1001\n").await;
+    browser
+        .wait_text("#task-scan-result", "the right item", |t| {
+            t.starts_with("Right item: SKU-1001")
+        })
+        .await;
+    browser.click("#task-done").await;
+    browser
+        .wait_text("#task-facts", "the refill done", |t| t.ends_with("done"))
+        .await;
+    assert_eq!(browser.text("#message").await, "Done");
+    browser.click("#task-back").await;
+    browser
+        .wait_text("#task-list", "an empty list", |t| {
+            t.starts_with("Nothing to do in A1")
+        })
+        .await;
+
+    // A new task in A1 shows up without a touch.
+    store
+        .writer
+        .append(vec![device_event("rfid", rfid_count("R-A1-2", "A1", 9))])
+        .await
+        .unwrap();
+    browser
+        .wait_text("#task-list", "the list to refresh by itself", |t| {
+            t.contains("Count SKU-1001 · A1")
+        })
+        .await;
+    browser.close().await;
+    drop(driver);
+
+    // The journal agrees with the page.
+    let events = store.events();
+    assert!(
+        events.iter().any(|e| matches!(&e.body,
+            EventBody::TaskTaken(t) if t.by == "anna")),
+        "no task_taken in {events:?}"
+    );
+    assert!(
+        events.iter().any(|e| matches!(&e.body,
+            EventBody::Count(c) if c.method == "scan" && c.counted == 3 && c.zone == "A1")),
+        "no scan count in {events:?}"
+    );
+    assert!(
+        events.iter().any(|e| matches!(&e.body,
+            EventBody::TaskDone(t) if t.confirmed_by.as_deref() == Some("count"))),
+        "the count did not settle the task: {events:?}"
+    );
+}

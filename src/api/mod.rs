@@ -20,6 +20,7 @@ mod reading;
 pub mod server;
 mod sled;
 mod socket;
+mod tasks;
 mod tracked;
 mod writes;
 
@@ -84,6 +85,9 @@ pub struct ApiState {
     /// The store's EPCIS setup (`[epcis]`); `None` answers
     /// `/v1/epcis/events` with 404 `epcis_not_configured`.
     pub epcis: Option<crate::epcis::Setup>,
+    /// `[tasks] verify_after_s`: a task marked done is looked at again
+    /// this long after.
+    pub task_verify_after_s: u64,
 }
 
 impl ApiState {
@@ -111,6 +115,7 @@ impl ApiState {
             limits: Limits::default(),
             controls: Controls::default(),
             epcis: None,
+            task_verify_after_s: crate::config::TasksConfig::default().verify_after_s,
         }
     }
 }
@@ -131,6 +136,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/adjustments", post(writes::adjustment))
         .route("/v1/receipts", post(writes::receipt))
         .route("/v1/alerts", get(handlers::alerts))
+        .route("/v1/tasks", get(tasks::list))
+        .route("/v1/tasks/{id}", get(tasks::one))
+        .route("/v1/tasks/{id}/take", post(tasks::take))
+        .route("/v1/tasks/{id}/done", post(tasks::done))
+        .route("/v1/tasks/{id}/dismiss", post(tasks::dismiss))
         .route("/v1/devices/{id}/reading", post(reading::reading))
         .route("/v1/orders", get(orders::list))
         .route("/v1/orders/{id}", get(orders::one))

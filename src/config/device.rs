@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use toml::{Table, Value};
 
+use crate::event::bounds;
+
 use super::{
     DEFAULT_MAX_MESSAGE_BYTES, DeviceConfig, Fields, MAX_MQTT_PACKET, Parity, Problem, SerialLine,
     TRANSPORTS, Transport, closest, is_identifier,
@@ -160,6 +162,24 @@ pub(super) fn read_device(
             }
         }
     }
+    let mut slot_capacity = BTreeMap::new();
+    if let Some(st) = f.table(p, "slot_capacity") {
+        for (k, v) in st {
+            match (k.parse::<u32>(), v.as_integer()) {
+                (Ok(slot), Some(units)) if (1..=bounds::MAX_QTY).contains(&units) => {
+                    slot_capacity.insert(slot, units);
+                }
+                _ => p.push(Problem {
+                    key: format!("{prefix}.slot_capacity.{k}"),
+                    message: format!(
+                        "expected a slot number from 0 and a number of units from 1 to {}, e.g. slot_capacity = {{ 0 = 12 }}",
+                        bounds::MAX_QTY
+                    ),
+                    ..Default::default()
+                }),
+            }
+        }
+    }
     let alert_above = f.float(p, "alert_above");
     let alert_below = f.float(p, "alert_below");
     let offline_alert_s = f.integer(p, "offline_alert_s", default_offline_alert_s, 1..=7 * 86400);
@@ -173,6 +193,7 @@ pub(super) fn read_device(
         transport,
         zone,
         slots,
+        slot_capacity,
         alert_above,
         alert_below,
         offline_alert_s,

@@ -321,6 +321,7 @@ async fn run_once(
         state.metrics = metrics.clone();
         state.controls = controls.clone();
         state.epcis = crate::epcis::Setup::from_config(&config).ok();
+        state.task_verify_after_s = config.tasks.verify_after_s;
         state
     };
     let listener = tokio::net::TcpListener::bind(config.api.listen)
@@ -392,6 +393,10 @@ async fn run_once(
         shutdown.clone(),
     ));
     tasks.spawn(tag_housekeeping(ingest.clone(), shutdown.clone()));
+    tasks.spawn(crate::domain::tasks::verify::run(
+        writer.clone(),
+        shutdown.clone(),
+    ));
     tasks.spawn(price_boundaries(
         writer.clone(),
         config.locale.clone(),

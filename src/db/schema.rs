@@ -329,6 +329,36 @@ pub const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX pickup_epcs_item ON pickup_epcs(item);
     "#,
+    // 9: staff tasks (issue 18): the projection of task_* events, one row
+    // per task; and the price book's optional `max_stock`, what a refill
+    // fills up to.
+    r#"
+    ALTER TABLE catalog ADD COLUMN max_stock INTEGER;
+    CREATE TABLE tasks (
+        task_id      TEXT PRIMARY KEY,
+        task         TEXT    NOT NULL,   -- refill | relabel | count | check_device
+        alert_code   TEXT    NOT NULL,
+        subject      TEXT    NOT NULL,
+        urgency      INTEGER NOT NULL,   -- 2 critical, 1 warning, 0 info
+        opened       TEXT    NOT NULL,   -- JSON of the task_opened data
+        zone         TEXT,
+        state        TEXT    NOT NULL,   -- open | taken | done | dismissed
+        taken_by     TEXT,
+        done_by      TEXT,
+        confirmed_by TEXT,               -- what the store saw (verification)
+        reason       TEXT,               -- dismissal or last reopening
+        check_at_ms  INTEGER,            -- a person's done is checked then
+        reopened     INTEGER NOT NULL DEFAULT 0,
+        opened_seq   INTEGER NOT NULL,
+        opened_ms    INTEGER NOT NULL,
+        updated_seq  INTEGER NOT NULL,
+        updated_ms   INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX tasks_alert ON tasks(alert_code, subject, opened_seq);
+    CREATE INDEX tasks_state ON tasks(state, urgency, opened_seq);
+    CREATE INDEX tasks_to_check ON tasks(check_at_ms)
+        WHERE state = 'done' AND confirmed_by IS NULL;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -17,6 +17,7 @@ pub mod rfid;
 pub mod sgtin;
 pub mod sled;
 pub mod stock;
+pub mod tasks;
 
 use rusqlite::Connection;
 
@@ -32,6 +33,8 @@ pub struct Projections {
     grace_s: i64,
     /// How label prices are written (label re-pushes after conflicts).
     locale: String,
+    /// Which alerts become which staff tasks, where.
+    tasks: tasks::TaskRules,
 }
 
 impl Projections {
@@ -39,6 +42,7 @@ impl Projections {
         Projections {
             grace_s: config.pricing.conflict_grace_s as i64,
             locale: config.locale.clone(),
+            tasks: tasks::TaskRules::new(&config.tasks, &config.devices),
             thresholds: config
                 .devices
                 .iter()
@@ -54,7 +58,9 @@ impl Projector for Projections {
         alerts::apply(conn, event)?;
         rfid::apply(conn, event)?;
         counts::apply(conn, event)?;
+        tasks::apply(conn, event)?;
         let mut derived = Vec::new();
+        derived.extend(tasks::derive(conn, &self.tasks, event)?);
         derived.extend(stock::apply(conn, event)?);
         derived.extend(labels::apply(conn, event)?);
         derived.extend(conflicts::check(conn, event, self.grace_s, &self.locale)?);
@@ -168,7 +174,7 @@ fn shelf_low_stock(
 }
 
 /// Recompute every journal-derived projection (stock, alerts, tags, last
-/// counts, label confirmations and health) from the journal and the
+/// counts, staff tasks, label confirmations and health) from the journal and the
 /// stored baselines.
 /// Stock moves older than the oldest retained journal event are kept as
 /// they are: the journal no longer has them, the move ledger does.
@@ -176,7 +182,7 @@ pub fn rebuild(conn: &Connection) -> Result<usize, StoreError> {
     use crate::db::{SqlContext, journal};
     let oldest = journal::oldest(conn)?.unwrap_or(i64::MAX);
     conn.execute_batch(
-        "DELETE FROM alerts; DELETE FROM tags; DELETE FROM last_counts;
+        "DELETE FROM alerts; DELETE FROM tags; DELETE FROM last_counts; DELETE FROM tasks;
          UPDATE labels SET confirmed_version = NULL, confirmed_price_minor = NULL, confirmed_currency = NULL,
            confirmed_at_ms = NULL, battery_mv = NULL, rssi = NULL, last_seen_ms = NULL;",
     )
@@ -193,6 +199,7 @@ pub fn rebuild(conn: &Connection) -> Result<usize, StoreError> {
             alerts::apply(conn, event)?;
             rfid::apply(conn, event)?;
             counts::apply(conn, event)?;
+            tasks::apply(conn, event)?;
             labels::apply(conn, event)?;
             for (sku, delta) in event.body.stock_moves() {
                 let through: i64 = conn

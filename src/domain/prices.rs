@@ -49,6 +49,9 @@ pub struct PriceItem {
     pub labels: Vec<String>,
     #[serde(default)]
     pub min_stock: Option<i64>,
+    /// Most units the shelf should hold: what a refill task fills up to.
+    #[serde(default)]
+    pub max_stock: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -118,12 +121,12 @@ pub fn apply_pull(
     let mut touched = Vec::new();
     for item in &pull.items {
         conn.prepare_cached(
-            "INSERT INTO catalog (sku, name, unit_weight_g, min_stock, removed, version) VALUES (?1, ?2, ?3, ?4, 0, ?5)
+            "INSERT INTO catalog (sku, name, unit_weight_g, min_stock, max_stock, removed, version) VALUES (?1, ?2, ?3, ?4, ?6, 0, ?5)
              ON CONFLICT (sku) DO UPDATE SET name = excluded.name, unit_weight_g = excluded.unit_weight_g,
-               min_stock = excluded.min_stock, removed = 0, version = excluded.version
+               min_stock = excluded.min_stock, max_stock = excluded.max_stock, removed = 0, version = excluded.version
              WHERE excluded.version >= catalog.version",
         )
-        .and_then(|mut st| st.execute(params![item.sku, item.name, item.unit_weight_g, item.min_stock, pull.version]))
+        .and_then(|mut st| st.execute(params![item.sku, item.name, item.unit_weight_g, item.min_stock, pull.version, item.max_stock]))
         .ctx("storing a catalog item")?;
         conn.prepare_cached("DELETE FROM gtins WHERE sku = ?1")
             .and_then(|mut st| st.execute([&item.sku]))

@@ -258,6 +258,45 @@ impl EventBody {
                     other => Err(format!("GPI state {other:?} is not \"high\" or \"low\"")),
                 }
             }
+            EventBody::TaskOpened(t) => {
+                check_id("task_id", &t.task_id)?;
+                check_id("task", &t.task)?;
+                check_id("alert_code", &t.alert_code)?;
+                check_text_len("subject", &t.subject, 2 * MAX_ID_LEN + 16)?;
+                check_text("message", &t.message)?;
+                check_opt_id("zone", t.zone.as_deref())?;
+                check_opt_id("sku", t.sku.as_deref())?;
+                for (field, q) in [
+                    ("suggested_qty", t.suggested_qty),
+                    ("backroom_qty", t.backroom_qty),
+                    ("shelf_units", t.shelf_units),
+                ] {
+                    q.map_or(Ok(()), |q| check_qty(field, q))?;
+                }
+                Ok(())
+            }
+            EventBody::TaskTaken(t) => {
+                check_id("task_id", &t.task_id)?;
+                check_id("by", &t.by)
+            }
+            EventBody::TaskDone(t) => {
+                check_id("task_id", &t.task_id)?;
+                check_opt_id("by", t.by.as_deref())?;
+                check_opt_id("confirmed_by", t.confirmed_by.as_deref())
+            }
+            EventBody::TaskDismissed(t) => {
+                check_id("task_id", &t.task_id)?;
+                check_opt_id("by", t.by.as_deref())?;
+                check_text("reason", &t.reason)
+            }
+            EventBody::TaskReopened(t) => {
+                check_id("task_id", &t.task_id)?;
+                check_text("reason", &t.reason)
+            }
+            EventBody::TaskVerified(t) => {
+                check_id("task_id", &t.task_id)?;
+                check_id("confirmed_by", &t.confirmed_by)
+            }
         }
     }
 }

@@ -126,6 +126,8 @@ pub fn price_entry(
         "unit_weight_g": item.unit_weight_g,
         "labels": item.labels,
         "min_stock": item.min_stock,
+        // What a refill task fills up to: the demo reorders 4x the minimum.
+        "max_stock": 4 * item.min_stock,
     })
 }
 

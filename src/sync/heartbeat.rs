@@ -45,6 +45,7 @@ impl Source {
         for a in crate::domain::alerts::open_alerts(&conn)? {
             *alerts.entry(a.code).or_default() += 1;
         }
+        let tasks = crate::domain::tasks::open_counts(&conn)?;
         let devices = self.health.snapshot();
         let running = db::central_config::running(&conn)?;
         let down_ids: Vec<&str> = devices
@@ -73,6 +74,7 @@ impl Source {
                 "down_ids": down_ids,
             },
             "open_alerts": alerts,
+            "open_tasks": tasks,
             "disk_used_bytes": db::size_on_disk(&self.db_path),
         }))
     }
