@@ -11,6 +11,7 @@ pub mod impinj;
 pub mod m100;
 pub mod mqtt;
 pub mod nats_cluster;
+pub mod oepl;
 pub mod pos;
 pub mod pty;
 pub mod say;
