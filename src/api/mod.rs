@@ -15,6 +15,7 @@ pub mod auth;
 pub mod error;
 mod handlers;
 mod input;
+mod labels;
 mod reading;
 pub mod server;
 mod sled;
@@ -36,6 +37,7 @@ use rusqlite::Connection;
 
 use crate::db::{self, StoreError, WriteTx, Writer};
 use crate::devices::control::Controls;
+use crate::devices::label_routes::AccessPoints;
 use crate::health::HealthBoard;
 use crate::shutdown::Shutdown;
 use crate::sync::Link;
@@ -83,6 +85,10 @@ pub struct ApiState {
     /// The store's EPCIS setup (`[epcis]`); `None` answers
     /// `/v1/epcis/events` with 404 `epcis_not_configured`.
     pub epcis: Option<crate::epcis::Setup>,
+    /// The OpenEPaperLink access points and their listings, shared with
+    /// the label sender (`POST /v1/labels/{id}/find`); none unless the
+    /// daemon sets them.
+    pub access_points: AccessPoints,
 }
 
 impl ApiState {
@@ -110,6 +116,7 @@ impl ApiState {
             limits: Limits::default(),
             controls: Controls::default(),
             epcis: None,
+            access_points: AccessPoints::default(),
         }
     }
 }
@@ -131,6 +138,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/receipts", post(writes::receipt))
         .route("/v1/alerts", get(handlers::alerts))
         .route("/v1/devices/{id}/reading", post(reading::reading))
+        .route("/v1/labels/{id}/bind", post(labels::bind))
+        .route("/v1/labels/{id}/unbind", post(labels::unbind))
+        .route("/v1/labels/{id}/find", post(labels::find))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_staff,

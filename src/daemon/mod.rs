@@ -177,7 +177,7 @@ async fn run_once(
     if !routes.is_empty() {
         tasks.spawn(label_sender::run(
             writer.clone(),
-            routes,
+            routes.clone(),
             hub.clone(),
             labels_changed.clone(),
             shutdown.clone(),
@@ -313,6 +313,7 @@ async fn run_once(
         );
         state.metrics = metrics.clone();
         state.controls = controls.clone();
+        state.access_points = routes.access_points();
         state.epcis = crate::epcis::Setup::from_config(&config).ok();
         state
     };

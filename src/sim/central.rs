@@ -324,8 +324,7 @@ async fn push(
         .get("skipped")
         .and_then(|v| serde_json::from_value(v.clone()).ok())
         .unwrap_or_default();
-    let view = s.stores.entry(store).or_default();
-    match view.accept(&events, &skipped, ack_at_most, count_only) {
+    match s.accept_batch(&store, &events, &skipped, ack_at_most, count_only) {
         Ok(acked) => axum::Json(json!({"acked_through": acked})).into_response(),
         Err(Refusal::Conflict(acked)) => (
             StatusCode::CONFLICT,
@@ -333,6 +332,79 @@ async fn push(
         )
             .into_response(),
         Err(Refusal::Bad(msg)) => error(StatusCode::BAD_REQUEST, &msg),
+    }
+}
+
+impl CentralState {
+    /// Take a batch for `store` ([`StoreView::accept`]), and apply the
+    /// label bindings among its new events to the price book: staff's
+    /// `label_bound`/`label_unbound` move the label between the items'
+    /// `labels`, so the next book agrees with the store.
+    pub fn accept_batch(
+        &mut self,
+        store: &str,
+        events: &[Value],
+        skipped: &[(i64, i64)],
+        ack_at_most: Option<usize>,
+        count_only: bool,
+    ) -> Result<i64, Refusal> {
+        let view = self.stores.entry(store.to_string()).or_default();
+        let before = view.acked_through;
+        let result = view.accept(events, skipped, ack_at_most, count_only);
+        let acked = match &result {
+            Ok(acked) | Err(Refusal::Conflict(acked)) => *acked,
+            Err(Refusal::Bad(_)) => before,
+        };
+        for e in events {
+            let seq = e.get("seq").and_then(Value::as_i64).unwrap_or(0);
+            if seq > before && seq <= acked {
+                self.apply_label_binding(e);
+            }
+        }
+        result
+    }
+
+    /// One `label_bound` or `label_unbound` applied to the book: the label
+    /// leaves every item that lists it and, when bound, joins its SKU's
+    /// item. Every item that changed gets a new book version.
+    fn apply_label_binding(&mut self, event: &Value) {
+        let kind = event.get("kind").and_then(Value::as_str);
+        let data = event.get("data");
+        let field = |name: &str| data.and_then(|d| d.get(name)).and_then(Value::as_str);
+        let (Some(label), bound_to) = (field("label_id"), field("sku")) else {
+            return;
+        };
+        let bound_to = match kind {
+            Some("label_bound") => bound_to,
+            Some("label_unbound") => None,
+            _ => return,
+        };
+        let version = self.price_version + 1;
+        let mut changed = false;
+        for (sku, (v, item)) in self.prices.iter_mut() {
+            let Some(labels) = item.get_mut("labels").and_then(Value::as_array_mut) else {
+                if Some(sku.as_str()) == bound_to {
+                    item["labels"] = json!([label]);
+                    *v = version;
+                    changed = true;
+                }
+                continue;
+            };
+            let had = labels.iter().any(|l| l == label);
+            let wants = Some(sku.as_str()) == bound_to;
+            if had && !wants {
+                labels.retain(|l| l != label);
+            } else if wants && !had {
+                labels.push(json!(label));
+            } else {
+                continue;
+            }
+            *v = version;
+            changed = true;
+        }
+        if changed {
+            self.price_version = version;
+        }
     }
 }
 
