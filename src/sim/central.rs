@@ -560,3 +560,50 @@ async fn stock(
         .collect();
     axum::Json(json!({"version": version, "through_seq": through, "items": items})).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(seq: i64, kind: &str, data: Value) -> Value {
+        json!({"seq": seq, "ts": "2026-12-01T08:00:00.000Z", "device": "api", "kind": kind, "data": data})
+    }
+
+    fn labels_of(s: &CentralState, sku: &str) -> (i64, Value) {
+        let (v, item) = &s.prices[sku];
+        (*v, item["labels"].clone())
+    }
+
+    #[test]
+    fn pushed_label_bindings_move_the_label_in_the_book() {
+        let c = Central::default();
+        c.set_price(json!({"sku": "SKU-1001", "labels": ["0000021A4B3C0001"]}));
+        c.set_price(json!({"sku": "SKU-2002"}));
+        let mut s = c.lock();
+        let bound = event(
+            1,
+            "label_bound",
+            json!({"label_id": "0000021A4B3C0001", "sku": "SKU-2002"}),
+        );
+        assert_eq!(
+            s.accept_batch("s", &[bound.clone()], &[], None, false),
+            Ok(1)
+        );
+        assert_eq!(s.price_version, 3);
+        assert_eq!(labels_of(&s, "SKU-1001"), (3, json!([])));
+        assert_eq!(labels_of(&s, "SKU-2002"), (3, json!(["0000021A4B3C0001"])));
+
+        // A resent batch changes nothing.
+        assert_eq!(s.accept_batch("s", &[bound], &[], None, false), Ok(1));
+        assert_eq!(s.price_version, 3);
+
+        let unbound = event(
+            2,
+            "label_unbound",
+            json!({"label_id": "0000021A4B3C0001", "sku": "SKU-2002"}),
+        );
+        assert_eq!(s.accept_batch("s", &[unbound], &[], None, false), Ok(2));
+        assert_eq!(labels_of(&s, "SKU-2002"), (4, json!([])));
+        assert_eq!(labels_of(&s, "SKU-1001"), (3, json!([])));
+    }
+}
