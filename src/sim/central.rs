@@ -586,7 +586,7 @@ mod tests {
             json!({"label_id": "0000021A4B3C0001", "sku": "SKU-2002"}),
         );
         assert_eq!(
-            s.accept_batch("s", &[bound.clone()], &[], None, false),
+            s.accept_batch("s", std::slice::from_ref(&bound), &[], None, false),
             Ok(1)
         );
         assert_eq!(s.price_version, 3);
