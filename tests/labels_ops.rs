@@ -26,18 +26,10 @@ const NOWHERE: &str = "0000021A4B3C0004";
 
 /// The store's price book: SKU-1001 at `price_minor`, on all four labels.
 async fn price(store: &Store, version: i64, price_minor: i64) {
-    let pull: prices::PricePull = serde_json::from_value(json!({
-        "version": version,
-        "items": [{"sku": "SKU-1001", "name": "Oat milk 1L", "price_minor": price_minor,
-                   "currency": "EUR", "effective_from": "2020-01-01T00:00:00Z",
-                   "labels": [ONLY_A, BOTH, ONLY_B, NOWHERE]}]
-    }))
-    .unwrap();
-    store
-        .writer
-        .transact(move |w| prices::apply_pull(w.conn(), &pull, chrono::Utc::now(), "de-DE"))
-        .await
-        .unwrap();
+    let item = json!({"sku": "SKU-1001", "name": "Oat milk 1L", "price_minor": price_minor,
+                      "currency": "EUR", "effective_from": "2020-01-01T00:00:00Z",
+                      "labels": [ONLY_A, BOTH, ONLY_B, NOWHERE]});
+    pull(store, version, json!([item])).await;
 }
 
 /// `(state, wanted version, shown version)` of a label.
@@ -398,9 +390,29 @@ const WITH_LED: &str = "0000021A4B3C0010";
 /// Has no LED.
 const NO_LED: &str = "0000021A4B3C0011";
 
+/// `POST /v1/labels/{label}/find` as staff.
+async fn find(api: &common::api::Api, label: &str) -> common::api::Answer {
+    api.post(
+        &format!("/v1/labels/{label}/find"),
+        Some(common::api::STAFF),
+        json!({}),
+    )
+    .await
+}
+
+/// The answer is the refusal `(status, code)`.
+fn refused(a: &common::api::Answer, status: u16, code: &str) {
+    assert_eq!(
+        (a.status, common::api::error_code(a)),
+        (status, code),
+        "{}",
+        a.body
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn find_flashes_the_led_through_an_access_point_that_lists_the_label() {
-    use common::api::{Api, STAFF, error_code};
+    use common::api::Api;
     use storegate::devices::label_routes::AccessPoints;
     let mut ap_1 = SimAp::start(vec![
         SimTag::new(WITH_LED, true),
@@ -418,70 +430,30 @@ async fn find_flashes_the_led_through_an_access_point_that_lists_the_label() {
         ("ap-2".into(), ap_2.url(), params),
     ]);
     let api = Api::start_with(|s| s.access_points = aps).await;
+    let flashed = |ap: &SimAp| ap.state().commands.clone();
+    let flash = vec![(WITH_LED.to_string(), "ledflash".to_string())];
 
-    let a = api
-        .post(
-            &format!("/v1/labels/{WITH_LED}/find"),
-            Some(STAFF),
-            json!({}),
-        )
-        .await;
+    let a = find(&api, WITH_LED).await;
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(a.body["access_point"], "ap-1");
-    assert_eq!(
-        ap_1.state().commands,
-        [(WITH_LED.to_string(), "ledflash".to_string())]
-    );
+    assert_eq!(flashed(&ap_1), flash);
 
     // Hardware that cannot flash is a clear 409; a label no AP lists, 404.
-    let a = api
-        .post(&format!("/v1/labels/{NO_LED}/find"), Some(STAFF), json!({}))
-        .await;
-    assert_eq!(
-        (a.status, error_code(&a)),
-        (409, "cannot_flash"),
-        "{}",
-        a.body
-    );
-    assert!(
-        a.body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("no LED")
-    );
-    let a = api
-        .post("/v1/labels/0000021A4B3C/find", Some(STAFF), json!({}))
-        .await;
-    assert_eq!(
-        (a.status, error_code(&a)),
-        (409, "cannot_flash"),
-        "{}",
-        a.body
-    );
-    let a = api
-        .post("/v1/labels/0000021A4B3C0FFF/find", Some(STAFF), json!({}))
-        .await;
-    assert_eq!(
-        (a.status, error_code(&a)),
-        (404, "label_not_listed"),
-        "{}",
-        a.body
+    let a = find(&api, NO_LED).await;
+    refused(&a, 409, "cannot_flash");
+    assert!(a.body["error"]["message"].to_string().contains("no LED"));
+    refused(&find(&api, "0000021A4B3C").await, 409, "cannot_flash");
+    refused(
+        &find(&api, "0000021A4B3C0FFF").await,
+        404,
+        "label_not_listed",
     );
 
     // The first AP is down (its listing may not be due for a refresh yet:
     // the failed command itself moves on): the other one flashes the label.
     ap_1.stop().await;
-    let a = api
-        .post(
-            &format!("/v1/labels/{WITH_LED}/find"),
-            Some(STAFF),
-            json!({}),
-        )
-        .await;
+    let a = find(&api, WITH_LED).await;
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(a.body["access_point"], "ap-2");
-    assert_eq!(
-        ap_2.state().commands,
-        [(WITH_LED.to_string(), "ledflash".to_string())]
-    );
+    assert_eq!(flashed(&ap_2), flash);
 }
