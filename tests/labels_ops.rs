@@ -457,3 +457,68 @@ async fn find_flashes_the_led_through_an_access_point_that_lists_the_label() {
     assert_eq!(a.body["access_point"], "ap-2");
     assert_eq!(flashed(&ap_2), flash);
 }
+
+/// A binding reaches the reference central with the pushed journal; its
+/// book moves the label, and the next pull agrees with the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binding_is_synced_and_centrals_next_book_agrees() {
+    use std::sync::Mutex;
+    use storegate::config::CentralConfig;
+    use storegate::event::{LabelBound, NewEvent};
+    use storegate::sim::central::Central as CentralSim;
+    use storegate::sync::{self, Central};
+
+    const LABEL: &str = "0000021A4B3C0020";
+    let store = Store::new();
+    let sim = CentralSim::default();
+    let item = |sku: &str, labels: serde_json::Value| {
+        json!({"sku": sku, "name": sku, "price_minor": 100, "currency": "EUR",
+               "effective_from": "2020-01-01T00:00:00Z", "labels": labels})
+    };
+    sim.set_price(item("SKU-1001", json!([LABEL])));
+    sim.set_price(item("SKU-2002", json!([])));
+    let (addr, _) = sim.clone().spawn("127.0.0.1:0").await.unwrap();
+    let config = CentralConfig {
+        max_backoff_s: 1,
+        ..CentralConfig::http(format!("http://{addr}"))
+    };
+    let central = Arc::new(Central::new(&config, "s1").unwrap());
+    let pull = || sync::pull::pull_once(&central, &store.writer, sync::pull::What::Prices, "de-DE");
+    pull().await.unwrap();
+    assert_eq!(bound(&store, LABEL), ("SKU-1001".into(), "central".into()));
+
+    // Staff move the label (what POST /v1/labels/{id}/bind journals).
+    let bind = NewEvent::new(
+        chrono::Utc::now(),
+        "api",
+        EventBody::LabelBound(LabelBound {
+            label_id: LABEL.into(),
+            sku: "SKU-2002".into(),
+            gtin: None,
+            previous_sku: Some("SKU-1001".into()),
+        }),
+    );
+    store.writer.append(vec![bind]).await.unwrap();
+    let (link_tx, _link) = tokio::sync::watch::channel(sync::Link::Unknown);
+    tokio::spawn(sync::push::run(
+        central.clone(),
+        store.writer.clone(),
+        Arc::new(Mutex::new(storegate::db::open_read(&store.db).unwrap())),
+        config.batch_max,
+        std::time::Duration::from_secs(1),
+        link_tx,
+        store.shutdown.clone(),
+    ));
+    wait_for_async("central's book to move the label", || {
+        let s = sim.lock();
+        (s.prices["SKU-2002"].1["labels"] == json!([LABEL])).then_some(())
+    })
+    .await;
+    assert_eq!(sim.lock().prices["SKU-1001"].1["labels"], json!([]));
+
+    // The next pull brings both changed items: the label stays where
+    // staff put it, now central's word too.
+    pull().await.unwrap();
+    assert_eq!(bound(&store, LABEL), ("SKU-2002".into(), "central".into()));
+    assert_eq!(due_update(&store, LABEL).await.unwrap().sku, "SKU-2002");
+}
