@@ -78,26 +78,26 @@ async fn wait_shown(store: &Store, ids: &[&str], version: i64) {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn labels_go_to_the_access_point_that_lists_them_and_fail_over() {
-    let started = std::time::Instant::now();
-    let store = Store::new();
-    let mut ap_a = SimAp::start(vec![SimTag::new(ONLY_A, false), SimTag::new(BOTH, false)])
-        .await
-        .unwrap();
-    let ap_b = SimAp::start(vec![SimTag::new(BOTH, false), SimTag::new(ONLY_B, false)])
-        .await
-        .unwrap();
+/// The store's label system: a device session per simulated AP (the
+/// `openepaperlink-ap` profile polling every 50 ms), in this order, and the
+/// label sender. Returns the sender's wake-up and the profiles directory
+/// (keep it while they run).
+fn run_label_system(
+    store: &Store,
+    aps: &[(&str, &SimAp)],
+) -> (Arc<tokio::sync::Notify>, tempfile::TempDir) {
     let profiles = tempfile::tempdir().unwrap();
     common::fast_oepl_profile(profiles.path());
-    let device = |id: &str, url: &str| {
-        store.device(
-            &format!("id = \"{id}\"\nprofile = \"openepaperlink-ap\"\ntransport = \"http\"\nurl = \"{url}\"\n"),
-            Some(profiles.path()),
-        )
-    };
-    // A is configured first: before, every label went to it.
-    let specs = vec![device("ap-a", &ap_a.url()), device("ap-b", &ap_b.url())];
+    let specs: Vec<_> = aps
+        .iter()
+        .map(|(id, ap)| {
+            let url = ap.url();
+            store.device(
+                &format!("id = \"{id}\"\nprofile = \"openepaperlink-ap\"\ntransport = \"http\"\nurl = \"{url}\"\n"),
+                Some(profiles.path()),
+            )
+        })
+        .collect();
     let wake = Arc::new(tokio::sync::Notify::new());
     let routes = Routes::from_devices(&specs);
     for spec in specs {
@@ -115,6 +115,21 @@ async fn labels_go_to_the_access_point_that_lists_them_and_fail_over() {
         wake.clone(),
         store.shutdown.clone(),
     ));
+    (wake, profiles)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labels_go_to_the_access_point_that_lists_them_and_fail_over() {
+    let started = std::time::Instant::now();
+    let store = Store::new();
+    let mut ap_a = SimAp::start(vec![SimTag::new(ONLY_A, false), SimTag::new(BOTH, false)])
+        .await
+        .unwrap();
+    let ap_b = SimAp::start(vec![SimTag::new(BOTH, false), SimTag::new(ONLY_B, false)])
+        .await
+        .unwrap();
+    // A is configured first: before, every label went to it.
+    let (wake, _profiles) = run_label_system(&store, &[("ap-a", &ap_a), ("ap-b", &ap_b)]);
 
     // Both APs up: each label goes to an AP that lists it (the one listed
     // twice to the first configured), and they confirm through it.
@@ -153,6 +168,45 @@ async fn labels_go_to_the_access_point_that_lists_them_and_fail_over() {
     assert_eq!(label(&store, ONLY_A).0, "ok");
     assert_eq!(reported_failed(&store), [NOWHERE, NOWHERE]);
     eprintln!("routing test took {:?}", started.elapsed());
+}
+
+/// A record an AP copied from the AP that manages the tag (`isexternal`)
+/// is that AP's: nothing is sent through the copy, and its stale check-in
+/// does not make the label offline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_aps_copy_of_a_tag_is_neither_routed_to_nor_reported() {
+    let store = Store::new();
+    // B is configured first, and its copy of the tag says it has been
+    // silent for two hours (the profile's stale_after_s is one hour).
+    let ap_a = SimAp::start(vec![SimTag::new(ONLY_A, false)])
+        .await
+        .unwrap();
+    let ap_b = SimAp::start(vec![SimTag::external(ONLY_A, 7200)])
+        .await
+        .unwrap();
+    let (wake, _profiles) = run_label_system(&store, &[("ap-b", &ap_b), ("ap-a", &ap_a)]);
+    let item = json!({"sku": "SKU-1001", "name": "Oat milk 1L", "price_minor": 249,
+                      "currency": "EUR", "effective_from": "2020-01-01T00:00:00Z",
+                      "labels": [ONLY_A]});
+    pull(&store, 1, json!([item])).await;
+    wake.notify_one();
+    wait_shown(&store, &[ONLY_A], 1).await;
+    assert_eq!(uploads(&ap_a), [ONLY_A]);
+    // B's session has read its copy several times since.
+    let polled = ap_b.state().polls;
+    wait_for_async("more polls of B", || {
+        (ap_b.state().polls >= polled + 3).then_some(())
+    })
+    .await;
+    assert!(uploads(&ap_b).is_empty());
+    let health: Vec<serde_json::Value> = store
+        .events()
+        .iter()
+        .filter(|e| e.body.kind() == "label_health")
+        .map(|e| serde_json::from_str(&e.body.data_json()).unwrap())
+        .collect();
+    assert!(!health.is_empty());
+    assert!(health.iter().all(|h| h["offline"] == false), "{health:?}");
 }
 
 // ---------------------------------------------------------------------------

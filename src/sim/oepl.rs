@@ -5,10 +5,11 @@
 //! can be stopped and started again on the same port, to play an AP that
 //! goes down.
 //!
-//! A tag fetches uploaded content at its next check-in, which here is the
-//! first `/get_db` in a later second than the upload (the AP keeps
-//! `lastseen` in whole seconds, and the agent confirms only a check-in
-//! after the upload's second).
+//! The AP's own tags check in between any two reads of its database; one
+//! fetches uploaded content at the first check-in in a later second than
+//! the upload (the AP keeps `lastseen` in whole seconds, and the agent
+//! confirms only a check-in after the upload's second). Copies of another
+//! AP's tags (`isexternal`) never check in here.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -36,6 +37,9 @@ pub struct SimTag {
     pub pending: bool,
     /// Last check-in, epoch seconds.
     pub lastseen: i64,
+    /// The record is a copy from another AP that manages the tag
+    /// (`isexternal`).
+    pub external: bool,
     /// When content was last uploaded for it, epoch seconds.
     uploaded_s: Option<i64>,
 }
@@ -48,7 +52,18 @@ impl SimTag {
             has_led,
             pending: false,
             lastseen: chrono::Utc::now().timestamp(),
+            external: false,
             uploaded_s: None,
+        }
+    }
+
+    /// Another AP's tag as this AP's database copies it: `isexternal`,
+    /// and last seen `silent_s` ago as far as this AP knows.
+    pub fn external(mac: &str, silent_s: i64) -> SimTag {
+        SimTag {
+            external: true,
+            lastseen: chrono::Utc::now().timestamp() - silent_s,
+            ..SimTag::new(mac, false)
         }
     }
 }
@@ -61,6 +76,8 @@ pub struct ApState {
     pub uploads: Vec<(String, String)>,
     /// `(mac, cmd)` of every accepted `/tag_cmd`.
     pub commands: Vec<(String, String)>,
+    /// Full reads of the database (`/get_db` requests at `pos=0`).
+    pub polls: usize,
 }
 
 type Shared = Arc<Mutex<ApState>>;
@@ -161,7 +178,7 @@ fn record(tag: &SimTag) -> Value {
            "alias": "", "contentMode": 19, "LQI": 98, "RSSI": -61, "temperature": 21,
            "batteryMv": 2950, "hwType": 1, "wakeupReason": 0,
            "capabilities": if tag.has_led { 0xE1 } else { 0xE0 },
-           "modecfgjson": "", "isexternal": false, "apip": "0.0.0.0", "rotate": 0, "lut": 0,
+           "modecfgjson": "", "isexternal": tag.external, "apip": "0.0.0.0", "rotate": 0, "lut": 0,
            "invert": 0, "updatecount": 1, "updatelast": tag.lastseen, "ch": 11, "ver": 31})
 }
 
@@ -170,14 +187,18 @@ fn record(tag: &SimTag) -> Value {
 async fn get_db(State(state): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
     let mut ap = lock(&state);
     let now = chrono::Utc::now().timestamp();
-    // Tags with content waiting check in and fetch it.
-    for tag in ap.tags.iter_mut() {
+    // The AP's own tags are awake and in range: they check in (and fetch
+    // content waiting since an earlier second) between any two reads.
+    for tag in ap.tags.iter_mut().filter(|t| !t.external) {
         if tag.pending && tag.uploaded_s.is_some_and(|at| at < now) {
             tag.pending = false;
-            tag.lastseen = now;
         }
+        tag.lastseen = now;
     }
     let pos: usize = q.get("pos").and_then(|p| p.parse().ok()).unwrap_or(0);
+    if pos == 0 {
+        ap.polls += 1;
+    }
     let tags: Vec<Value> = ap.tags.iter().skip(pos).take(PAGE).map(record).collect();
     let next = pos + PAGE;
     if next < ap.tags.len() {

@@ -245,7 +245,13 @@ async fn reconcile(
     tags: Vec<OeplTag>,
     stale_after_s: u64,
 ) -> Result<Vec<EventBody>, StoreError> {
-    let seen: HashMap<String, LabelSeen> = tags.iter().map(|t| (t.mac.clone(), t.seen())).collect();
+    // A record the AP copied from another AP (`isexternal`) is that AP's
+    // to report: two sessions reporting one tag would contradict each other.
+    let seen: HashMap<String, LabelSeen> = tags
+        .iter()
+        .filter(|t| !t.external)
+        .map(|t| (t.mac.clone(), t.seen()))
+        .collect();
     ingest
         .writer()
         .transact(move |w| {
