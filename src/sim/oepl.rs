@@ -97,7 +97,12 @@ pub struct SimAp {
 impl SimAp {
     /// Start an AP holding `tags` on a free loopback port.
     pub async fn start(tags: Vec<SimTag>) -> std::io::Result<SimAp> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        SimAp::start_on("127.0.0.1:0", tags).await
+    }
+
+    /// Start an AP holding `tags` listening on `addr` (`host:port`).
+    pub async fn start_on(addr: &str, tags: Vec<SimTag>) -> std::io::Result<SimAp> {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(Mutex::new(ApState {
             tags,
