@@ -91,6 +91,9 @@ pub async fn bind(
         Ok(Ok(label_view(w.conn(), &label)?))
     })
     .await??;
+    // The new binding's update is due now: no need to wait for the
+    // sender's next round.
+    state.labels_changed.notify_one();
     Ok(Json(view))
 }
 

@@ -89,6 +89,9 @@ pub struct ApiState {
     /// the label sender (`POST /v1/labels/{id}/find`); none unless the
     /// daemon sets them.
     pub access_points: AccessPoints,
+    /// Wakes the label sender when a binding made label updates due (the
+    /// daemon's; a fresh one, which nobody waits on, otherwise).
+    pub labels_changed: Arc<tokio::sync::Notify>,
 }
 
 impl ApiState {
@@ -117,6 +120,7 @@ impl ApiState {
             controls: Controls::default(),
             epcis: None,
             access_points: AccessPoints::default(),
+            labels_changed: Arc::default(),
         }
     }
 }

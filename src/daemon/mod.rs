@@ -314,6 +314,7 @@ async fn run_once(
         state.metrics = metrics.clone();
         state.controls = controls.clone();
         state.access_points = routes.access_points();
+        state.labels_changed = labels_changed.clone();
         state.epcis = crate::epcis::Setup::from_config(&config).ok();
         state
     };
