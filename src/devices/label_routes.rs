@@ -54,6 +54,8 @@ pub struct Target {
     pub params: OeplParams,
     /// The AP's record says the tag has an LED.
     pub has_led: bool,
+    /// The AP answered its last request.
+    pub up: bool,
 }
 
 /// Where a label can go, as the listings say.
@@ -185,6 +187,7 @@ impl AccessPoints {
                         url: ap.url.clone(),
                         params: ap.params.clone(),
                         has_led,
+                        up: !ap.down,
                     },
                 ))
             })

@@ -128,6 +128,16 @@ pub async fn run(
             let result = match route {
                 Route::Mqtt(m) => send_mqtt(m, update, hub.as_ref()).await,
                 Route::Oepl => match aps.place(&update.label_id).await {
+                    // Every AP listing it is down: trying each label on
+                    // them would hold up the others by a connect timeout
+                    // apiece. The listing refresh finds them back up.
+                    Placement::Listed(targets) if targets.iter().all(|t| !t.up) => {
+                        failed.push(format!(
+                            "{} v{}: every access point listing it is down",
+                            update.label_id, update.version
+                        ));
+                        continue;
+                    }
                     Placement::Listed(targets) => aps.upload(&targets, update).await.map(|_| ()),
                     Placement::Unlisted => {
                         unlisted.push(update.clone());
