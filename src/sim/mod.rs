@@ -4,6 +4,7 @@
 pub mod catalog;
 pub mod central;
 pub mod central_config;
+mod central_labels;
 pub mod central_mqtt;
 pub mod cli;
 pub mod esl;

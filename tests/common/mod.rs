@@ -125,6 +125,20 @@ impl Store {
     }
 }
 
+/// Apply a price pull of central's (`items` as the book lists them, at
+/// book `version`) to `store`, in de-DE.
+pub async fn price_pull(store: &Store, version: i64, items: serde_json::Value) {
+    let pull: storegate::domain::prices::PricePull =
+        serde_json::from_value(serde_json::json!({"version": version, "items": items})).unwrap();
+    store
+        .writer
+        .transact(move |w| {
+            storegate::domain::prices::apply_pull(w.conn(), &pull, chrono::Utc::now(), "de-DE")
+        })
+        .await
+        .unwrap();
+}
+
 /// The built-in `openepaperlink-ap` profile, polling every 50 ms, in a
 /// profiles directory (a file there overrides the built-in).
 pub fn fast_oepl_profile(dir: &Path) {
