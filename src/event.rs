@@ -95,6 +95,8 @@ pub enum EventBody {
     ShelfWeight(ShelfWeight),
     LabelAck(LabelAck),
     LabelHealth(LabelHealth),
+    LabelBound(LabelBound),
+    LabelUnbound(LabelUnbound),
     PriceConflict(PriceConflict),
     Alert(Alert),
     Reading(Reading),
@@ -114,7 +116,7 @@ pub enum EventBody {
 }
 
 /// Every `kind`, in the order of the spec table. Used for metrics and status.
-pub const KINDS: [&str; 27] = [
+pub const KINDS: [&str; 29] = [
     "sale",
     "return",
     "receipt",
@@ -126,6 +128,8 @@ pub const KINDS: [&str; 27] = [
     "shelf_weight",
     "label_ack",
     "label_health",
+    "label_bound",
+    "label_unbound",
     "price_conflict",
     "alert",
     "reading",
@@ -158,6 +162,8 @@ impl EventBody {
             EventBody::ShelfWeight(_) => "shelf_weight",
             EventBody::LabelAck(_) => "label_ack",
             EventBody::LabelHealth(_) => "label_health",
+            EventBody::LabelBound(_) => "label_bound",
+            EventBody::LabelUnbound(_) => "label_unbound",
             EventBody::PriceConflict(_) => "price_conflict",
             EventBody::Alert(_) => "alert",
             EventBody::Reading(_) => "reading",
@@ -372,6 +378,28 @@ pub struct LabelHealth {
     #[serde(with = "ts_format")]
     pub last_seen: DateTime<Utc>,
     pub offline: bool,
+}
+
+/// Staff bound a shelf label to a SKU (`POST /v1/labels/{id}/bind`): the
+/// label now shows that SKU's price. `gtin` is the item code scanned, when
+/// the binding was made by GTIN; `previous_sku` the SKU the label showed
+/// before, if any. Projected by `domain::label_bindings`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabelBound {
+    pub label_id: String,
+    pub sku: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gtin: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_sku: Option<String>,
+}
+
+/// Staff took a shelf label off its SKU (`POST /v1/labels/{id}/unbind`):
+/// no price goes to it any more. `sku` is the SKU it was bound to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabelUnbound {
+    pub label_id: String,
+    pub sku: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

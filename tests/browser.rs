@@ -875,3 +875,88 @@ async fn staff_page_task_list_in_a_real_browser() {
         "the count did not settle the task: {events:?}"
     );
 }
+
+// ===== Shelf labels (issue 18 item 4) =====
+
+/// Binding a label from the staff page: scan the label, then the item;
+/// the binding is journaled and the label's price update is due at once;
+/// then unbind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staff_page_binds_a_label_in_a_real_browser() {
+    require_browser();
+    let (store, base) = serve_store().await;
+    const LABEL: &str = "0000021A4B3C5D99";
+    let (driver, browser) = open_staff_page(&base).await;
+
+    browser.type_into("#label-id", &format!("{LABEL}\n")).await;
+    browser.type_into("#label-item", &format!("{GTIN}\n")).await;
+    let result = browser
+        .wait_text("#label-result", "the binding's answer", |t| {
+            t.starts_with("Label")
+        })
+        .await;
+    assert!(
+        result.contains(LABEL) && result.contains("Oat milk 1L") && result.contains(SKU),
+        "result {result:?}"
+    );
+    // In the label's locale (this store's projections run without one).
+    assert!(
+        result.contains("2,49") || result.contains("2.49"),
+        "the price it is to show: {result:?}"
+    );
+    assert!(result.contains("pending"), "result {result:?}");
+    let fits = browser
+        .script("return document.documentElement.scrollWidth <= window.innerWidth;")
+        .await;
+    assert_eq!(fits, true, "the page scrolls sideways on a phone");
+    browser
+        .script("document.getElementById('label-ops').scrollIntoView(); return true;")
+        .await;
+    let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("staff-label.png");
+    browser.screenshot(&shot).await;
+
+    // Journaled, and the label's update is due now.
+    assert!(
+        store.events().iter().any(|e| matches!(
+            &e.body,
+            EventBody::LabelBound(b) if b.label_id == LABEL && b.sku == SKU
+                && b.gtin.as_deref() == Some(GTIN)
+        )),
+        "no label_bound event"
+    );
+    let due = store
+        .writer
+        .transact(|w| storegate::domain::labels::due(w.conn(), Utc::now()))
+        .await
+        .unwrap();
+    assert!(
+        due.iter()
+            .any(|u| u.label_id == LABEL && u.price_minor == 249),
+        "{due:?}"
+    );
+
+    // Unbind it again: scan the label, press Unbind.
+    browser.type_into("#label-id", LABEL).await;
+    browser.click("#label-unbind").await;
+    browser
+        .wait_text("#label-result", "the unbinding's answer", |t| {
+            t.contains("unbound")
+        })
+        .await;
+    // A second unbind is refused with the API's reason, on the page.
+    browser.type_into("#label-id", LABEL).await;
+    browser.click("#label-unbind").await;
+    browser
+        .wait_text("#message", "the refusal", |t| t.contains("not bound"))
+        .await;
+    browser.close().await;
+    drop(driver);
+    assert!(
+        store
+            .events()
+            .iter()
+            .any(|e| matches!(&e.body, EventBody::LabelUnbound(u) if u.label_id == LABEL)),
+        "no label_unbound event"
+    );
+}
+// ===== end of shelf labels =====

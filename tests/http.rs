@@ -427,15 +427,6 @@ fn new_ap() -> SharedAp {
     }))
 }
 
-/// The built-in `openepaperlink-ap` profile, polling every 50 ms, in a
-/// profiles directory (a file there overrides the built-in).
-fn fast_profile(dir: &Path) {
-    let text = include_str!("../firmware-profiles/openepaperlink-ap.toml");
-    let fast = text.replace("poll_ms = 10000", "poll_ms = 50");
-    assert_ne!(fast, text, "the profile's poll_ms line changed");
-    std::fs::write(dir.join("openepaperlink-ap.toml"), fast).unwrap();
-}
-
 fn ap_device(store: &Store, url: &str, profiles: &Path) -> (DeviceSpec, OeplParams) {
     let spec = store.device(
         &format!("id = \"ap-1\"\nprofile = \"openepaperlink-ap\"\ntransport = \"http\"\nurl = \"{url}\"\n"),
@@ -501,7 +492,7 @@ async fn openepaperlink_upload_then_check_in_confirms_the_label() {
     let ap = new_ap();
     let url = serve_ap(ap.clone()).await;
     let profiles = tempfile::tempdir().unwrap();
-    fast_profile(profiles.path());
+    common::fast_oepl_profile(profiles.path());
     let (spec, params) = ap_device(&store, &url, profiles.path());
     let update = price_book(&store).await;
     let task = start(&store, spec);
@@ -600,7 +591,7 @@ async fn openepaperlink_garbage_is_quarantined_and_marks_the_ap_down() {
     let ap = new_ap();
     let url = serve_ap(ap.clone()).await;
     let profiles = tempfile::tempdir().unwrap();
-    fast_profile(profiles.path());
+    common::fast_oepl_profile(profiles.path());
     let (spec, _) = ap_device(&store, &url, profiles.path());
     let task = start(&store, spec);
     wait_for_async("access point up", || is_up(&store, "ap-1").then_some(())).await;
@@ -671,7 +662,7 @@ async fn openepaperlink_label_that_stops_checking_in_raises_label_offline() {
     let ap = new_ap(); // every tag last checked in at the sample's time, long ago
     let url = serve_ap(ap.clone()).await;
     let profiles = tempfile::tempdir().unwrap();
-    fast_profile(profiles.path());
+    common::fast_oepl_profile(profiles.path());
     let (spec, _) = ap_device(&store, &url, profiles.path());
     price_book(&store).await;
     let task = start(&store, spec);
@@ -727,7 +718,7 @@ async fn openepaperlink_label_state_survives_a_rebuild() {
     let ap = new_ap();
     let url = serve_ap(ap.clone()).await;
     let profiles = tempfile::tempdir().unwrap();
-    fast_profile(profiles.path());
+    common::fast_oepl_profile(profiles.path());
     let (spec, _) = ap_device(&store, &url, profiles.path());
     let update = price_book(&store).await;
     // The update went out a minute ago, and the tag has fetched it since.

@@ -6,7 +6,8 @@
 //! `sim zebra`, sales from `sim pos-escpos` (on a socat pair), pushes
 //! arriving at `sim central` (its state file), label confirmations from
 //! `sim esl-mqtt` after a price import, shelf weights from
-//! `sim shelf-modbus` and readings from `sim xy-md02`.
+//! `sim shelf-modbus` and readings from `sim xy-md02`, and two
+//! `sim oepl` access points flashing a label for the API's "find".
 
 mod common;
 
@@ -71,10 +72,15 @@ impl Drop for Sim {
     }
 }
 
+/// The staff token the agent's API takes (`[api] token_files`).
+const STAFF_TOKEN: &str = "sim-test-staff";
+
 /// The agent, running in process until dropped or stopped.
 struct Agent {
     _dir: tempfile::TempDir,
     db: PathBuf,
+    /// The local API, `http://127.0.0.1:port`.
+    api: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -87,12 +93,16 @@ impl Agent {
         let central = central.map_or(String::new(), |url| {
             format!("[central]\nurl = \"{url}\"\nmax_backoff_s = 1\npoll_prices_s = 1\npoll_stock_s = 1\n")
         });
+        let staff = dir.path().join("staff.tokens");
+        std::fs::write(&staff, format!("{STAFF_TOKEN}\n")).unwrap();
+        let api = free_port();
         let text = format!(
             r#"store_id = "sim-test"
 data_dir = "{data}"
 profiles_dir = "/nonexistent"
 [api]
 listen = "127.0.0.1:{api}"
+token_files = {{ staff = "{staff}" }}
 [mqtt]
 broker = "embedded"
 embedded_listen = "127.0.0.1:{mqtt_port}"
@@ -100,7 +110,7 @@ client_id = "storegate-sim-test"
 {central}
 {devices}"#,
             data = dir.path().display(),
-            api = free_port(),
+            staff = staff.display(),
         );
         let profiles = ProfileSet::builtin().unwrap();
         let config = Config::parse(&text, Path::new("sims.toml"), &profiles.names())
@@ -115,6 +125,7 @@ client_id = "storegate-sim-test"
         });
         Agent {
             db: dir.path().join("storegate.db"),
+            api: format!("http://127.0.0.1:{api}"),
             _dir: dir,
             stop: Some(stop),
             task,
@@ -381,5 +392,69 @@ poll_ms = 100
             })
         })
         .await;
+    agent.stop().await;
+}
+
+/// Two `sim oepl` access points behind the agent: "find this label"
+/// (`POST /v1/labels/{id}/find`) reaches the one that lists the label, and
+/// the other when that one is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oepl_sims_flash_a_label_found_through_the_api() {
+    const MAC: &str = "0000021A4B3C5D6E";
+    let (addr_a, addr_b) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let mut ap_a = Sim::start(&["oepl", "--listen", &addr_a, "--led", "--tags", MAC]);
+    let ap_b = Sim::start(&["oepl", "--listen", &addr_b, "--led", "--tags", MAC]);
+    ap_a.line("access point at").await;
+    ap_b.line("access point at").await;
+    let agent = Agent::start(
+        &format!(
+            r#"[[device]]
+id = "ap-a"
+profile = "openepaperlink-ap"
+transport = "http"
+url = "http://{addr_a}"
+[[device]]
+id = "ap-b"
+profile = "openepaperlink-ap"
+transport = "http"
+url = "http://{addr_b}"
+"#
+        ),
+        None,
+        free_port(),
+    );
+    let http = reqwest::Client::new();
+    let find = || async {
+        let r = http
+            .post(format!("{}/v1/labels/{MAC}/find", agent.api))
+            .bearer_auth(STAFF_TOKEN)
+            .send()
+            .await;
+        let Ok(r) = r else { return None };
+        r.json::<serde_json::Value>().await.ok()
+    };
+    let mut found = None;
+    for _ in 0..300 {
+        match find().await {
+            Some(v) if v["flashing"] == true => {
+                found = Some(v);
+                break;
+            }
+            // The API may not listen yet.
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let found = found.expect("the agent's API flashes the label within 30 s");
+    assert_eq!(found["access_point"], "ap-a", "{found}");
+    ap_a.line(&format!("<- /tag_cmd {MAC}: ledflash")).await;
+
+    let _ = ap_a.child.kill();
+    let _ = ap_a.child.wait();
+    let again = find().await.expect("an answer");
+    assert_eq!(again["access_point"], "ap-b", "{again}");
+    ap_b.line(&format!("<- /tag_cmd {MAC}: ledflash")).await;
     agent.stop().await;
 }

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod error;
 mod handlers;
 mod input;
+mod labels;
 mod orders;
 mod reading;
 pub mod server;
@@ -38,6 +39,7 @@ use rusqlite::Connection;
 
 use crate::db::{self, StoreError, WriteTx, Writer};
 use crate::devices::control::Controls;
+use crate::devices::label_routes::AccessPoints;
 use crate::health::HealthBoard;
 use crate::shutdown::Shutdown;
 use crate::sync::Link;
@@ -88,6 +90,13 @@ pub struct ApiState {
     /// `[tasks] verify_after_s`: a task marked done is looked at again
     /// this long after.
     pub task_verify_after_s: u64,
+    /// The OpenEPaperLink access points and their listings, shared with
+    /// the label sender (`POST /v1/labels/{id}/find`); none unless the
+    /// daemon sets them.
+    pub access_points: AccessPoints,
+    /// Wakes the label sender when a binding made label updates due (the
+    /// daemon's; a fresh one, which nobody waits on, otherwise).
+    pub labels_changed: Arc<tokio::sync::Notify>,
 }
 
 impl ApiState {
@@ -116,6 +125,8 @@ impl ApiState {
             controls: Controls::default(),
             epcis: None,
             task_verify_after_s: crate::config::TasksConfig::default().verify_after_s,
+            access_points: AccessPoints::default(),
+            labels_changed: Arc::default(),
         }
     }
 }
@@ -148,6 +159,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/orders/{id}/picked", post(orders::picked))
         .route("/v1/orders/{id}/handover", post(orders::handover))
         .route("/v1/orders/{id}/returned", post(orders::returned))
+        .route("/v1/labels/{id}/bind", post(labels::bind))
+        .route("/v1/labels/{id}/unbind", post(labels::unbind))
+        .route("/v1/labels/{id}/find", post(labels::find))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_staff,

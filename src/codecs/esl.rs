@@ -348,7 +348,17 @@ pub struct OeplTag {
     pub rssi: Option<i64>,
     /// MD5 of the content the tag has; empty when absent.
     pub hash: String,
+    /// The tag has an LED the AP can flash (`capabilities` bit
+    /// [`CAPABILITY_HAS_LED`]); `false` when the record does not say.
+    pub has_led: bool,
+    /// `isexternal`: the record is a copy from another AP, which manages
+    /// the tag; content for it goes to that AP, not this one.
+    pub external: bool,
 }
+
+/// The `capabilities` bit of a tag record saying the tag has an LED
+/// (`CAPABILITY_HAS_LED` of the OpenEPaperLink firmware).
+pub const CAPABILITY_HAS_LED: u64 = 0x01;
 
 /// A health value of a tag record: a bad or missing one is only unknown,
 /// it must not keep the record's confirmation from counting.
@@ -384,6 +394,15 @@ fn parse_tag(value: &Value) -> Result<OeplTag, String> {
         Some(Value::String(s)) => s.clone(),
         _ => String::new(),
     };
+    // Like the health values: a record that does not say is only unknown.
+    let has_led = obj
+        .get("capabilities")
+        .and_then(Value::as_u64)
+        .is_some_and(|c| c & CAPABILITY_HAS_LED != 0);
+    let external = obj
+        .get("isexternal")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     Ok(OeplTag {
         mac,
         pending,
@@ -391,6 +410,8 @@ fn parse_tag(value: &Value) -> Result<OeplTag, String> {
         battery_mv,
         rssi: health_value(obj, "RSSI"),
         hash,
+        has_led,
+        external,
     })
 }
 
@@ -628,6 +649,8 @@ mod tests {
                 battery_mv: Some(2950),
                 rssi: Some(-61),
                 hash: "5f3a9c0e1d2b4a6f8e7d6c5b4a392817".into(),
+                has_led: false,
+                external: false,
             }
         );
         assert!(page.tags[1].pending);
@@ -658,6 +681,10 @@ mod tests {
         assert!(!page.tags[0].pending);
         assert_eq!(page.tags[0].hash, "");
         assert_eq!(page.tags[0].battery_mv, None);
+        assert!(!page.tags[0].has_led && !page.tags[0].external);
+        let body = br#"{"tags":[{"mac":"0000021A4B3C5D6E","pending":0,"lastseen":5,"capabilities":225,"isexternal":true}]}"#;
+        let tag = &parse_get_db(body).unwrap().tags[0];
+        assert!(tag.has_led && tag.external);
 
         // Current firmware only writes `continu` when more pages follow.
         let last = parse_get_db(br#"{"tags":[]}"#).unwrap();

@@ -178,7 +178,7 @@ async fn run_once(
     if !routes.is_empty() {
         tasks.spawn(label_sender::run(
             writer.clone(),
-            routes,
+            routes.clone(),
             hub.clone(),
             labels_changed.clone(),
             shutdown.clone(),
@@ -320,6 +320,8 @@ async fn run_once(
         );
         state.metrics = metrics.clone();
         state.controls = controls.clone();
+        state.access_points = routes.access_points();
+        state.labels_changed = labels_changed.clone();
         state.epcis = crate::epcis::Setup::from_config(&config).ok();
         state.task_verify_after_s = config.tasks.verify_after_s;
         state

@@ -359,6 +359,19 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX tasks_to_check ON tasks(check_at_ms)
         WHERE state = 'done' AND confirmed_by IS NULL;
     "#,
+    // 10: who bound a label to its SKU. `bound_by` is `central` (its
+    // price book lists the label under the SKU) or `store` (staff bound
+    // or unbound it: `label_bound`/`label_unbound`); `central_sku` is what
+    // central's book last said about the label, so that a pull overrides
+    // a store binding only when central's word about the label changed.
+    // A label the store unbound stays as a row in state `unbound` (sku
+    // '') while central's book still lists it, so that the next pull of
+    // an unchanged book does not bind it again.
+    r#"
+    ALTER TABLE labels ADD COLUMN bound_by TEXT NOT NULL DEFAULT 'central';
+    ALTER TABLE labels ADD COLUMN central_sku TEXT;
+    UPDATE labels SET central_sku = sku;
+    "#,
 ];
 
 /// The schema version this build writes.

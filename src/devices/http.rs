@@ -26,7 +26,7 @@ use crate::config::Transport;
 use crate::profiles::Codec;
 use crate::shutdown::Shutdown;
 
-pub use openepaperlink::{MAX_FAILED_POLLS, oepl_upload};
+pub use openepaperlink::{MAX_FAILED_POLLS, oepl_list, oepl_tag_cmd, oepl_upload};
 pub use stream::MAX_LINE;
 
 /// How long opening a TCP connection may take. Without a bound, a device

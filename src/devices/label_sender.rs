@@ -2,82 +2,93 @@
 //! confirmations into timeouts. What a label should show is decided by the
 //! domain (price changes, promos, conflicts); this is the mechanism: read
 //! due updates from committed state, send them through the store's ESL
-//! system (MQTT `esl-json` or an OpenEPaperLink access point), record them
-//! as sent.
+//! system (MQTT `esl-json`, or the OpenEPaperLink access point that lists
+//! the label: `label_routes`), record them as sent. A label that no access
+//! point lists is reported failed (a `label_ack` with status `failed`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{DeviceSpec, http, mqtt};
+use super::label_routes::{AccessPoints, Placement};
+use super::{DeviceSpec, mqtt};
 use crate::codecs::esl::{self, LabelUpdate};
 use crate::config::Transport;
 use crate::db::Writer;
 use crate::domain::labels;
+use crate::event::{EventBody, LabelAck, LabelStatus, NewEvent};
 use crate::profiles::Codec;
 use crate::shutdown::Shutdown;
 
-/// Where labels are sent.
+/// The store's MQTT ESL system (`esl-json` labels).
 #[derive(Debug, Clone)]
-enum Route {
-    Mqtt {
-        topic: String,
-        ack_timeout_s: u64,
-    },
-    Oepl {
-        url: String,
-        params: esl::OeplParams,
-    },
+struct MqttRoute {
+    topic: String,
+    ack_timeout_s: u64,
 }
 
-impl Route {
-    fn ack_timeout_s(&self) -> i64 {
-        match self {
-            Route::Mqtt { ack_timeout_s, .. } => *ack_timeout_s as i64,
-            Route::Oepl { params, .. } => params.ack_timeout_s as i64,
-        }
-    }
+/// Where one label goes.
+enum Route<'r> {
+    Mqtt(&'r MqttRoute),
+    /// An OpenEPaperLink label: to whichever AP lists it.
+    Oepl,
 }
 
 /// The store's ESL systems, from the configured devices.
 #[derive(Debug, Clone, Default)]
 pub struct Routes {
-    mqtt: Vec<Route>,
-    oepl: Vec<Route>,
+    mqtt: Vec<MqttRoute>,
+    /// Whether the store has OpenEPaperLink access points at all.
+    has_oepl: bool,
+    /// The access points and their listings, shared with the API.
+    aps: AccessPoints,
 }
 
 impl Routes {
+    /// The ESL systems among `specs`: MQTT `esl-json` devices and
+    /// OpenEPaperLink access points.
     pub fn from_devices(specs: &[DeviceSpec]) -> Routes {
         let mut r = Routes::default();
+        let mut aps = Vec::new();
         for s in specs {
             match (&s.profile.codec, &s.config.transport) {
-                (Codec::EslJson(p), Transport::Mqtt { topic, .. }) => r.mqtt.push(Route::Mqtt {
+                (Codec::EslJson(p), Transport::Mqtt { topic, .. }) => r.mqtt.push(MqttRoute {
                     topic: topic.clone(),
                     ack_timeout_s: p.ack_timeout_s,
                 }),
                 (Codec::OpenEpaperLink(p), Transport::Http { url, .. }) => {
-                    r.oepl.push(Route::Oepl {
-                        url: url.clone(),
-                        params: p.clone(),
-                    })
+                    aps.push((s.id().to_string(), url.clone(), p.clone()))
                 }
                 _ => {}
             }
         }
+        r.has_oepl = !aps.is_empty();
+        r.aps = AccessPoints::new(aps);
         r
     }
 
+    /// Whether the store has no ESL system.
     pub fn is_empty(&self) -> bool {
-        self.mqtt.is_empty() && self.oepl.is_empty()
+        self.mqtt.is_empty() && !self.has_oepl
     }
 
-    /// A label whose id is an OpenEPaperLink MAC goes to the access point
+    /// The access points with their listings (`label_routes`), shared by
+    /// the label sender and the API's "find this label".
+    pub fn access_points(&self) -> AccessPoints {
+        self.aps.clone()
+    }
+
+    /// A label whose id is an OpenEPaperLink MAC goes to an access point
     /// when the store has one; every other label to the MQTT ESL system.
-    fn route(&self, label_id: &str) -> Option<&Route> {
+    fn route(&self, label_id: &str) -> Option<Route<'_>> {
         let is_mac = esl::normalize_mac(label_id).is_ok();
-        if is_mac && !self.oepl.is_empty() {
-            return self.oepl.first();
+        if is_mac && self.has_oepl {
+            return Some(Route::Oepl);
         }
-        self.mqtt.first().or_else(|| self.oepl.first())
+        match self.mqtt.first() {
+            Some(m) => Some(Route::Mqtt(m)),
+            None if self.has_oepl => Some(Route::Oepl),
+            None => None,
+        }
     }
 }
 
@@ -89,7 +100,7 @@ pub async fn run(
     wake: Arc<tokio::sync::Notify>,
     mut shutdown: Shutdown,
 ) {
-    let client = reqwest::Client::new();
+    let aps = routes.access_points();
     let mut unroutable_logged = false;
     let mut sending_failed = false;
     loop {
@@ -102,6 +113,10 @@ pub async fn run(
             });
         let mut sent: Vec<(String, i64)> = Vec::new();
         let mut failed: Vec<String> = Vec::new();
+        let mut unlisted: Vec<LabelUpdate> = Vec::new();
+        if !due.is_empty() {
+            aps.refresh().await;
+        }
         for update in &due {
             let Some(route) = routes.route(&update.label_id) else {
                 if !unroutable_logged {
@@ -110,10 +125,35 @@ pub async fn run(
                 }
                 continue;
             };
-            match send(route, update, hub.as_ref(), &client).await {
+            let result = match route {
+                Route::Mqtt(m) => send_mqtt(m, update, hub.as_ref()).await,
+                Route::Oepl => match aps.place(&update.label_id).await {
+                    // Every AP listing it is down: trying each label on
+                    // them would hold up the others by a connect timeout
+                    // apiece. The listing refresh finds them back up.
+                    Placement::Listed(targets) if targets.iter().all(|t| !t.up) => {
+                        failed.push(format!(
+                            "{} v{}: every access point listing it is down",
+                            update.label_id, update.version
+                        ));
+                        continue;
+                    }
+                    Placement::Listed(targets) => aps.upload(&targets, update).await.map(|_| ()),
+                    Placement::Unlisted => {
+                        unlisted.push(update.clone());
+                        continue;
+                    }
+                    // An AP that has not answered yet may list it.
+                    Placement::Unknown => continue,
+                },
+            };
+            match result {
                 Ok(()) => sent.push((update.label_id.clone(), update.version)),
                 Err(e) => failed.push(format!("{} v{}: {e}", update.label_id, update.version)),
             }
+        }
+        if !unlisted.is_empty() {
+            record_unlisted(&writer, unlisted).await;
         }
         // One line per episode, not one per label and round: a broker
         // that is down would otherwise log every pending label every round.
@@ -150,15 +190,22 @@ pub async fn run(
             }
         }
         let routes2 = routes.clone();
+        let oepl_timeout = aps.ack_timeout_s().await;
         let r = writer
             .transact(move |w| {
                 let now = chrono::Utc::now();
-                for group in [&routes2.mqtt, &routes2.oepl] {
-                    let Some(first) = group.first() else { continue };
-                    let timeout = first.ack_timeout_s();
-                    let mine =
-                        |label: &str| routes2.route(label).is_some_and(|r| std::ptr::eq(r, first));
-                    for e in labels::timed_out(w.conn(), now, timeout, &mine)? {
+                // Labels behind different ESL systems have different timeouts.
+                if let Some(first) = routes2.mqtt.first() {
+                    let mine = |label: &str| {
+                        matches!(routes2.route(label), Some(Route::Mqtt(m)) if std::ptr::eq(m, first))
+                    };
+                    for e in labels::timed_out(w.conn(), now, first.ack_timeout_s as i64, &mine)? {
+                        w.append(e)?;
+                    }
+                }
+                if routes2.has_oepl {
+                    let mine = |label: &str| matches!(routes2.route(label), Some(Route::Oepl));
+                    for e in labels::timed_out(w.conn(), now, oepl_timeout as i64, &mine)? {
                         w.append(e)?;
                     }
                 }
@@ -176,26 +223,55 @@ pub async fn run(
     }
 }
 
-async fn send(
-    route: &Route,
+/// Journal a failed `label_ack` for each update whose label no access
+/// point lists: it cannot reach its tag, and says so (`label_stale`, then
+/// retried with backoff like any failed update, in case an AP learns the
+/// tag).
+async fn record_unlisted(writer: &Writer, unlisted: Vec<LabelUpdate>) {
+    for u in &unlisted {
+        tracing::warn!(label = %u.label_id, version = u.version, "no access point lists the label; its update is reported failed");
+    }
+    let r = writer
+        .transact(move |w| {
+            let now = chrono::Utc::now();
+            for u in unlisted {
+                w.append(NewEvent::new(
+                    now,
+                    "agent",
+                    EventBody::LabelAck(LabelAck {
+                        label_id: u.label_id,
+                        sku: u.sku,
+                        price_version: u.version,
+                        status: LabelStatus::Failed,
+                        battery_mv: None,
+                        rssi: None,
+                    }),
+                ))?;
+            }
+            Ok(())
+        })
+        .await;
+    if let Err(e) = r {
+        tracing::warn!(error = %e, "cannot record label updates no access point can take");
+    }
+}
+
+async fn send_mqtt(
+    route: &MqttRoute,
     update: &LabelUpdate,
     hub: Option<&mqtt::Hub>,
-    client: &reqwest::Client,
 ) -> Result<(), super::DeviceError> {
-    match route {
-        Route::Mqtt { topic, .. } => match hub {
-            Some(hub) => {
-                hub.publish(
-                    &esl::set_topic(topic, &update.label_id),
-                    esl::set_payload(update),
-                )
-                .await
-            }
-            None => Err(super::DeviceError::Open {
-                what: topic.clone(),
-                reason: "no MQTT connection".into(),
-            }),
-        },
-        Route::Oepl { url, params } => http::oepl_upload(client, url, params, update).await,
+    match hub {
+        Some(hub) => {
+            hub.publish(
+                &esl::set_topic(&route.topic, &update.label_id),
+                esl::set_payload(update),
+            )
+            .await
+        }
+        None => Err(super::DeviceError::Open {
+            what: route.topic.clone(),
+            reason: "no MQTT connection".into(),
+        }),
     }
 }

@@ -12,6 +12,7 @@ mod decoder;
 pub mod down_log;
 pub mod http;
 pub mod ingest;
+pub mod label_routes;
 pub mod label_sender;
 pub mod llrp;
 pub mod modbus;

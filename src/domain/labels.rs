@@ -229,7 +229,7 @@ pub fn reconcile(
             "SELECT label_id, sku, state, want_version, sent_version, sent_at_ms, battery_mv, rssi, last_seen_ms,
                EXISTS (SELECT 1 FROM alerts a WHERE a.code = 'label_offline' AND a.subject = l.label_id
                        AND a.resolved_seq IS NULL)
-             FROM labels l ORDER BY label_id",
+             FROM labels l WHERE l.state != 'unbound' ORDER BY label_id",
         )
         .ctx(WHAT)?;
     let rows = st

@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod conflicts;
 pub mod counts;
 pub mod epc;
+pub mod label_bindings;
 pub mod labels;
 pub mod money;
 pub mod pickup;
@@ -63,6 +64,9 @@ impl Projector for Projections {
         derived.extend(tasks::derive(conn, &self.tasks, event)?);
         derived.extend(stock::apply(conn, event)?);
         derived.extend(labels::apply(conn, event)?);
+        // Not replayed by `rebuild`: the binding itself stays in the labels
+        // table, and a replay must not queue label updates again.
+        derived.extend(label_bindings::apply(conn, event, &self.locale)?);
         derived.extend(conflicts::check(conn, event, self.grace_s, &self.locale)?);
         match &event.body {
             EventBody::Reading(r) if r.name == "temperature" => {

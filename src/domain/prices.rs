@@ -160,20 +160,39 @@ pub fn apply_pull(
             ])
         })
         .ctx("storing a price")?;
-        // The catalog says which labels belong to the SKU.
+        // The catalog says which labels belong to the SKU, where its word
+        // about a label changed: a label staff bound or unbound keeps that
+        // while central's book says the same as before about it
+        // (domain::label_bindings).
         for label in &item.labels {
             conn.prepare_cached(
-                "INSERT INTO labels (label_id, sku) VALUES (?1, ?2)
-                 ON CONFLICT (label_id) DO UPDATE SET sku = excluded.sku, want_version = NULL
-                 WHERE labels.sku != excluded.sku",
+                "INSERT INTO labels (label_id, sku, bound_by, central_sku) VALUES (?1, ?2, 'central', ?2)
+                 ON CONFLICT (label_id) DO UPDATE SET sku = excluded.sku, bound_by = 'central',
+                   central_sku = excluded.central_sku,
+                   want_version = CASE WHEN labels.sku != excluded.sku THEN NULL ELSE labels.want_version END,
+                   state = CASE WHEN labels.state = 'unbound' THEN 'pending' ELSE labels.state END
+                 WHERE labels.central_sku IS NOT excluded.central_sku",
             )
             .and_then(|mut st| st.execute(params![label, item.sku]))
             .ctx("assigning a label")?;
         }
         let keep = serde_json::to_string(&item.labels).unwrap_or_else(|_| "[]".into());
-        conn.prepare_cached("DELETE FROM labels WHERE sku = ?1 AND label_id NOT IN (SELECT value FROM json_each(?2))")
-            .and_then(|mut st| st.execute(params![item.sku, keep]))
-            .ctx("unassigning labels")?;
+        conn.prepare_cached(
+            "DELETE FROM labels WHERE bound_by = 'central' AND central_sku = ?1
+               AND label_id NOT IN (SELECT value FROM json_each(?2))",
+        )
+        .and_then(|mut st| st.execute(params![item.sku, keep]))
+        .ctx("unassigning labels")?;
+        // Store bindings stand; central no longer lists them under the SKU.
+        conn.prepare_cached(
+            "UPDATE labels SET central_sku = NULL WHERE central_sku = ?1
+               AND label_id NOT IN (SELECT value FROM json_each(?2))",
+        )
+        .and_then(|mut st| st.execute(params![item.sku, keep]))
+        .ctx("unassigning labels")?;
+        conn.prepare_cached("DELETE FROM labels WHERE state = 'unbound' AND central_sku IS NULL")
+            .and_then(|mut st| st.execute([]))
+            .ctx("forgetting unbound labels")?;
         touched.push(item.sku.clone());
     }
     for sku in &pull.removed {

@@ -215,6 +215,16 @@ impl EventBody {
                 check_id("label_id", &h.label_id)?;
                 check_label_health(h.battery_mv, h.rssi)
             }
+            EventBody::LabelBound(b) => {
+                check_id("label_id", &b.label_id)?;
+                check_id("sku", &b.sku)?;
+                check_opt_id("gtin", b.gtin.as_deref())?;
+                check_opt_id("previous_sku", b.previous_sku.as_deref())
+            }
+            EventBody::LabelUnbound(u) => {
+                check_id("label_id", &u.label_id)?;
+                check_id("sku", &u.sku)
+            }
             EventBody::PriceConflict(c) => {
                 check_price("pos_price_minor", c.pos_price_minor)?;
                 check_price("shelf_price_minor", c.shelf_price_minor)

@@ -340,8 +340,7 @@ async fn push(
         .get("skipped")
         .and_then(|v| serde_json::from_value(v.clone()).ok())
         .unwrap_or_default();
-    let view = s.stores.entry(store).or_default();
-    match view.accept(&events, &skipped, ack_at_most, count_only) {
+    match s.accept_batch(&store, &events, &skipped, ack_at_most, count_only) {
         Ok(acked) => axum::Json(json!({"acked_through": acked})).into_response(),
         Err(Refusal::Conflict(acked)) => (
             StatusCode::CONFLICT,

@@ -2,7 +2,7 @@
 //! of `{p}/+/events` (optionally as the shared subscription
 //! `$share/central/{p}/+/events`) that decodes each batch (gzip or not),
 //! takes it into the same per-store state as the HTTP side
-//! ([`StoreView::accept`]: dedup by (store, seq), dropped ranges), and
+//! ([`super::central::StoreView::accept`]: dedup by (store, seq), dropped ranges), and
 //! answers `{"acked_through": N}` on `{p}/{s}/ack`; it also keeps each
 //! store's last heartbeat from `{p}/+/status`, and sends commands on
 //! `{p}/{s}/cmd` or `{p}/all/cmd`.
@@ -15,7 +15,7 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
 use serde_json::{Value, json};
 
-use super::central::{Central, Refusal, StoreView};
+use super::central::{Central, Refusal};
 
 /// Pause before the next broker after a lost connection.
 const RETRY: Duration = Duration::from_millis(300);
@@ -265,13 +265,12 @@ fn take_batch(central: &Central, store: &str, payload: &[u8]) -> Option<i64> {
     s.batch_sizes.push(events.len());
     s.mqtt_payload_bytes += payload.len() as u64;
     let (ack_at_most, count_only) = (s.behaviour.ack_at_most, s.behaviour.count_only);
-    let view: &mut StoreView = s.stores.entry(store.to_string()).or_default();
     Some(
-        match view.accept(&events, &skipped, ack_at_most, count_only) {
+        match s.accept_batch(store, &events, &skipped, ack_at_most, count_only) {
             Ok(acked) | Err(Refusal::Conflict(acked)) => acked,
             Err(Refusal::Bad(why)) => {
                 tracing::warn!(store, why, "a batch central cannot take");
-                view.acked_through
+                s.stores.get(store).map_or(0, |v| v.acked_through)
             }
         },
     )

@@ -95,6 +95,19 @@ pub enum SimCommand {
         #[arg(long, default_value_t = 300)]
         redraw_ms: u64,
     },
+    /// OpenEPaperLink access point over HTTP: lists its tags on /get_db,
+    /// takes /jsonupload drawings (the tags fetch them at their next
+    /// check-in) and /tag_cmd commands (ledflash).
+    Oepl {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// The tags' MACs (16 hex digits), comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "0000021A4B3C5D6E")]
+        tags: Vec<String>,
+        /// The tags have an LED (find this label).
+        #[arg(long)]
+        led: bool,
+    },
     /// The reference central platform (spec/sync-api.md): takes pushes,
     /// serves the price book and stock baselines.
     Central {
@@ -211,7 +224,40 @@ async fn device(command: SimCommand) -> anyhow::Result<()> {
             topic,
             redraw_ms,
         } => run_esl(&broker, &topic, Duration::from_millis(redraw_ms)).await,
+        SimCommand::Oepl { listen, tags, led } => run_oepl(&listen, &tags, led).await,
         SimCommand::Central { .. } => Ok(()), // handled by `run`
+    }
+}
+
+/// `sim oepl`: serve the tags and print what the agent sends them.
+async fn run_oepl(listen: &str, tags: &[String], led: bool) -> anyhow::Result<()> {
+    let say = Say::stdout("oepl-ap");
+    let mut sim_tags = Vec::new();
+    for tag in tags {
+        let mac = crate::codecs::esl::normalize_mac(tag).map_err(anyhow::Error::msg)?;
+        sim_tags.push(super::oepl::SimTag::new(&mac, led));
+    }
+    let ap = super::oepl::SimAp::start_on(listen, sim_tags)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    say.line(format!(
+        "access point at {} (set url = \"{}\"), {} tags{}",
+        ap.url(),
+        ap.url(),
+        tags.len(),
+        if led { " with LEDs" } else { "" }
+    ));
+    let (mut uploads, mut commands) = (0, 0);
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let state = ap.state();
+        for (mac, drawing) in state.uploads.iter().skip(uploads) {
+            say.line(format!("<- /jsonupload {mac}: {drawing}"));
+        }
+        for (mac, cmd) in state.commands.iter().skip(commands) {
+            say.line(format!("<- /tag_cmd {mac}: {cmd}"));
+        }
+        (uploads, commands) = (state.uploads.len(), state.commands.len());
     }
 }
 

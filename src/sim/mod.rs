@@ -4,6 +4,7 @@
 pub mod catalog;
 pub mod central;
 pub mod central_config;
+mod central_labels;
 pub mod central_mqtt;
 pub mod central_orders;
 pub mod cli;
@@ -12,6 +13,7 @@ pub mod impinj;
 pub mod m100;
 pub mod mqtt;
 pub mod nats_cluster;
+pub mod oepl;
 pub mod pos;
 pub mod pty;
 pub mod say;

@@ -126,6 +126,29 @@ impl Store {
     }
 }
 
+/// Apply a price pull of central's (`items` as the book lists them, at
+/// book `version`) to `store`, in de-DE.
+pub async fn price_pull(store: &Store, version: i64, items: serde_json::Value) {
+    let pull: storegate::domain::prices::PricePull =
+        serde_json::from_value(serde_json::json!({"version": version, "items": items})).unwrap();
+    store
+        .writer
+        .transact(move |w| {
+            storegate::domain::prices::apply_pull(w.conn(), &pull, chrono::Utc::now(), "de-DE")
+        })
+        .await
+        .unwrap();
+}
+
+/// The built-in `openepaperlink-ap` profile, polling every 50 ms, in a
+/// profiles directory (a file there overrides the built-in).
+pub fn fast_oepl_profile(dir: &Path) {
+    let text = include_str!("../../firmware-profiles/openepaperlink-ap.toml");
+    let fast = text.replace("poll_ms = 10000", "poll_ms = 50");
+    assert_ne!(fast, text, "the profile's poll_ms line changed");
+    std::fs::write(dir.join("openepaperlink-ap.toml"), fast).unwrap();
+}
+
 /// Poll `f` until it returns Some, failing after 30 s.
 pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -245,7 +245,13 @@ async fn reconcile(
     tags: Vec<OeplTag>,
     stale_after_s: u64,
 ) -> Result<Vec<EventBody>, StoreError> {
-    let seen: HashMap<String, LabelSeen> = tags.iter().map(|t| (t.mac.clone(), t.seen())).collect();
+    // A record the AP copied from another AP (`isexternal`) is that AP's
+    // to report: two sessions reporting one tag would contradict each other.
+    let seen: HashMap<String, LabelSeen> = tags
+        .iter()
+        .filter(|t| !t.external)
+        .map(|t| (t.mac.clone(), t.seen()))
+        .collect();
     ingest
         .writer()
         .transact(move |w| {
@@ -261,6 +267,15 @@ async fn reconcile(
         .await
 }
 
+/// Every tag record of the AP at `base_url` (all `/get_db` pages): the
+/// label router's view of which labels the AP serves. The error says which
+/// request failed and how.
+pub async fn oepl_list(client: &reqwest::Client, base_url: &str) -> Result<Vec<OeplTag>, String> {
+    read_tag_db(client, base_url)
+        .await
+        .map_err(|(failure, _)| failure.message().to_string())
+}
+
 /// Send a label update to an OpenEPaperLink AP: `POST {base_url}/jsonupload`
 /// with the form fields `mac` and `json` (the profile's drawing with the
 /// update's values). Called by the label dispatcher; the update counts as
@@ -272,14 +287,40 @@ pub async fn oepl_upload(
     update: &LabelUpdate,
 ) -> Result<(), DeviceError> {
     let url = format!("{}/jsonupload", base_url.trim_end_matches('/'));
-    let body = form_urlencoded(&esl::upload_form(update, &params.template));
+    post_form(client, url, &esl::upload_form(update, &params.template)).await
+}
+
+/// Send a tag command of the AP's web interface: `POST {base_url}/tag_cmd`
+/// with `mac` and `cmd` (`ledflash` flashes the tag's LED the next time it
+/// checks in). `Ok` once the AP accepted it.
+pub async fn oepl_tag_cmd(
+    client: &reqwest::Client,
+    base_url: &str,
+    mac: &str,
+    cmd: &str,
+) -> Result<(), DeviceError> {
+    let url = format!("{}/tag_cmd", base_url.trim_end_matches('/'));
+    let fields = [
+        ("mac".to_string(), mac.to_string()),
+        ("cmd".to_string(), cmd.to_string()),
+    ];
+    post_form(client, url, &fields).await
+}
+
+/// `POST` a form to the AP; any 2xx is success, anything else an error
+/// with the head of the answer.
+async fn post_form(
+    client: &reqwest::Client,
+    url: String,
+    fields: &[(String, String)],
+) -> Result<(), DeviceError> {
     let sent = client
         .post(&url)
         .header(
             CONTENT_TYPE,
             HeaderValue::from_static("application/x-www-form-urlencoded"),
         )
-        .body(body)
+        .body(form_urlencoded(fields))
         .timeout(UPLOAD_TIMEOUT)
         .send()
         .await;
