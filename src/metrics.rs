@@ -181,6 +181,8 @@ struct StoreFigures {
     quarantined: i64,
     labels: BTreeMap<String, i64>,
     alerts: BTreeMap<String, i64>,
+    pickup_orders: BTreeMap<String, i64>,
+    tasks_open: BTreeMap<String, i64>,
 }
 
 /// Journal, sync backlog, quarantine, labels, alerts and database size.
@@ -267,6 +269,22 @@ impl Collector for StoreCollector {
             f.alerts
                 .iter()
                 .map(|(code, n)| ([("code", code.as_str())], *n)),
+        )?;
+        gauge_family(
+            &mut enc,
+            "pickup_orders",
+            "Pickup orders the store holds per state: open (reserved, to pick), picked (waiting for the customer), handed_over, expired, cancelled.",
+            f.pickup_orders
+                .iter()
+                .map(|(state, n)| ([("state", state.as_str())], *n)),
+        )?;
+        gauge_family(
+            &mut enc,
+            "tasks_open",
+            "Staff tasks open or taken, per task (refill, relabel, count, check_device, return_to_shelf).",
+            f.tasks_open
+                .iter()
+                .map(|(task, n)| ([("task", task.as_str())], *n)),
         )
     }
 }
@@ -297,6 +315,29 @@ fn read_store(path: &Path, totals: &mut EventTotals) -> Result<StoreFigures, Sto
     )?
     .into_iter()
     .collect();
+    let mut pickup_orders: BTreeMap<String, i64> =
+        ["open", "picked", "handed_over", "expired", "cancelled"]
+            .into_iter()
+            .map(|s| (s.to_string(), 0))
+            .collect();
+    pickup_orders.extend(pairs(
+        &tx,
+        "SELECT state, count(*) FROM pickup_orders GROUP BY state",
+    )?);
+    let mut tasks_open: BTreeMap<String, i64> = [
+        "refill",
+        "relabel",
+        "count",
+        "check_device",
+        "return_to_shelf",
+    ]
+    .into_iter()
+    .map(|s| (s.to_string(), 0))
+    .collect();
+    tasks_open.extend(pairs(
+        &tx,
+        "SELECT task, count(*) FROM tasks WHERE state IN ('open', 'taken') GROUP BY task",
+    )?);
 
     let upto = head.min(totals.after.saturating_add(EVENTS_PER_SCRAPE));
     let mut st = tx
@@ -322,6 +363,8 @@ fn read_store(path: &Path, totals: &mut EventTotals) -> Result<StoreFigures, Sto
         quarantined,
         labels,
         alerts,
+        pickup_orders,
+        tasks_open,
     })
 }
 

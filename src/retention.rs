@@ -16,7 +16,7 @@ use std::time::Duration;
 use crate::db::quota::Quota;
 use crate::db::trim::{self, DROP_CHUNK, Enforced};
 use crate::db::{StoreError, WriteTx, Writer};
-use crate::domain::alerts;
+use crate::domain::{alerts, pickup, tasks};
 use crate::event::Severity;
 use crate::health::HealthBoard;
 use crate::shutdown::Shutdown;
@@ -52,6 +52,14 @@ pub fn enforce(w: &mut WriteTx<'_>, quota_bytes: u64) -> Result<Enforced, StoreE
     Ok(round)
 }
 
+/// Forget what staff finished long ago: ended pickup orders' lines and
+/// tags, closed tasks. Returns the rows removed.
+pub fn forget_finished_work(w: &mut WriteTx<'_>) -> Result<usize, StoreError> {
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let orders = pickup::forget_ended(w, now_ms)?;
+    Ok(orders + tasks::forget_closed(w.conn(), now_ms)?)
+}
+
 /// Run retention and the quota until shutdown.
 pub async fn run(
     writer: Writer,
@@ -72,6 +80,9 @@ pub async fn run(
         match r {
             Ok(n) => busy |= n as i64 == DROP_CHUNK,
             Err(e) => tracing::warn!(error = %e, "trimming the journal failed"),
+        }
+        if let Err(e) = writer.transact(forget_finished_work).await {
+            tracing::warn!(error = %e, "forgetting finished pickups and tasks failed");
         }
         match writer.transact(move |w| enforce(w, quota_bytes)).await {
             Ok(round) => {

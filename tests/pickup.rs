@@ -405,6 +405,29 @@ async fn pickup_orders_are_reserved_picked_handed_over_and_expired() {
                {"sku": "SKU-1004", "qty": 1, "picked": 0, "short": 1}])
     );
 
+    // The orders' ends in the store's metrics.
+    let metrics = shop
+        .http
+        .get(format!("{}/metrics", shop.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"storegate_pickup_orders{state="handed_over"} 1"#,
+        r#"storegate_pickup_orders{state="expired"} 1"#,
+        r#"storegate_pickup_orders{state="cancelled"} 1"#,
+        r#"storegate_pickup_orders{state="open"} 0"#,
+        r#"storegate_tasks_open{task="return_to_shelf"} 0"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line} in\n{metrics}"
+        );
+    }
+
     // No pickup code anywhere but in central's own orders.
     let pushed = serde_json::to_string(&events).unwrap();
     let mut logs = String::new();

@@ -82,6 +82,8 @@ pub fn task_for(code: &str) -> Option<&'static str> {
         "label_stale" | "price_conflict" => Some("relabel"),
         "count_mismatch" => Some("count"),
         "device_offline" | "label_offline" | "antenna_disconnected" => Some("check_device"),
+        // Picked items of an expired or cancelled pickup order.
+        crate::domain::pickup::RETURN_ALERT => Some("return_to_shelf"),
         _ => None,
     }
 }
@@ -95,6 +97,7 @@ pub fn evidence(code: &str, subject: &str) -> &'static str {
         "low_stock" => "stock",
         "label_stale" | "price_conflict" => "label",
         "count_mismatch" => "count",
+        crate::domain::pickup::RETURN_ALERT => "order_returned",
         _ => "device",
     }
 }
@@ -107,14 +110,16 @@ pub fn evidence(code: &str, subject: &str) -> &'static str {
 /// that is): a done of those is not checked, only confirmed when the
 /// alert does resolve.
 pub fn verifiable(code: &str, subject: &str) -> bool {
-    !matches!(evidence(code, subject), "stock") && code != "price_conflict"
+    // A return to the shelf has no sensor: the person's done records it
+    // on the order (`pickup::pick::returned`) and that resolves the alert.
+    !matches!(evidence(code, subject), "stock" | "order_returned") && code != "price_conflict"
 }
 
 /// A task as the API and the staff page show it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Task {
     pub task_id: String,
-    /// `refill`, `relabel`, `count` or `check_device`.
+    /// `refill`, `relabel`, `count`, `check_device` or `return_to_shelf`.
     pub task: String,
     /// `open`, `taken`, `done` or `dismissed`.
     pub state: String,
@@ -342,6 +347,23 @@ fn opened(
         event.device.clone(),
         EventBody::TaskOpened(opened),
     ))
+}
+
+/// How long a closed task (done and not waiting for its check, or
+/// dismissed) stays in the `tasks` table after its last step.
+pub const CLOSED_KEEP_DAYS: i64 = 30;
+
+/// Forget tasks closed more than [`CLOSED_KEEP_DAYS`] ago (their events
+/// went to central long since). Returns the rows removed.
+pub fn forget_closed(conn: &Connection, now_ms: i64) -> Result<usize, StoreError> {
+    let before = now_ms.saturating_sub(CLOSED_KEEP_DAYS * 86_400_000);
+    conn.prepare_cached(
+        "DELETE FROM tasks WHERE updated_ms < ?1
+           AND (state = 'dismissed' OR (state = 'done' AND check_at_ms IS NULL)
+                OR (state = 'done' AND confirmed_by IS NOT NULL))",
+    )
+    .and_then(|mut st| st.execute([before]))
+    .ctx("forgetting closed tasks")
 }
 
 /// What a refill fills up to: the shelf slot's `capacity` or the price

@@ -279,6 +279,31 @@ pub fn expire_due(w: &mut WriteTx<'_>, now_ms: i64) -> Result<Vec<String>, Store
     Ok(due)
 }
 
+/// How long an ended order keeps its lines and scanned tags after its
+/// deadline: long enough for any question about a pickup, short enough
+/// that years of orders do not pile up (DESIGN invariant 8).
+pub const ENDED_KEEP_DAYS: i64 = 30;
+
+/// Forget the lines and tags of orders that ended (handed over, expired,
+/// cancelled, nothing left to put back) more than [`ENDED_KEEP_DAYS`]
+/// after their deadline; the order's row stays (under 200 bytes), so an
+/// order central sends again stays ended, as the spec asks. Returns the
+/// rows removed.
+pub fn forget_ended(w: &mut WriteTx<'_>, now_ms: i64) -> Result<usize, StoreError> {
+    let before = now_ms.saturating_sub(ENDED_KEEP_DAYS * 86_400_000);
+    let ended = "SELECT order_id FROM pickup_orders
+        WHERE state NOT IN ('open', 'picked') AND return_open = 0 AND expires_ms < ?1";
+    let mut removed = 0;
+    for table in ["pickup_lines", "pickup_epcs"] {
+        removed += w
+            .conn()
+            .prepare_cached(&format!("DELETE FROM {table} WHERE order_id IN ({ended})"))
+            .and_then(|mut st| st.execute([before]))
+            .ctx("forgetting ended pickup orders")?;
+    }
+    Ok(removed)
+}
+
 /// Live orders whose deadline has passed at `now_ms`.
 pub fn due_orders(conn: &Connection, now_ms: i64) -> Result<Vec<String>, StoreError> {
     let mut st = conn

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 
 use super::{Task, get};
 use crate::db::{StoreError, WriteTx};
+use crate::domain::pickup;
 use crate::event::{EventBody, NewEvent, TaskDismissed, TaskDone, TaskTaken, now_millis};
 
 /// Why a step was refused; the API answers 404 or 409 with the message.
@@ -103,14 +104,24 @@ pub fn done(
     by: Option<String>,
     check_at: DateTime<Utc>,
 ) -> Result<Result<Task, Refusal>, StoreError> {
-    end(w, device, task_id, "done", |t| {
+    let done = end(w, device, task_id, "done", |t| {
         EventBody::TaskDone(TaskDone {
             task_id: t.task_id,
             by: by.or(t.taken_by),
             confirmed_by: None,
             check_at: super::verifiable(&t.alert_code, &t.subject).then_some(check_at),
         })
-    })
+    })?;
+    match done {
+        // Putting a pickup order's items back is recorded on the order
+        // too, as `POST /v1/orders/{id}/returned` does; its alert resolving
+        // confirms this task. Already recorded there: nothing more to do.
+        Ok(t) if t.alert_code == pickup::RETURN_ALERT => {
+            let _already_returned = pickup::pick::returned(w, device, &t.subject)?;
+            existing(w, task_id)
+        }
+        other => Ok(other),
+    }
 }
 
 /// A person dismisses an open or taken task with a reason. Dismissing it
