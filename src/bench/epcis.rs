@@ -14,9 +14,7 @@ use super::fill_journal_with;
 use crate::config::EpcisConfig;
 use crate::db::{self, StoreError, journal};
 use crate::epcis::{Setup, document};
-use crate::event::{
-    Count, EventBody, NewEvent, Reading, SaleLine, StockReceipt, TagTransition, now_millis,
-};
+use crate::event::{Count, EventBody, NewEvent, Reading, StockReceipt, TagTransition, now_millis};
 
 /// SKUs of the bench's catalog, each with a GTIN.
 const SKUS: usize = 500;
@@ -57,17 +55,7 @@ fn mixed_event(i: usize) -> NewEvent {
         last_seen: now,
     };
     let body = match i % 20 {
-        0 | 10 => EventBody::Sale(SaleLine {
-            receipt_id: format!("R-{i}"),
-            line: 1,
-            sku,
-            gtin: None,
-            qty: 1,
-            unit_price_minor: 249,
-            currency: "EUR".into(),
-            pos: "1".into(),
-            member_hash: None,
-        }),
+        0 | 10 => super::sample_sale(format!("R-{i}"), sku),
         1 => EventBody::Reading(Reading {
             name: "temperature".into(),
             value: 4.5,

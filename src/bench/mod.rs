@@ -61,22 +61,27 @@ impl JournalFigures {
     }
 }
 
+/// One till line of one unit at 2.49 EUR: the sale every bench uses.
+pub fn sample_sale(receipt_id: String, sku: String) -> EventBody {
+    EventBody::Sale(SaleLine {
+        receipt_id,
+        line: 1,
+        sku,
+        gtin: None,
+        qty: 1,
+        unit_price_minor: 249,
+        currency: "EUR".into(),
+        pos: "1".into(),
+        member_hash: None,
+    })
+}
+
 /// A realistic mix: mostly RFID transitions, every tenth event a sale line
 /// (which carries a natural key and so costs a second index insert).
 pub fn sample_event(i: usize) -> NewEvent {
     let now = crate::event::now_millis();
     let body = if i % 10 == 0 {
-        EventBody::Sale(SaleLine {
-            receipt_id: format!("R-{}", i / 10),
-            line: 1,
-            sku: format!("SKU-{}", 1000 + i % 500),
-            gtin: None,
-            qty: 1,
-            unit_price_minor: 249,
-            currency: "EUR".into(),
-            pos: "1".into(),
-            member_hash: None,
-        })
+        sample_sale(format!("R-{}", i / 10), format!("SKU-{}", 1000 + i % 500))
     } else {
         EventBody::TagArrived(TagTransition {
             epc: format!("30742{:019X}", i),

@@ -19,19 +19,14 @@ mod openepaperlink;
 mod stream;
 
 use std::error::Error as _;
-use std::time::Duration;
 
-use super::{DeviceError, DeviceSpec, Ingest};
+use super::{CONNECT_TIMEOUT, DeviceError, DeviceSpec, Ingest};
 use crate::config::Transport;
 use crate::profiles::Codec;
 use crate::shutdown::Shutdown;
 
 pub use openepaperlink::{MAX_FAILED_POLLS, oepl_list, oepl_tag_cmd, oepl_upload};
 pub use stream::MAX_LINE;
-
-/// How long opening a TCP connection may take. Without a bound, a device
-/// that is switched off costs the kernel's SYN retries (minutes) per try.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Run one session of an HTTP device until shutdown (`Ok`) or until the
 /// connection is lost or the device fails (`Err`); the runner reconnects.

@@ -32,6 +32,11 @@ use crate::shutdown::Shutdown;
 use down_log::{DownLog, Say};
 pub use ingest::{Ingest, Source};
 
+/// How long opening a TCP connection to a device may take (HTTP, LLRP,
+/// Modbus TCP). Without a bound, a device that is switched off costs the
+/// kernel's SYN retries (minutes) per try.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A configured device with its resolved profile.
 #[derive(Debug, Clone)]
 pub struct DeviceSpec {

@@ -21,7 +21,7 @@ use tokio_modbus::client::{Context, Reader};
 use tokio_modbus::{ExceptionCode, Slave};
 use tokio_serial::{ClearBuffer, SerialPort};
 
-use super::{DeviceError, DeviceSpec, Ingest, deliver_until_stored};
+use super::{CONNECT_TIMEOUT, DeviceError, DeviceSpec, Ingest, deliver_until_stored};
 use crate::codecs::Decoded;
 use crate::codecs::registers::{
     ChangeFilter, Emit, ReadRequest, RegistersParams, Sample, SampleKey, Table,
@@ -35,9 +35,6 @@ use crate::shutdown::Shutdown;
 pub const MAX_FAILED_POLLS: u32 = 3;
 /// Serial speed when neither the device config nor the profile gives one
 /// (also the XY-MD02's factory setting).
-/// How long opening a TCP connection may take. Without a bound, a device
-/// that is switched off costs the kernel's SYN retries (minutes) per try.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bounds of the time one read request may take to be answered: the poll
 /// interval, but at least [`MIN_REPLY_TIMEOUT`] so a fast poll on a busy
 /// gateway does not turn slow answers into failures (a slow poll only

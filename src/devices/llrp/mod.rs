@@ -18,23 +18,19 @@ mod setup;
 mod tls;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
 use conn::{Conn, Incoming};
 use setup::Settings;
 
-use super::{DeviceError, DeviceSpec, Ingest, Source, deliver_until_stored};
+use super::{CONNECT_TIMEOUT, DeviceError, DeviceSpec, Ingest, Source, deliver_until_stored};
 use crate::codecs::llrp::{self, ReaderEvent, ReaderMessage, encode};
 use crate::codecs::{Decoded, TagRead};
 use crate::config::Transport;
 use crate::event::{EventBody, Gpi, now_millis, ts_from_millis};
 use crate::profiles::Codec;
 use crate::shutdown::Shutdown;
-
-/// How long opening the TCP connection may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Connect to the reader, set up the inventory and journal its reads until
 /// shutdown (`Ok`) or until the connection is lost or dead (`Err`).
