@@ -2,7 +2,8 @@
 //! and the story's beats (deliveries, a promo, a price conflict, a shelf
 //! running low, an RFID count, central going offline and coming back with
 //! a price change), each told by the [`Narrator`]. The click-and-collect
-//! order (`demo/pickup.rs`) runs beside them.
+//! order (`demo/pickup.rs`) and the refill task (`demo/tasks.rs`) run
+//! beside them.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -427,5 +428,15 @@ pub(super) async fn story(rig: Arc<Rig>, len: Duration, say: Narrator) {
         }
     };
 
-    tokio::join!(trading, beats, pickup);
+    // The low shelf of SKU-1003 (0.40) opens a refill task; the delivery
+    // (0.72) should let the store confirm it done by itself.
+    let chores = async {
+        at(0.40).await;
+        let delivery = t0 + len.mul_f64(0.72);
+        if let Some(id) = rig.take_refill("SKU-1003", &say, delivery).await {
+            at(0.80).await;
+            rig.refill_outcome(&id, &say).await;
+        }
+    };
+    tokio::join!(trading, beats, pickup, chores);
 }
