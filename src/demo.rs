@@ -9,7 +9,8 @@
 //! in between, exactly as `storegate run` would.
 //!
 //! A scripted story runs through a store day in fast motion (deliveries,
-//! sales, a promo, a price conflict, a shelf running low, an RFID count,
+//! sales, a promo, a price conflict, a shelf running low and its refill
+//! task, a click-and-collect order picked and handed over, an RFID count,
 //! central going offline and coming back with a price change), scaled to
 //! `--duration`. A live summary shows what the store knows; at the end
 //! the store must have handed everything to central, and central and store
@@ -17,12 +18,15 @@
 //!
 //! This file runs the demo (data directory, logging, the agent, how it
 //! ends); `demo/rig.rs` starts what the agent talks to, `demo/story.rs`
-//! is the scripted day and `demo/summary.rs` what the terminal shows of
-//! the store.
+//! is the scripted day (with `demo/pickup.rs` and `demo/tasks.rs` for
+//! its click-and-collect and staff-task beats) and `demo/summary.rs`
+//! what the terminal shows of the store.
 
+mod pickup;
 mod rig;
 mod story;
 mod summary;
+mod tasks;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -1,8 +1,9 @@
 //! `storegate demo --duration 20`: the real binary runs the whole simulated
 //! store (pseudo-terminals, embedded broker, Modbus servers, in-process
 //! central) and must end with central and store agreeing on every SKU,
-//! labels confirmed, a price conflict and a low-stock alert raised, and
-//! exit code 0.
+//! labels confirmed, a price conflict and a low-stock alert raised, the
+//! click-and-collect order picked and handed over, the refill task taken,
+//! and exit code 0.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -74,6 +75,62 @@ fn demo_runs_a_store_day_and_central_and_store_agree() {
     for beat in ["OFFLINE", "ONLINE again", "promo", "handheld"] {
         assert!(out.contains(beat), "story beat {beat:?}\n{context}");
     }
+    // Click-and-collect: reserved, a wrong item and a wrong code refused
+    // with the API's reasons, handed over; the customer's code is never
+    // shown with the order.
+    for beat in [
+        "WEB-1001 pulled and reserved",
+        "refused (HTTP 409 wrong_item: wrong item: SKU-1002 is not in order WEB-1001",
+        "finishes the pick (short 0)",
+        "refused (HTTP 422 wrong_pickup_code",
+        "WEB-1001 handed over",
+    ] {
+        assert!(out.contains(beat), "pickup beat {beat:?}\n{context}");
+    }
+    assert_eq!(
+        figure(&out, "pickups handed over:"),
+        Some(1),
+        "one pickup handed over\n{context}"
+    );
+    // Staff tasks: the low shelf's refill task shown, taken, and done by
+    // the store's evidence after the delivery (or by staff if not yet).
+    for beat in ["staff page    task: Refill SKU-1003", "anna takes T-"] {
+        assert!(out.contains(beat), "task beat {beat:?}\n{context}");
+    }
+    assert!(
+        out.contains("done, confirmed_by") || out.contains("marks T-"),
+        "the refill task's outcome\n{context}"
+    );
+    let done = figure(&out, "tasks done:").expect("a tasks line");
+    assert!(done >= 1, "a task done\n{context}");
+    let log = std::fs::read_to_string(dir.join("storegate.log")).unwrap();
+    for line in out.lines().chain(log.lines()) {
+        assert!(
+            !(line.contains("WEB-1001") && line.contains("4711")),
+            "the pickup code is shown: {line}"
+        );
+    }
+    // The journal has the events central was told about.
+    let db = rusqlite::Connection::open(dir.join("storegate.db")).unwrap();
+    let count = |kind: &str| -> i64 {
+        db.query_row(
+            "SELECT count(*) FROM journal WHERE kind = ?1",
+            [kind],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    for (kind, at_least) in [
+        ("order_reserved", 1),
+        ("order_picked", 1),
+        ("order_handed_over", 1),
+        ("task_opened", 1),
+        ("task_taken", 1),
+        ("task_done", 1),
+    ] {
+        assert!(count(kind) >= at_least, "{kind} journaled\n{context}");
+    }
+
     // --dir keeps the data: the journal, the config and central's state.
     for file in [
         "storegate.db",

@@ -216,6 +216,7 @@ token_file = {sync}
 max_backoff_s = 2
 poll_prices_s = 2
 poll_stock_s = 5
+poll_orders_s = 2
 
 [rfid]
 dedup_window_ms = 2000
@@ -414,18 +415,35 @@ topic = {esl_topic}
     }
     /// POST JSON to the local API with the staff token.
     pub(super) async fn api_post(&self, path: &str, body: Value) -> Result<(u16, Value), String> {
+        self.api_call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// GET from the local API with the staff token.
+    pub(super) async fn api_get(&self, path: &str) -> Result<(u16, Value), String> {
+        self.api_call(reqwest::Method::GET, path, None).await
+    }
+
+    /// One call to the local API with the staff token: the status and the
+    /// answer (JSON, else its text as a string). Bounded by the client's
+    /// timeout, so a beat never hangs on it.
+    async fn api_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value), String> {
         // The API may need a moment after the agent starts.
         let mut tries = 0;
         loop {
             tries += 1;
-            let sent = self
+            let mut request = self
                 .http
-                .post(format!("{}{path}", self.api))
-                .bearer_auth(&self.staff_token)
-                .json(&body)
-                .send()
-                .await;
-            match sent {
+                .request(method.clone(), format!("{}{path}", self.api))
+                .bearer_auth(&self.staff_token);
+            if let Some(body) = &body {
+                request = request.json(body);
+            }
+            match request.send().await {
                 Ok(r) => {
                     let status = r.status().as_u16();
                     let text = r.text().await.unwrap_or_default();

@@ -1,7 +1,9 @@
 //! The scripted store day: opening the store, steady trading at the till,
 //! and the story's beats (deliveries, a promo, a price conflict, a shelf
 //! running low, an RFID count, central going offline and coming back with
-//! a price change), each told by the [`Narrator`].
+//! a price change), each told by the [`Narrator`]. The click-and-collect
+//! order (`demo/pickup.rs`) and the refill task (`demo/tasks.rs`) run
+//! beside them.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -412,5 +414,29 @@ pub(super) async fn story(rig: Arc<Rig>, len: Duration, say: Narrator) {
         say.line("the story is told; the store keeps trading");
         std::future::pending::<()>().await;
     };
-    tokio::join!(trading, beats);
+
+    // Click-and-collect runs beside the other beats, so that waiting for
+    // the store to pull the order never delays them.
+    let pickup = async {
+        at(0.08).await;
+        rig.web_order(&say);
+        // Orders are pulled every 2 s in the demo; allow a few pulls.
+        let within = len.mul_f64(0.25).max(Duration::from_secs(6));
+        if rig.await_reserved(&say, within).await {
+            at(0.26).await;
+            rig.pick_and_hand_over(&say).await;
+        }
+    };
+
+    // The low shelf of SKU-1003 (0.40) opens a refill task; the delivery
+    // (0.72) should let the store confirm it done by itself.
+    let chores = async {
+        at(0.40).await;
+        let delivery = t0 + len.mul_f64(0.72);
+        if let Some(id) = rig.take_refill("SKU-1003", &say, delivery).await {
+            at(0.80).await;
+            rig.refill_outcome(&id, &say).await;
+        }
+    };
+    tokio::join!(trading, beats, pickup, chores);
 }

@@ -131,6 +131,11 @@ impl Rig {
         println!("  price conflicts raised: {}", counts.price_conflicts);
         println!("  low_stock alerts raised: {}", counts.low_stock);
         println!("  temperature alerts raised: {}", counts.temperature);
+        println!("  pickups handed over: {}", counts.handed_over);
+        println!(
+            "  tasks done: {} of {} opened",
+            counts.tasks_done, counts.tasks_opened
+        );
         let kinds: Vec<String> = counts
             .per_kind
             .iter()
@@ -197,6 +202,12 @@ struct Raised {
     price_conflicts: i64,
     low_stock: i64,
     temperature: i64,
+    /// Pickup orders handed over to their customers.
+    handed_over: i64,
+    /// Staff tasks opened, and those done now (by staff or confirmed by
+    /// the store's evidence).
+    tasks_opened: i64,
+    tasks_done: i64,
     per_kind: Vec<(String, i64)>,
 }
 
@@ -217,6 +228,15 @@ fn raised_counts(conn: &Connection) -> anyhow::Result<Raised> {
         )?,
         low_stock: opened("low_stock")?,
         temperature: opened("temperature")?,
+        handed_over: conn.query_row(
+            "SELECT count(*) FROM journal WHERE kind = 'order_handed_over'",
+            [],
+            |r| r.get(0),
+        )?,
+        tasks_opened: conn.query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))?,
+        tasks_done: conn.query_row("SELECT count(*) FROM tasks WHERE state = 'done'", [], |r| {
+            r.get(0)
+        })?,
         per_kind: journal::counts_per_kind(conn)?,
     })
 }
