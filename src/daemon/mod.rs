@@ -286,11 +286,7 @@ async fn run_once(
                         shutdown.clone(),
                     ));
                 }
-                tasks.spawn(pickup_expiry::run(
-                    path.clone(),
-                    writer.clone(),
-                    shutdown.clone(),
-                ));
+                tasks.spawn(pickup_expiry::run(writer.clone(), shutdown.clone()));
             } else {
                 tracing::info!("no central.url: prices, stock and pickup orders are not pulled");
             }

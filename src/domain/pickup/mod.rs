@@ -305,7 +305,7 @@ pub fn forget_ended(w: &mut WriteTx<'_>, now_ms: i64) -> Result<usize, StoreErro
 }
 
 /// Live orders whose deadline has passed at `now_ms`.
-pub fn due_orders(conn: &Connection, now_ms: i64) -> Result<Vec<String>, StoreError> {
+fn due_orders(conn: &Connection, now_ms: i64) -> Result<Vec<String>, StoreError> {
     let mut st = conn
         .prepare_cached(
             "SELECT order_id FROM pickup_orders WHERE state IN ('open', 'picked') AND expires_ms <= ?1 ORDER BY expires_ms",
