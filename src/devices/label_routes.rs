@@ -16,7 +16,7 @@
 //! share one handle), and nothing of it is journaled.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
@@ -74,7 +74,9 @@ pub enum Placement {
 #[derive(Debug, Clone)]
 pub struct AccessPoints {
     aps: Arc<Mutex<Vec<Ap>>>,
-    client: reqwest::Client,
+    /// Built on first use: a store without access points (most) never
+    /// pays for an HTTP client and its TLS set-up.
+    client: Arc<OnceLock<reqwest::Client>>,
 }
 
 impl Default for AccessPoints {
@@ -98,17 +100,23 @@ impl AccessPoints {
                 refreshed: None,
             })
             .collect();
-        // Building a client fails only without a TLS backend; the default
-        // client then still works for plain HTTP, which APs speak.
-        let client = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(LIST_TIMEOUT)
-            .build()
-            .unwrap_or_default();
         AccessPoints {
             aps: Arc::new(Mutex::new(aps)),
-            client,
+            client: Arc::default(),
         }
+    }
+
+    fn client(&self) -> &reqwest::Client {
+        self.client.get_or_init(|| {
+            // Building a client fails only without a TLS backend; the
+            // default client then still works for plain HTTP, which APs
+            // speak.
+            reqwest::Client::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .timeout(LIST_TIMEOUT)
+                .build()
+                .unwrap_or_default()
+        })
     }
 
     /// Whether the store has no AP at all.
@@ -142,7 +150,7 @@ impl AccessPoints {
                 .collect()
         };
         for (i, url) in due {
-            let listed = oepl_list(&self.client, &url).await;
+            let listed = oepl_list(self.client(), &url).await;
             let mut aps = self.aps.lock().await;
             let Some(ap) = aps.get_mut(i) else { continue };
             ap.refreshed = Some(Instant::now());
@@ -222,7 +230,7 @@ impl AccessPoints {
         update: &LabelUpdate,
     ) -> Result<String, DeviceError> {
         self.first_that_takes(targets, |t| async move {
-            oepl_upload(&self.client, &t.url, &t.params, update).await
+            oepl_upload(self.client(), &t.url, &t.params, update).await
         })
         .await
     }
@@ -236,7 +244,7 @@ impl AccessPoints {
         cmd: &str,
     ) -> Result<String, DeviceError> {
         self.first_that_takes(targets, |t| async move {
-            oepl_tag_cmd(&self.client, &t.url, mac, cmd).await
+            oepl_tag_cmd(self.client(), &t.url, mac, cmd).await
         })
         .await
     }
