@@ -90,6 +90,10 @@ if command -v cargo-nextest >/dev/null 2>&1; then
 else
   cargo test --all-targets
 fi
+# The headless-browser tests' screenshots (staff page, task list, a pick,
+# a handover, a label binding, a sled upload) are the tests' artefacts.
+echo "screenshots of the staff page:"
+ls -1 target/tmp/*.png 2>/dev/null || echo "  (none: no browser test ran)"
 # The packages (issue 19, docs/packaging.md): the amd64 .deb installed
 # for real with dpkg, upgraded over a database, removed and purged (needs
 # root, as CI has); the ARM builds run under qemu-user.
